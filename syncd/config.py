@@ -1,0 +1,560 @@
+"""Configuration: a TOML file plus ``SYNCD_<SECTION>__<KEY>`` environment overrides.
+
+All validation of user config lives here; the rest of syncd receives typed, frozen objects.
+This is also the only module that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from syncd.engine.rules import Rule, RuleError, parse_rule
+from syncd.model import ObjectType
+
+DEFAULT_CONFIG_PATH = Path("/etc/syncd/syncd.toml")
+INTERVAL_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
+
+
+class ConfigInvalid(Exception):
+    """The configuration has problems; each is a ``section.key: what is wrong`` line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _parse_rule_value(raw: Any) -> Rule | None:
+    if raw is None or isinstance(raw, Rule):
+        return raw
+    try:
+        return parse_rule(raw, path="")
+    except RuleError as exc:
+        raise ValueError(str(exc).removeprefix(".").removeprefix(": ")) from None
+
+
+RuleField = Annotated[Rule | None, BeforeValidator(_parse_rule_value)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors; secrets may come from files.
+
+    For a secret key ``x``, ``x_file = "/path"`` reads the value from that file (systemd
+    ``LoadCredential=``, Docker secrets); giving both is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        out = dict(data)
+        for name, info in cls.model_fields.items():
+            key = f"{name}_file"
+            if key not in out:
+                continue
+            if "SecretStr" not in str(info.annotation):
+                raise ValueError(f"{key}: {name} is not a secret; set it directly")
+            if out.get(name) is not None:
+                raise ValueError(f"{key}: give either {name} or {key}, not both")
+            path = Path(str(out.pop(key)))
+            try:
+                out[name] = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{key}: cannot read {path}: {exc.strerror}") from None
+        return out
+
+
+class DaemonSettings(Section):
+    """How the daemon runs: where it listens, keeps state, logs and drains."""
+
+    listen: str = "127.0.0.1:8080"
+    state_dir: Path = Path("/var/lib/syncd")
+    store: Literal["sqlite", "mysql"] = "sqlite"
+    mysql_dsn: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drain_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    instance_id: str | None = None
+    lease_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @field_validator("mysql_dsn")
+    @classmethod
+    def _check_dsn(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            MysqlDsn.parse(v.get_secret_value())
+        return v
+
+    @model_validator(mode="after")
+    def _store_needs_dsn(self) -> DaemonSettings:
+        if self.store == "mysql" and self.mysql_dsn is None:
+            raise ValueError("mysql_dsn: required when store = 'mysql'")
+        return self
+
+    @property
+    def host(self) -> str:
+        """Listen host, without IPv6 brackets."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Listen port."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class RateLimitSettings(Section):
+    """Client-side request budget: at most `requests` per `per_seconds`."""
+
+    requests: int = Field(ge=1)
+    per_seconds: float = Field(gt=0)
+
+
+class HttpSettings(Section):
+    """Timeouts and retry policy for one vendor API."""
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    read_timeout: float = Field(default=60.0, gt=0)
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    retry_base_delay: float = Field(default=0.5, ge=0)
+    retry_max_delay: float = Field(default=30.0, ge=0)
+
+
+class HubSettings(Section):
+    """The marketing hub: ActiveCampaign or HubSpot."""
+
+    kind: Literal["activecampaign", "hubspot"]
+    base_url: str
+    api_token: SecretStr
+    webhook_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    rate_limit: RateLimitSettings | None = None
+    quota_reserve: float = Field(default=0.10, ge=0, lt=1)
+    tag_property: str = "syncd_sync_tags"
+    http: HttpSettings = HttpSettings()
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    @property
+    def effective_rate_limit(self) -> RateLimitSettings:
+        """The configured rate limit, or the vendor's documented default."""
+        if self.rate_limit is not None:
+            return self.rate_limit
+        if self.kind == "activecampaign":
+            return RateLimitSettings(requests=5, per_seconds=1.0)
+        return RateLimitSettings(requests=100, per_seconds=10.0)
+
+
+class CrmSettings(Section):
+    """Salesforce: OAuth flow, API version and the external id fields upserts match on."""
+
+    kind: Literal["salesforce"] = "salesforce"
+    login_url: str = "https://login.salesforce.com"
+    api_version: str = "61.0"
+    auth_flow: Literal["client_credentials", "refresh_token", "jwt_bearer"] = "client_credentials"
+    client_id: str
+    client_secret: SecretStr | None = None
+    refresh_token: SecretStr | None = None
+    username: str | None = None
+    private_key: SecretStr | None = None
+    external_id_fields: dict[ObjectType, str] = Field(
+        default_factory=lambda: {
+            ObjectType.CONTACT: "Syncd_Hub_Id__c",
+            ObjectType.LEAD: "Syncd_Hub_Id__c",
+            ObjectType.ACCOUNT: "Syncd_Hub_Id__c",
+        }
+    )
+    quota_reserve: float = Field(default=0.10, ge=0, lt=1)
+    http: HttpSettings = HttpSettings()
+
+    @field_validator("login_url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http(s) URL")
+        return v.rstrip("/")
+
+    @field_validator("api_version")
+    @classmethod
+    def _check_version(cls, v: str) -> str:
+        head, _, tail = v.partition(".")
+        if not head.isdigit() or tail not in ("0", ""):
+            raise ValueError("must look like 61.0")
+        return f"{head}.0"
+
+    @model_validator(mode="after")
+    def _flow_needs(self) -> CrmSettings:
+        needs = {
+            "client_credentials": ("client_secret",),
+            "refresh_token": ("client_secret", "refresh_token"),
+            "jwt_bearer": ("username", "private_key"),
+        }[self.auth_flow]
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: required for auth_flow = '{self.auth_flow}'")
+        return self
+
+
+class InboundSettings(Section):
+    """The inbound buffer: when it flushes to the CRM and how retries are paced."""
+
+    flush_interval: float = Field(default=600.0, gt=0)
+    flush_size: int = Field(default=100, ge=1, le=10_000)
+    poll_interval: float = Field(default=0.0, ge=0)
+    max_attempts: int = Field(default=8, ge=1)
+    retry_base_delay: float = Field(default=30.0, ge=0)
+
+
+class OutboundSettings(Section):
+    """Scheduled pulls from the CRM."""
+
+    interval_hours: int = 4
+    overlap_seconds: float = Field(default=60.0, ge=0)
+    interval_seconds_override: float | None = Field(default=None, gt=0)
+
+    @field_validator("interval_hours", mode="before")
+    @classmethod
+    def _check_hours(cls, v: Any) -> Any:
+        if isinstance(v, bool) or v not in INTERVAL_HOURS:
+            raise ValueError("must be one of " + ", ".join(map(str, INTERVAL_HOURS)))
+        return v
+
+
+class ObjectSyncSettings(Section):
+    """Per object: whether and which way it syncs, which records, and the field mapping."""
+
+    enabled: bool = True
+    direction: Literal["two-way", "hub-to-crm", "crm-to-hub"] = "two-way"
+    selection: Literal["none", "all_new", "flagged", "criteria"] = "all_new"
+    flag_field: str | None = None
+    criteria: RuleField = None
+    mapping: dict[str, str] = Field(default_factory=dict)
+    transforms: dict[str, Literal["lower", "upper", "strip", "title"]] = Field(default_factory=dict)
+    required: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _selection_needs(self) -> ObjectSyncSettings:
+        if self.selection == "flagged" and not self.flag_field:
+            raise ValueError("flag_field: required when selection = 'flagged'")
+        if self.selection == "criteria" and self.criteria is None:
+            raise ValueError("criteria: required when selection = 'criteria'")
+        unknown = set(self.transforms) - set(self.mapping)
+        if unknown:
+            raise ValueError(f"transforms: {sorted(unknown)[0]} is not a mapped hub field")
+        return self
+
+
+def _default_objects() -> dict[ObjectType, ObjectSyncSettings]:
+    person = {
+        "email": "Email",
+        "firstName": "FirstName",
+        "lastName": "LastName",
+        "phone": "Phone",
+    }
+    return {
+        ObjectType.CONTACT: ObjectSyncSettings(mapping=person, required=["lastName"]),
+        ObjectType.LEAD: ObjectSyncSettings(
+            mapping={**person, "company": "Company"}, required=["lastName", "company"]
+        ),
+        ObjectType.ACCOUNT: ObjectSyncSettings(enabled=False, mapping={"name": "Name"}),
+        ObjectType.OPPORTUNITY: ObjectSyncSettings(enabled=False, direction="crm-to-hub"),
+    }
+
+
+class SyncSettings(Section):
+    """Rules that apply in both directions."""
+
+    conflict_winner: Literal["crm", "hub"] = "crm"
+    only_with_email: bool = True
+    objects: dict[ObjectType, ObjectSyncSettings] = Field(default_factory=_default_objects)
+
+
+class DbsyncSettings(Section):
+    """One MySQL table imported into one hub list."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    dsn: SecretStr
+    table: str = Field(pattern=r"^[A-Za-z0-9_$]{1,64}$")
+    list: str
+    key_column: str = "id"
+    mapping: dict[str, str]
+    rules: RuleField = None
+    delete_missing: bool = False
+    delete_safety_threshold: float = Field(default=0.5, ge=0, le=1)
+    update_existing: bool = True
+    send_last_broadcast: bool = False
+    schedule: str = "manual"
+    batch_size: int = Field(default=250, ge=1, le=10_000)
+
+    @field_validator("dsn")
+    @classmethod
+    def _check_dsn(cls, v: SecretStr) -> SecretStr:
+        MysqlDsn.parse(v.get_secret_value())
+        return v
+
+    @field_validator("mapping")
+    @classmethod
+    def _check_mapping(cls, v: dict[str, str]) -> dict[str, str]:
+        if "email" not in v.values():
+            raise ValueError("one column must be mapped to the hub field 'email'")
+        if list(v.values()).count("tags") > 1:
+            raise ValueError("at most one column may be mapped to 'tags'")
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, v: str) -> str:
+        parse_schedule(v)
+        return v
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a job runs: never by itself, every N seconds, or on a cron expression."""
+
+    kind: Literal["manual", "interval", "cron"]
+    seconds: float = 0.0
+    cron: str = ""
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(text: str) -> Schedule:
+    """``manual``, ``every 30m`` / ``every 6h`` / ``every 1d``, or a 5-field cron expression."""
+    t = text.strip()
+    if t == "manual":
+        return Schedule("manual")
+    if t.startswith("every "):
+        amount = t[6:].strip()
+        unit = amount[-1:]
+        if unit in _UNITS and amount[:-1].isdigit() and int(amount[:-1]) > 0:
+            return Schedule("interval", seconds=float(int(amount[:-1]) * _UNITS[unit]))
+        raise ValueError("'every' needs a positive number and a unit s, m, h or d (every 6h)")
+    if len(t.split()) == 5:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(t)
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression: {exc}") from None
+        return Schedule("cron", cron=t)
+    raise ValueError("must be 'manual', 'every <n><s|m|h|d>' or a 5-field cron expression")
+
+
+@dataclass(frozen=True)
+class MysqlDsn:
+    """A parsed ``mysql://user:password@host:port/database`` address."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+    @classmethod
+    def parse(cls, dsn: str) -> MysqlDsn:
+        """Parse a DSN; the error never repeats the DSN (it may hold a password)."""
+        parts = urlsplit(dsn)
+        if parts.scheme not in ("mysql", "mariadb"):
+            raise ValueError("must be a mysql://user:password@host:port/database URL")
+        try:
+            port = parts.port or 3306
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        database = parts.path.lstrip("/")
+        if not parts.hostname or not database:
+            raise ValueError("needs a host and a database: mysql://user@host:3306/database")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username or "root"),
+            password=unquote(parts.password or ""),
+            database=unquote(database),
+        )
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    daemon: DaemonSettings = DaemonSettings()
+    hub: HubSettings | None = None
+    crm: CrmSettings | None = None
+    inbound: InboundSettings = InboundSettings()
+    outbound: OutboundSettings = OutboundSettings()
+    sync: SyncSettings = SyncSettings()
+    dbsync: list[DbsyncSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment overrides the file (which arrives as init kwargs).
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_dbsync_names(self) -> Settings:
+        seen: set[str] = set()
+        for i, d in enumerate(self.dbsync):
+            if d.name in seen:
+                raise ValueError(f"dbsync[{i}].name: duplicate name {d.name!r}")
+            seen.add(d.name)
+        if self.hub is not None and self.hub.kind != "activecampaign":
+            for i, d in enumerate(self.dbsync):
+                if d.send_last_broadcast:
+                    raise ValueError(
+                        f"dbsync[{i}].send_last_broadcast: {self.hub.kind} has no "
+                        "'send the list's last campaign' API; turn the option off"
+                    )
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret value in the config (and DSN passwords), for log redaction."""
+        out: list[str] = []
+        for value in _walk(self):
+            if isinstance(value, SecretStr):
+                raw = value.get_secret_value()
+                if raw:
+                    out.append(raw)
+                    if "://" in raw:
+                        try:
+                            pw = MysqlDsn.parse(raw).password
+                        except ValueError:
+                            pw = ""
+                        if pw:
+                            out.append(pw)
+        return sorted(set(out), key=len, reverse=True)
+
+    def digest(self) -> str:
+        """A short fingerprint of the effective config (changes whenever any value does)."""
+        h = hashlib.sha256()
+        for value in _walk(self):
+            h.update(
+                repr(value.get_secret_value() if isinstance(value, SecretStr) else value).encode()
+            )
+        return h.hexdigest()[:16]
+
+    def dbsync_by_name(self, name: str) -> DbsyncSettings | None:
+        """The dbsync entry called `name`."""
+        return next((d for d in self.dbsync if d.name == name), None)
+
+
+def _walk(obj: Any) -> Iterator[Any]:
+    if isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            yield name
+            yield from _walk(getattr(obj, name))
+    elif isinstance(obj, dict):
+        for k, v in sorted(obj.items(), key=lambda kv: str(kv[0])):
+            yield k
+            yield from _walk(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _walk(v)
+    else:
+        yield obj
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """The config file to read: the explicit path, else ``SYNCD_CONFIG``, else the default."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("SYNCD_CONFIG")
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigInvalid listing every problem."""
+    p = config_path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigInvalid([f"config: file not found: {p}"]) from None
+    except OSError as exc:
+        raise ConfigInvalid([f"config: cannot read {p}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigInvalid([f"config: {p} is not valid TOML: {exc}"]) from None
+    try:
+        return Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigInvalid(format_problems(exc)) from None
+
+
+def format_problems(exc: ValidationError) -> list[str]:
+    """Render validation errors as ``section.key: what is wrong`` lines, never echoing input."""
+    problems: list[str] = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [
+            f"[{p}]" if isinstance(p, int) else str(p)
+            for p in err["loc"]
+            if not str(p).startswith(("function-", "tagged-"))
+        ]
+        # Drop union/literal branch names pydantic puts in the location.
+        loc = [p for p in loc if p not in ("SecretStr", "str", "int", "float", "bool")]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required"
+        # A validator may name the sub-key itself ("flag_field: required when ...").
+        head, sep, rest = msg.partition(": ")
+        if (
+            sep
+            and head.replace("_", "").replace("[", "").replace("]", "").replace(".", "").isalnum()
+            and " " not in head
+        ):
+            loc.append(head)
+            msg = rest
+        key = ".".join(loc)
+        key = key.replace(".[", "[")
+        problems.append(f"{key or 'config'}: {msg}")
+    return problems

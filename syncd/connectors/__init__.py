@@ -1,0 +1,1 @@
+"""Vendor connectors behind the CrmConnector and HubConnector protocols."""

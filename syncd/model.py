@@ -1,0 +1,214 @@
+"""The shared vocabulary: enums and frozen dataclasses that cross the seams."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Direction(StrEnum):
+    """Which way a change travels."""
+
+    INBOUND = "inbound"  # hub -> crm
+    OUTBOUND = "outbound"  # crm -> hub
+    DBSYNC = "dbsync"  # mysql -> hub list
+
+
+class ObjectType(StrEnum):
+    """The kinds of record syncd moves."""
+
+    CONTACT = "contact"
+    LEAD = "lead"
+    ACCOUNT = "account"
+    OPPORTUNITY = "opportunity"
+
+
+class EntryStatus(StrEnum):
+    """Life of a queue entry: pending -> processing -> processed | error, or excluded."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    ERROR = "error"
+    EXCLUDED = "excluded"
+
+
+class ErrorCategory(StrEnum):
+    """Why a record or a direction failed; decides retry and the operator hint."""
+
+    VALIDATION = "validation"
+    DUPLICATE = "duplicate"
+    CONVERTED_LEAD = "converted_lead"
+    REJECTED = "rejected"
+    TRANSIENT = "transient"
+    AUTH = "auth"
+    QUOTA = "quota"
+    MAPPING = "mapping"
+    STORE = "store"
+
+
+class SyncTag(StrEnum):
+    """Status markers a hub record carries; they decide what syncs."""
+
+    ADDED_TO_SF_CONTACT = "added-to-salesforce-contact"
+    ADDED_TO_SF_LEAD = "added-to-salesforce-lead"
+    CREATED_FROM_SF_CONTACT = "created-from-salesforce-contact"
+    CREATED_FROM_SF_LEAD = "created-from-salesforce-lead"
+    SF_LEAD_CONVERTED = "salesforce-lead-converted-to-contact"
+
+
+class WriteOp(StrEnum):
+    """How a batch write treats existing records."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UPSERT = "upsert"
+
+
+class RunKind(StrEnum):
+    """What a run in the store was."""
+
+    FLUSH = "flush"
+    PULL = "pull"
+    POLL = "poll"
+    DBSYNC = "dbsync"
+    DBSYNC_TEST = "dbsync_test"
+
+
+class RunTrigger(StrEnum):
+    """Why a run started."""
+
+    SIZE = "size"
+    INTERVAL = "interval"
+    MANUAL = "manual"
+    DRAIN = "drain"
+    SCHEDULE = "schedule"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One observed change of one record, on its way into the queue."""
+
+    direction: Direction
+    object: ObjectType
+    record_key: str
+    source: str
+    fields: Mapping[str, Any]
+    email: str | None = None
+    name: str | None = None
+    event: str = "update"
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One record's pending or finished sync in one direction."""
+
+    id: int
+    direction: Direction
+    object: ObjectType
+    record_key: str
+    source: str
+    status: EntryStatus
+    payload: Mapping[str, Any]
+    changed_fields: frozenset[str]
+    attempts: int
+    email: str | None
+    name: str | None
+    event: str
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+    error_category: ErrorCategory | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    transferred: Mapping[str, Any] = field(default_factory=dict)
+    skipped_fields: Mapping[str, str] = field(default_factory=dict)
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A record as read from a vendor: its id, its fields and when it last changed."""
+
+    object: ObjectType
+    id: str
+    fields: Mapping[str, Any]
+    modified_at: datetime | None = None
+    created_at: datetime | None = None
+    deleted: bool = False
+    tags: frozenset[str] = frozenset()
+
+    @property
+    def email(self) -> str | None:
+        """The record's email, whatever the vendor calls the field."""
+        for key in ("email", "Email"):
+            value = self.fields.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of changed records and the cursor to resume after it."""
+
+    records: tuple[Record, ...]
+    cursor: str | None
+
+
+@dataclass(frozen=True)
+class DeletedRecord:
+    """A record deleted on a vendor side."""
+
+    object: ObjectType
+    id: str
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WriteItem:
+    """One record to write: its fields, and its vendor id for updates."""
+
+    fields: Mapping[str, Any]
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """The outcome for one input record of a batch write, in input order."""
+
+    ok: bool
+    id: str | None = None
+    created: bool = False
+    error_category: ErrorCategory | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """A field the vendor knows about an object."""
+
+    name: str
+    type: str
+    required: bool = False
+    label: str | None = None
+    max_length: int | None = None
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """API quota as last reported by the vendor."""
+
+    used: int
+    limit: int
+
+    @property
+    def remaining(self) -> int:
+        """Calls left in the current window."""
+        return max(self.limit - self.used, 0)

@@ -1,0 +1,1 @@
+"""Faithful local simulators of the Salesforce, ActiveCampaign and HubSpot APIs."""

@@ -1,0 +1,192 @@
+"""What every vendor simulator shares: fault knobs, a write ledger, request counts, admin routes.
+
+Each simulator builds its aiohttp app with `make_app`, which installs a middleware that counts
+requests per endpoint, applies the armed faults (latency, N failures with 503/429) before the
+vendor handler runs, and mounts ``/_sandbox/...`` admin routes for tests and manual use:
+
+- ``GET  /_sandbox/stats``   request counts per endpoint and the ledger size
+- ``GET  /_sandbox/ledger``  every write received (``?since=N`` to page)
+- ``POST /_sandbox/faults``  JSON: ``{"fail_next": N, "status": 503|429, "retry_after": 7,
+  "latency": 0.2, "expire_tokens": true, "fail_emails": ["x@y"], "exhaust_quota": true,
+  "fail_ratio": 0.2, "revoke_auth": true, "fail_paths": ["/api/3/contacts"]}``
+- ``POST /_sandbox/reset``   clear faults, ledger and counters (data stays)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorBody = Callable[[int, float | None], web.Response]
+
+
+@dataclass
+class Faults:
+    """Faults armed by a test; each simulator interprets the vendor-specific ones."""
+
+    fail_next: int = 0
+    status: int = 503
+    retry_after: float | None = None
+    fail_ratio: float = 0.0
+    latency: float = 0.0
+    expire_tokens: bool = False
+    fail_emails: set[str] = field(default_factory=set)
+    exhaust_quota: bool = False
+    revoke_auth: bool = False
+    fail_paths: tuple[str, ...] = ()
+
+    def apply(self, body: dict[str, Any]) -> None:
+        """Arm faults from an admin request body."""
+        for key in ("fail_next", "status", "fail_ratio", "latency"):
+            if key in body:
+                setattr(self, key, type(getattr(self, key))(body[key]))
+        if "retry_after" in body:
+            ra = body["retry_after"]
+            self.retry_after = None if ra is None else float(ra)
+        if "fail_paths" in body:
+            self.fail_paths = tuple(str(p) for p in body["fail_paths"])
+        if body.get("expire_tokens"):
+            self.expire_tokens = True
+        if "fail_emails" in body:
+            self.fail_emails = {str(e).lower() for e in body["fail_emails"]}
+        for flag in ("exhaust_quota", "revoke_auth"):
+            if flag in body:
+                setattr(self, flag, bool(body[flag]))
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One write the simulator applied: which endpoint, which record, what."""
+
+    seq: int
+    at: float
+    endpoint: str
+    object: str
+    record_id: str
+    key: str | None
+    created: bool
+    fields: dict[str, Any]
+
+
+class SandboxBase:
+    """State every simulator has; vendor simulators subclass it and add their data."""
+
+    vendor = "sandbox"
+
+    def __init__(self, seed: int = 42) -> None:
+        self.faults = Faults()
+        self.ledger: list[LedgerEntry] = []
+        self.requests: Counter[str] = Counter()
+        self.rng = random.Random(seed)
+        self._seq = 0
+
+    def record_write(
+        self,
+        endpoint: str,
+        obj: str,
+        record_id: str,
+        fields: dict[str, Any],
+        *,
+        key: str | None = None,
+        created: bool = False,
+    ) -> None:
+        """Append one applied write to the ledger."""
+        self._seq += 1
+        self.ledger.append(
+            LedgerEntry(self._seq, time.time(), endpoint, obj, record_id, key, created, fields)
+        )
+
+    def reset(self) -> None:
+        """Clear faults, ledger and counters; keep the data."""
+        self.faults = Faults()
+        self.ledger.clear()
+        self.requests.clear()
+
+    def endpoint_of(self, request: web.Request) -> str:
+        """The name requests are counted under: the matched route, method first."""
+        info = request.match_info.route.resource
+        canonical = info.canonical if info is not None else request.path
+        return f"{request.method} {canonical}"
+
+    def error_response(self, status: int, retry_after: float | None) -> web.Response:
+        """The vendor's body for an injected 5xx/429; simulators override for exact bodies."""
+        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+        return web.json_response({"message": "Service Unavailable"}, status=status, headers=headers)
+
+    def writes_for(self, obj: str | None = None) -> list[LedgerEntry]:
+        """Ledger entries, optionally for one object."""
+        return [e for e in self.ledger if obj is None or e.object == obj]
+
+
+def make_app(sandbox: SandboxBase) -> web.Application:
+    """An aiohttp app with the fault/ledger middleware and admin routes; add vendor routes."""
+
+    @web.middleware
+    async def faults_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/_sandbox/"):
+            return await handler(request)
+        sandbox.requests[sandbox.endpoint_of(request)] += 1
+        f = sandbox.faults
+        if f.latency > 0:
+            await asyncio.sleep(f.latency)
+        path_hit = not f.fail_paths or any(request.path.startswith(p) for p in f.fail_paths)
+        if f.fail_next > 0 and path_hit:
+            f.fail_next -= 1
+            return sandbox.error_response(f.status, f.retry_after)
+        if f.fail_ratio > 0 and path_hit and sandbox.rng.random() < f.fail_ratio:
+            return sandbox.error_response(f.status, f.retry_after)
+        return await handler(request)
+
+    app = web.Application(middlewares=[faults_mw], client_max_size=64 * 1024 * 1024)
+    app["sandbox"] = sandbox
+
+    async def stats(_: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": dict(sandbox.requests), "ledger": len(sandbox.ledger)}
+        )
+
+    async def ledger(request: web.Request) -> web.Response:
+        since = int(request.query.get("since", "0"))
+        rows = [e.__dict__ for e in sandbox.ledger if e.seq > since]
+        return web.json_response({"entries": rows})
+
+    async def faults(request: web.Request) -> web.Response:
+        body = await request.json()
+        if not isinstance(body, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        sandbox.faults.apply(body)
+        return web.json_response({"ok": True})
+
+    async def reset(_: web.Request) -> web.Response:
+        sandbox.reset()
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/_sandbox/stats", stats)
+    app.router.add_get("/_sandbox/ledger", ledger)
+    app.router.add_post("/_sandbox/faults", faults)
+    app.router.add_post("/_sandbox/reset", reset)
+    return app
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
+    """Start `app` on host:port (0 picks a free port); the bound port is on the runner."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The TCP port a started runner listens on."""
+    for addr in runner.addresses:
+        return int(addr[1])
+    raise RuntimeError("runner is not listening")
