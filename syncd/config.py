@@ -98,6 +98,7 @@ class DaemonSettings(Section):
     drain_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     instance_id: str | None = None
+    public_url: str | None = None
     lease_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("listen")
@@ -251,6 +252,8 @@ class OutboundSettings(Section):
     @field_validator("interval_hours", mode="before")
     @classmethod
     def _check_hours(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)  # environment overrides arrive as text
         if isinstance(v, bool) or v not in INTERVAL_HOURS:
             raise ValueError("must be one of " + ", ".join(map(str, INTERVAL_HOURS)))
         return v
@@ -539,7 +542,7 @@ def format_problems(exc: ValidationError) -> list[str]:
             if not str(p).startswith(("function-", "tagged-"))
         ]
         # Drop union/literal branch names pydantic puts in the location.
-        loc = [p for p in loc if p not in ("SecretStr", "str", "int", "float", "bool")]
+        loc = [p for p in loc if p not in ("SecretStr", "str", "int", "float", "bool", "[key]")]
         msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -558,3 +561,23 @@ def format_problems(exc: ValidationError) -> list[str]:
         key = key.replace(".[", "[")
         problems.append(f"{key or 'config'}: {msg}")
     return problems
+
+
+@dataclass(frozen=True)
+class SystemdEnv:
+    """What systemd tells a service through its environment."""
+
+    notify_socket: str | None
+    watchdog_usec: int | None
+    watchdog_pid: int | None
+
+
+def systemd_env() -> SystemdEnv:
+    """Read NOTIFY_SOCKET / WATCHDOG_USEC / WATCHDOG_PID (this module owns os.environ)."""
+    usec = os.environ.get("WATCHDOG_USEC", "")
+    pid = os.environ.get("WATCHDOG_PID", "")
+    return SystemdEnv(
+        notify_socket=os.environ.get("NOTIFY_SOCKET") or None,
+        watchdog_usec=int(usec) if usec.isdigit() else None,
+        watchdog_pid=int(pid) if pid.isdigit() else None,
+    )

@@ -1,0 +1,423 @@
+"""Outbound: scheduled pulls of CRM changes since a cursor, written to the hub in batches.
+
+A pull queues what it reads (coalesced per record), drains the outbound queue into the hub,
+and advances its cursor only when every write of the pull went through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from syncd import metrics
+from syncd.config import ObjectSyncSettings, Settings
+from syncd.connectors.base import CrmConnector, HubConnector
+from syncd.engine.conflicts import resolve
+from syncd.engine.eligibility import tags_after_conversion
+from syncd.engine.gate import DirectionGate
+from syncd.engine.mapping import ObjectMapping, content_hash
+from syncd.engine.matching import normalize_email
+from syncd.engine.rules import Condition, Group, Op, Rule
+from syncd.errors import IntegrationError, TransientError
+from syncd.logging import get_logger
+from syncd.model import (
+    Change,
+    Direction,
+    ErrorCategory,
+    ObjectType,
+    QueueEntry,
+    RunKind,
+    RunTrigger,
+    SyncTag,
+    WriteItem,
+    WriteOp,
+)
+from syncd.store.base import RecordLink, StateStore
+
+log = get_logger("syncd.outbound")
+HUB_BATCH = 250
+LEAD_CONVERSION_FIELDS = (
+    "IsConverted",
+    "ConvertedDate",
+    "ConvertedContactId",
+    "ConvertedAccountId",
+)
+NEW_TAG = {
+    ObjectType.CONTACT: SyncTag.CREATED_FROM_SF_CONTACT.value,
+    ObjectType.LEAD: SyncTag.CREATED_FROM_SF_LEAD.value,
+}
+
+
+@dataclass
+class PullCounts:
+    """What one pull did."""
+
+    read: int = 0
+    processed: int = 0
+    skipped: int = 0
+    excluded: int = 0
+    errors: int = 0
+    converted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """For the run record."""
+        return dict(self.__dict__)
+
+
+class PullBusy(Exception):
+    """Another instance (or task) is running this pull right now."""
+
+
+def cursor_name(obj: ObjectType) -> str:
+    """The store cursor of an object's pulls."""
+    return f"outbound:{obj.value}"
+
+
+class OutboundPuller:
+    """Runs pulls per object; one at a time per object across instances (job lock)."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        crm: CrmConnector,
+        hub: HubConnector,
+        settings: Callable[[], Settings],
+        gate: DirectionGate,
+        owner: str,
+    ) -> None:
+        self._store = store
+        self._crm = crm
+        self._hub = hub
+        self._settings = settings
+        self.gate = gate
+        self._owner = owner
+        self._locks: dict[ObjectType, asyncio.Lock] = {}
+
+    async def pull(self, obj: ObjectType, trigger: RunTrigger) -> PullCounts:
+        """Pull one object now; raises PullBusy if a pull of it is already running."""
+        lock = self._locks.setdefault(obj, asyncio.Lock())
+        if lock.locked():
+            raise PullBusy(f"a pull of {obj.value} is already running here")
+        async with lock:
+            settings = self._settings()
+            ttl = max(settings.daemon.lease_seconds, 60.0)
+            if not await self._store.try_job_lock(f"pull:{obj.value}", self._owner, ttl):
+                raise PullBusy(f"a pull of {obj.value} is running on another instance")
+            try:
+                return await self._pull_locked(obj, trigger, settings)
+            finally:
+                await self._store.release_job_lock(f"pull:{obj.value}", self._owner)
+
+    async def _pull_locked(
+        self, obj: ObjectType, trigger: RunTrigger, settings: Settings
+    ) -> PullCounts:
+        counts = PullCounts()
+        s = settings.sync.objects.get(obj)
+        if s is None or not s.enabled or s.direction == "hub-to-crm" or s.selection == "none":
+            return counts
+        if self.gate.blocked:
+            return counts
+        started = time.perf_counter()
+        run_id = await self._store.start_run(
+            RunKind.PULL, trigger, name=obj.value, owner=self._owner
+        )
+        status, error = "succeeded", None
+        try:
+            await self._pull_pages(obj, s, settings, run_id, counts)
+            await self.gate.recovered()
+        except IntegrationError as exc:
+            status, error = "failed", str(exc)
+            if not isinstance(exc, TransientError):
+                await self.gate.report(exc)
+            log.warning("pull_failed", object=obj.value, error=str(exc))
+        finally:
+            await self._store.finish_run(
+                run_id, counts=counts.as_dict(), status=status, error=error
+            )
+        metrics.PULL_DURATION.labels(obj.value).observe(time.perf_counter() - started)
+        if status == "succeeded":
+            metrics.LAST_SUCCESS.labels(f"pull_{obj.value}").set_to_current_time()
+        log.info("pulled", object=obj.value, trigger=trigger.value, run=run_id, **counts.as_dict())
+        return counts
+
+    async def _criteria(self, obj: ObjectType, s: ObjectSyncSettings) -> Rule | None:
+        if s.selection == "flagged" and s.flag_field:
+            return Condition(s.flag_field, Op.EQ, True)
+        if s.selection == "criteria":
+            return s.criteria
+        # all_new: records created from the moment the sync was enabled.
+        key = f"{cursor_name(obj)}:enabled_at"
+        enabled_at = await self._store.get_cursor(key)
+        if enabled_at is None:
+            enabled_at = datetime.now(UTC).isoformat()
+            await self._store.set_cursor(key, enabled_at)
+        return Condition("CreatedDate", Op.GE, enabled_at)
+
+    async def _pull_pages(
+        self,
+        obj: ObjectType,
+        s: ObjectSyncSettings,
+        settings: Settings,
+        run_id: int,
+        counts: PullCounts,
+    ) -> None:
+        mapping = ObjectMapping.from_settings(obj, s)
+        cursor = await self._store.get_cursor(cursor_name(obj))
+        since = _minus(cursor, settings.outbound.overlap_seconds)
+        criteria = await self._criteria(obj, s)
+        fields = [*mapping.crm_fields, "Email"] if obj in NEW_TAG else list(mapping.crm_fields)
+        if obj is ObjectType.LEAD:
+            fields += LEAD_CONVERSION_FIELDS
+            # Conversions re-surface leads that are otherwise filtered out.
+            conv: Rule = Condition("IsConverted", Op.EQ, True)
+            criteria = conv if criteria is None else Group("any", (criteria, conv))
+        newest = cursor
+        async for page in self._crm.changed_since(
+            obj, since, fields=sorted(set(fields)), criteria=criteria
+        ):
+            counts.read += len(page.records)
+            changes = [
+                Change(
+                    direction=Direction.OUTBOUND,
+                    object=obj,
+                    record_key=r.id,
+                    source="pull",
+                    fields=dict(r.fields),
+                    email=normalize_email(r.email),
+                    name=_name_of(r.fields),
+                    event="converted" if r.fields.get("IsConverted") else "update",
+                )
+                for r in page.records
+            ]
+            await self._store.enqueue(changes)
+            await self._drain(settings, run_id, counts)
+            if page.cursor and (newest is None or page.cursor > newest):
+                newest = page.cursor
+        await self._drain(settings, run_id, counts)
+        if newest and newest != cursor:
+            await self._store.set_cursor(cursor_name(obj), newest)
+
+    async def _drain(self, settings: Settings, run_id: int, counts: PullCounts) -> None:
+        lease = settings.daemon.lease_seconds
+        while True:
+            entries = await self._store.claim_pending(
+                Direction.OUTBOUND, limit=HUB_BATCH, owner=self._owner, lease_seconds=lease
+            )
+            if not entries:
+                return
+            try:
+                await self._write_batch(entries, settings, run_id, counts)
+            except IntegrationError:
+                await self._store.release([e.id for e in entries], owner=self._owner)
+                raise
+
+    async def _write_batch(
+        self, entries: list[QueueEntry], settings: Settings, run_id: int, counts: PullCounts
+    ) -> None:
+        by_obj: dict[ObjectType, list[QueueEntry]] = {}
+        for e in entries:
+            by_obj.setdefault(e.object, []).append(e)
+        for obj, group in by_obj.items():
+            s = settings.sync.objects.get(obj)
+            if s is None:
+                for e in group:
+                    await self._store.exclude(
+                        e.id,
+                        owner=self._owner,
+                        reason="filtered: object not configured",
+                        run_id=run_id,
+                    )
+                    counts.excluded += 1
+                continue
+            await self._write_object(
+                obj, group, ObjectMapping.from_settings(obj, s), settings, run_id, counts
+            )
+
+    async def _write_object(
+        self,
+        obj: ObjectType,
+        group: list[QueueEntry],
+        mapping: ObjectMapping,
+        settings: Settings,
+        run_id: int,
+        counts: PullCounts,
+    ) -> None:
+        updates: list[
+            tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]
+        ] = []
+        creates: list[
+            tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]
+        ] = []
+        for e in group:
+            if e.payload.get("IsConverted") and obj is ObjectType.LEAD:
+                await self._convert(e, run_id, counts)
+                continue
+            if obj in NEW_TAG and settings.sync.only_with_email and not e.email:
+                await self._store.exclude(
+                    e.id,
+                    owner=self._owner,
+                    reason="no unique id: the record has no email (sync.only_with_email)",
+                    run_id=run_id,
+                )
+                counts.excluded += 1
+                metrics.RECORDS.labels("outbound", obj.value, "excluded").inc()
+                continue
+            crm_values = {f: e.payload.get(f) for f in mapping.crm_fields if f in e.payload}
+            digest = content_hash(crm_values)
+            link = await self._store.get_link(obj, crm_id=e.record_key)
+            if link is not None and link.hub_id and link.content_hash == digest:
+                await self._store.complete(e.id, owner=self._owner, transferred={}, run_id=run_id)
+                counts.skipped += 1
+                metrics.RECORDS.labels("outbound", obj.value, "skipped").inc()
+                continue
+            hub_fields = mapping.to_hub(e.payload)
+            skipped: dict[str, str] = {}
+            if link is not None and link.hub_id:
+                pending = await self._store.pending_entries(Direction.INBOUND, [link.hub_id])
+                other = pending.get(link.hub_id)
+                if other is not None:
+                    resolution = resolve(
+                        hub_fields,
+                        {k: v for k, v in other.payload.items() if k in other.changed_fields},
+                        sending_side="crm",
+                        winner=settings.sync.conflict_winner,
+                    )
+                    hub_fields, skipped = resolution.write, resolution.skipped
+            row = (e, link, hub_fields, skipped, digest)
+            (updates if link is not None and link.hub_id else creates).append(row)
+        for op, rows in ((WriteOp.UPDATE, updates), (WriteOp.UPSERT, creates)):
+            if not rows:
+                continue
+            items = []
+            for _e, link, fields, _, _ in rows:
+                f = dict(fields)
+                if op is WriteOp.UPSERT and obj in NEW_TAG:
+                    f["tags"] = [NEW_TAG[obj]]  # hubs add (never replace) tags given on a write
+                items.append(
+                    WriteItem(f, id=link.hub_id if link and op is WriteOp.UPDATE else None)
+                )
+            match = "email" if obj in NEW_TAG else None
+            results = await self._hub.write(obj, op, items, match_field=match)
+            await self.gate.recovered()
+            for (e, link, _, skipped, digest), item, res in zip(rows, items, results, strict=True):
+                if res.ok:
+                    await self._store.upsert_link(
+                        RecordLink(
+                            object=obj,
+                            hub_id=res.id or (link.hub_id if link else None),
+                            crm_id=e.record_key,
+                            email=e.email,
+                            name=e.name,
+                            sync_tags=frozenset(item.fields.get("tags", ()))
+                            | (link.sync_tags if link else frozenset()),
+                            content_hash=digest,
+                            last_synced_at=datetime.now(UTC),
+                        )
+                    )
+                    transferred = {
+                        "object": obj.value,
+                        "fields": dict(item.fields),
+                        "created": res.created,
+                    }
+                    await self._store.complete(
+                        e.id,
+                        owner=self._owner,
+                        transferred=transferred,
+                        skipped=skipped,
+                        run_id=run_id,
+                    )
+                    counts.processed += 1
+                    metrics.RECORDS.labels("outbound", obj.value, "processed").inc()
+                else:
+                    await self._store.fail(
+                        e.id,
+                        owner=self._owner,
+                        category=res.error_category or ErrorCategory.REJECTED,
+                        code=res.error_code or "ERROR",
+                        message=res.error_message or "rejected by the hub",
+                        run_id=run_id,
+                    )
+                    counts.errors += 1
+                    metrics.RECORDS.labels("outbound", obj.value, "error").inc()
+
+    async def _convert(self, e: QueueEntry, run_id: int, counts: PullCounts) -> None:
+        """A converted lead: its hub contact becomes the converted contact's, tags swapped."""
+        contact_id = e.payload.get("ConvertedContactId")
+        lead_link = await self._store.get_link(ObjectType.LEAD, crm_id=e.record_key)
+        hub_id = lead_link.hub_id if lead_link else None
+        if hub_id is None and contact_id:
+            contact_link = await self._store.get_link(ObjectType.CONTACT, crm_id=str(contact_id))
+            hub_id = contact_link.hub_id if contact_link else None
+        if hub_id is None and e.email:
+            found = await self._hub.find_by_emails([e.email])
+            rec = found.get(e.email)
+            hub_id = rec.id if rec else None
+        if hub_id is None or not contact_id:
+            await self._store.exclude(
+                e.id,
+                owner=self._owner,
+                run_id=run_id,
+                reason="converted lead not in the hub: nothing to convert there",
+            )
+            counts.excluded += 1
+            return
+        tags = await self._hub.get_tags(hub_id)
+        add, remove = tags_after_conversion(tags)
+        if add:
+            await self._hub.add_tags(hub_id, sorted(add))
+        if remove:
+            await self._hub.remove_tags(hub_id, sorted(remove))
+        new_tags = (tags | add) - remove
+        await self._store.upsert_link(
+            RecordLink(
+                object=ObjectType.CONTACT,
+                hub_id=hub_id,
+                crm_id=str(contact_id),
+                email=e.email,
+                name=e.name,
+                sync_tags=frozenset(new_tags),
+                last_synced_at=datetime.now(UTC),
+            )
+        )
+        if lead_link is not None:
+            await self._store.upsert_link(
+                RecordLink(
+                    object=ObjectType.LEAD,
+                    hub_id=None,
+                    crm_id=e.record_key,
+                    email=e.email,
+                    name=e.name,
+                    status="converted",
+                    sync_tags=frozenset(new_tags),
+                    last_synced_at=datetime.now(UTC),
+                )
+            )
+        transferred = {
+            "object": "contact",
+            "converted_contact_id": contact_id,
+            "tags_added": sorted(add),
+            "tags_removed": sorted(remove),
+        }
+        await self._store.complete(e.id, owner=self._owner, transferred=transferred, run_id=run_id)
+        counts.converted += 1
+        metrics.RECORDS.labels("outbound", "lead", "processed").inc()
+
+
+def _minus(cursor: str | None, seconds: float) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        at = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    except ValueError:
+        return cursor
+    return (at - timedelta(seconds=seconds)).isoformat()
+
+
+def _name_of(fields: dict[str, Any] | Any) -> str | None:
+    first, last = fields.get("FirstName"), fields.get("LastName")
+    name = " ".join(str(p) for p in (first, last) if p) or fields.get("Name")
+    return str(name) if name else None

@@ -1,0 +1,338 @@
+"""The StateStore seam: everything a record goes through is recorded here.
+
+Two implementations (SQLite, MySQL/MariaDB) pass one contract test suite. Every method is
+one transaction; driver errors leave the store only as `StoreError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from syncd.model import (
+    Change,
+    Direction,
+    EntryStatus,
+    ErrorCategory,
+    ObjectType,
+    QueueEntry,
+    RunKind,
+    RunTrigger,
+)
+
+
+@dataclass(frozen=True)
+class RecordLink:
+    """The pairing of one hub record and one CRM record, and how it last synced."""
+
+    object: ObjectType
+    hub_id: str | None
+    crm_id: str | None
+    email: str | None = None
+    name: str | None = None
+    sync_tags: frozenset[str] = frozenset()
+    status: str = "linked"
+    content_hash: str | None = None
+    deleted_side: str | None = None  # "hub" | "crm" when deleted there since linking
+    last_synced_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Filters for paging through queue entries (all optional, combined with AND)."""
+
+    status: Sequence[EntryStatus] = ()
+    direction: Direction | None = None
+    object: ObjectType | None = None
+    source: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_after: datetime | None = None
+    updated_before: datetime | None = None
+    text: str | None = None  # substring of email or name, case-insensitive
+    error_category: ErrorCategory | None = None
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class LinkFilter:
+    """Filters for paging through record links."""
+
+    object: ObjectType | None = None
+    status: str | None = None
+    deleted_side: str | None = None
+    synced_after: datetime | None = None
+    synced_before: datetime | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingStats:
+    """What waits in one direction: how many entries and since when."""
+
+    count: int
+    oldest_created_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Run:
+    """One flush, pull, poll or dbsync run, with its counts."""
+
+    id: int
+    kind: RunKind
+    trigger: RunTrigger
+    name: str | None
+    status: str  # running | succeeded | failed
+    started_at: datetime
+    finished_at: datetime | None
+    counts: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """One row or record a run could not sync, and why."""
+
+    run_id: int
+    key: str
+    columns: tuple[str, ...]
+    reason: str
+    category: ErrorCategory
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class IntegrationErrorRecord:
+    """An integration-wide problem pausing one direction since a moment."""
+
+    direction: Direction
+    category: ErrorCategory
+    message: str
+    since: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class DbsyncRow:
+    """What dbsync last wrote for one source row: its hub contact and the values' hash."""
+
+    dbsync: str
+    row_key: str
+    email: str
+    hub_id: str | None
+    content_hash: str
+    run_id: int
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Durable state of syncd: queue, links, runs, cursors, integration errors, dbsync rows."""
+
+    kind: str
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations (idempotent)."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot be reached."""
+
+    async def schema_version(self) -> int:
+        """The applied schema version."""
+
+    # queue -------------------------------------------------------------------------------
+    async def enqueue(self, changes: Sequence[Change]) -> list[int]:
+        """Commit changes in one transaction, coalescing each into its record's pending entry.
+
+        Newer field values win and the changed-field set is the union. Returns entry ids in
+        input order (equal ids where two changes coalesced).
+        """
+
+    async def claim_pending(
+        self,
+        direction: Direction,
+        *,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> list[QueueEntry]:
+        """Move up to `limit` due pending entries (oldest first) to processing under a lease."""
+
+    async def complete(
+        self,
+        entry_id: int,
+        *,
+        owner: str,
+        transferred: Mapping[str, Any],
+        skipped: Mapping[str, str] | None = None,
+        run_id: int | None = None,
+    ) -> bool:
+        """Mark an entry processed with the fields written; False if the lease was lost."""
+
+    async def fail(
+        self,
+        entry_id: int,
+        *,
+        owner: str,
+        category: ErrorCategory,
+        code: str,
+        message: str,
+        retry_at: datetime | None = None,
+        run_id: int | None = None,
+    ) -> bool:
+        """Record a failed attempt: back to pending at `retry_at`, else status error."""
+
+    async def exclude(
+        self, entry_id: int, *, owner: str, reason: str, run_id: int | None = None
+    ) -> bool:
+        """Mark an entry excluded with the reason it does not sync."""
+
+    async def release(self, entry_ids: Sequence[int], *, owner: str) -> int:
+        """Give claimed entries back to pending without counting an attempt."""
+
+    async def reclaim_expired(self, now: datetime | None = None) -> int:
+        """Return processing entries whose lease expired to pending; how many."""
+
+    async def pending_stats(self, direction: Direction) -> PendingStats:
+        """Count and age of the oldest pending entry of a direction."""
+
+    async def counts(self) -> dict[tuple[Direction, EntryStatus], int]:
+        """Entries by direction and status."""
+
+    async def pending_by_object(self, direction: Direction) -> dict[ObjectType, int]:
+        """Pending entries of a direction by object."""
+
+    async def get_entry(self, entry_id: int) -> QueueEntry | None:
+        """One entry, or None."""
+
+    async def list_entries(
+        self, filt: EntryFilter, *, before_id: int | None = None, limit: int = 100
+    ) -> list[QueueEntry]:
+        """Entries matching `filt`, newest first, with id < before_id (cursor paging)."""
+
+    async def pending_entries(
+        self, direction: Direction, record_keys: Sequence[str]
+    ) -> dict[str, QueueEntry]:
+        """The pending or processing entry per record key of a direction (newest wins)."""
+
+    async def delete_pending(self, entry_id: int) -> EntryStatus | None:
+        """Delete a pending entry (recording the deletion); else return its status unchanged.
+
+        None when there is no such entry.
+        """
+
+    async def retry(self, entry_ids: Sequence[int]) -> int:
+        """Put the given error entries back to pending, due now; how many moved."""
+
+    async def retry_matching(self, filt: EntryFilter) -> int:
+        """Put every error entry matching `filt` back to pending; how many moved."""
+
+    # record links ------------------------------------------------------------------------
+    async def upsert_link(self, link: RecordLink) -> int:
+        """Insert or update a link (matched by object + hub_id, or object + crm_id)."""
+
+    async def get_link(
+        self,
+        obj: ObjectType,
+        *,
+        hub_id: str | None = None,
+        crm_id: str | None = None,
+        email: str | None = None,
+    ) -> RecordLink | None:
+        """Find a link by hub id, CRM id or (case-insensitive) email."""
+
+    async def list_links(
+        self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000
+    ) -> list[RecordLink]:
+        """Links matching `filt` in id order, with id > after_id (streamable)."""
+
+    async def link_counts(self) -> dict[tuple[ObjectType, str], int]:
+        """Links by object and status."""
+
+    # runs ----------------------------------------------------------------------------------
+    async def start_run(
+        self, kind: RunKind, trigger: RunTrigger, *, name: str | None = None, owner: str = ""
+    ) -> int:
+        """Record a run as started; its id."""
+
+    async def finish_run(
+        self, run_id: int, *, counts: Mapping[str, int], status: str, error: str | None = None
+    ) -> None:
+        """Record a run's end, counts and outcome."""
+
+    async def get_run(self, run_id: int) -> Run | None:
+        """One run."""
+
+    async def list_runs(
+        self, *, kind: RunKind | None = None, name: str | None = None, limit: int = 50
+    ) -> list[Run]:
+        """Most recent runs first."""
+
+    async def running_run(self, kind: RunKind, name: str | None) -> Run | None:
+        """The run of this kind and name still marked running, if any."""
+
+    async def add_run_failures(self, failures: Sequence[RunFailure]) -> None:
+        """Record failed rows/records of a run."""
+
+    async def run_failures(
+        self, run_id: int, *, after: int = 0, limit: int = 1000
+    ) -> list[RunFailure]:
+        """A run's failures in insertion order."""
+
+    # cursors -------------------------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        """A named cursor (e.g. ``outbound:contact``)."""
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        """Store a named cursor."""
+
+    # integration errors --------------------------------------------------------------------
+    async def set_integration_error(
+        self, direction: Direction, category: ErrorCategory, message: str
+    ) -> None:
+        """Record (or refresh) an integration-wide error; `since` keeps its first time."""
+
+    async def clear_integration_error(
+        self, direction: Direction, category: ErrorCategory | None = None
+    ) -> int:
+        """Clear a direction's integration errors (one category or all); how many."""
+
+    async def integration_errors(self) -> list[IntegrationErrorRecord]:
+        """Active integration-wide errors."""
+
+    # dbsync rows ---------------------------------------------------------------------------
+    async def dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> dict[str, DbsyncRow]:
+        """What the last runs wrote for these source rows."""
+
+    async def upsert_dbsync_rows(self, rows: Sequence[DbsyncRow]) -> None:
+        """Record what a run wrote (batched)."""
+
+    async def dbsync_rows_not_seen(
+        self, dbsync: str, run_id: int, *, after_key: str = "", limit: int = 1000
+    ) -> list[DbsyncRow]:
+        """Rows of this dbsync whose last run is older than `run_id` (gone from the source)."""
+
+    async def touch_dbsync_rows(self, dbsync: str, row_keys: Sequence[str], run_id: int) -> None:
+        """Mark rows as seen by `run_id` without changing what was written."""
+
+    async def delete_dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> None:
+        """Forget rows removed from the list."""
+
+    async def count_dbsync_rows(self, dbsync: str) -> int:
+        """How many source rows this dbsync has written."""
+
+    # coordination --------------------------------------------------------------------------
+    async def try_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take a named lock for a scheduled job unless another live owner holds it."""
+
+    async def release_job_lock(self, name: str, owner: str) -> None:
+        """Release a named job lock held by `owner`."""

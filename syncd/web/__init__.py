@@ -1,0 +1,1 @@
+"""The HTTP surface: health, metrics, webhooks and the admin API."""

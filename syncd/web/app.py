@@ -1,0 +1,86 @@
+"""The aiohttp application: middlewares (metrics, auth, errors) and route wiring."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+
+from aiohttp import web
+
+from syncd import metrics
+from syncd.logging import get_logger
+from syncd.web import admin, health
+from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry, Handler, check_bearer
+from syncd.web.context import Control
+
+log = get_logger("syncd.web")
+RouteInstaller = Callable[[web.Application, ApiRegistry], None]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route template and status code."""
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    status = 500
+    try:
+        resp = await handler(request)
+        status = resp.status
+        return resp
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+        metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bad input becomes a 4xx JSON message; an unexpected failure is logged and answered 500."""
+    try:
+        return await handler(request)
+    except ApiError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = exc.reason
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            message = "request body too large"
+        raise ApiError(exc.status, message) from None
+    except Exception:
+        log.exception("http_handler_failed", path=request.path, method=request.method)
+        raise ApiError(500, "internal error; see the daemon log") from None
+
+
+@web.middleware
+async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api/ route needs the admin bearer token."""
+    if request.path.startswith("/api/"):
+        check_bearer(request, request.app[CONTROL_KEY])
+    return await handler(request)
+
+
+def create_app(control: Control, installers: Iterable[RouteInstaller] = ()) -> web.Application:
+    """Build the app; `installers` add the routes of later parts (webhooks, engine, overview)."""
+    app = web.Application(
+        middlewares=[observe, errors, admin_auth],
+        client_max_size=control.settings.daemon.max_body_bytes,
+    )
+    app[CONTROL_KEY] = control
+    api = ApiRegistry()
+    health.install(app)
+    admin.register(api)
+    for install in installers:
+        install(app, api)
+    api.install(app)
+    doc = api.openapi()
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(doc, dumps=lambda o: json.dumps(o, indent=1))
+
+    app.router.add_get("/api/v1/openapi.json", openapi)
+    return app

@@ -1,0 +1,195 @@
+"""Webhook intake: ActiveCampaign (form-encoded, token in the URL) and HubSpot (signed JSON).
+
+A 2xx is answered only after the change is committed to the store; a store failure or a
+daemon shutting down answers 503 so the sender retries; malformed input answers 400.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from syncd.engine.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
+from syncd.engine.inbound import HINT_KEY
+from syncd.engine.matching import normalize_email
+from syncd.engine.service import SyncEngine
+from syncd.errors import StoreError
+from syncd.model import Change, Direction, ObjectType
+from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry
+
+AC_EVENTS = frozenset(
+    {"update", "subscribe", "unsubscribe", "contact_tag_added", "contact_tag_removed"}
+)
+AC_STANDARD = {
+    "email": "email",
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "phone": "phone",
+}
+HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "contact.deletion"})
+HUBSPOT_MAX_AGE_MS = 5 * 60 * 1000
+
+
+def _engine(request: web.Request) -> SyncEngine:
+    control = request.app[CONTROL_KEY]
+    engine = control.component("engine")
+    if not isinstance(engine, SyncEngine) or engine.intake is None:
+        raise ApiError(503, "sync engine not configured (no [hub]/[crm] section)")
+    if not control.accepting:
+        raise ApiError(503, "shutting down; retry later")
+    return engine
+
+
+def _object_for(tags: frozenset[str]) -> ObjectType:
+    if tags & LEAD_TAGS and not tags & CONTACT_TAGS:
+        return ObjectType.LEAD
+    return ObjectType.CONTACT
+
+
+def parse_activecampaign(form: dict[str, str]) -> Change:
+    """One ActiveCampaign webhook as a Change; ValueError naming the bad key otherwise."""
+    event = form.get("type", "")
+    if event not in AC_EVENTS:
+        raise ValueError(f"type: unsupported event {event!r}")
+    cid = form.get("contact[id]", "").strip()
+    if not cid.isdigit():
+        raise ValueError("contact[id]: required, a numeric contact id")
+    fields: dict[str, Any] = {}
+    for key, name in AC_STANDARD.items():
+        if f"contact[{key}]" in form:
+            fields[name] = form[f"contact[{key}]"]
+    for key, value in form.items():
+        if key.startswith("contact[fields][") and key.endswith("]"):
+            fields[f"field:{key[len('contact[fields][') : -1]}"] = value
+    if "contact[tags]" in form:
+        tags = parse_tags(form["contact[tags]"])
+        fields["tags"] = sorted(tags)
+    else:
+        # Tag events without the full list: re-read the contact before sending it.
+        tags = frozenset()
+        fields[HINT_KEY] = True
+    email = normalize_email(fields.get("email"))
+    parts = [str(fields[k]) for k in ("firstName", "lastName") if fields.get(k)]
+    return Change(
+        direction=Direction.INBOUND,
+        object=_object_for(tags),
+        record_key=cid,
+        source="webhook",
+        fields=fields,
+        email=email,
+        name=" ".join(parts) or None,
+        event=event,
+    )
+
+
+def parse_hubspot(body: Any) -> list[Change]:
+    """HubSpot webhook events as hint-only Changes (the flush re-reads each contact)."""
+    if not isinstance(body, list) or not body:
+        raise ValueError("body: must be a non-empty JSON array of events")
+    changes: list[Change] = []
+    for i, ev in enumerate(body):
+        if not isinstance(ev, dict):
+            raise ValueError(f"[{i}]: must be an object")
+        kind = ev.get("subscriptionType")
+        if kind not in HUBSPOT_EVENTS:
+            raise ValueError(f"[{i}].subscriptionType: unsupported {kind!r}")
+        oid = ev.get("objectId")
+        if isinstance(oid, bool) or not isinstance(oid, int | str) or not str(oid).isdigit():
+            raise ValueError(f"[{i}].objectId: required, a numeric id")
+        fields: dict[str, Any] = {HINT_KEY: True}
+        prop = ev.get("propertyName")
+        if isinstance(prop, str) and prop:
+            fields[prop] = ev.get("propertyValue")
+        changes.append(
+            Change(
+                direction=Direction.INBOUND,
+                object=ObjectType.CONTACT,
+                record_key=str(oid),
+                source="webhook",
+                fields=fields,
+                email=normalize_email(fields.get("email")),
+                event=str(kind),
+            )
+        )
+    return changes
+
+
+async def _submit(engine: SyncEngine, changes: list[Change]) -> web.Response:
+    assert engine.intake is not None
+    try:
+        await engine.intake.submit(changes)
+    except StoreError:
+        raise ApiError(503, "could not store the change; retry later") from None
+    return web.json_response({"accepted": len(changes)})
+
+
+async def activecampaign(request: web.Request) -> web.Response:
+    """POST /webhooks/activecampaign/{token}."""
+    control = request.app[CONTROL_KEY]
+    hub = control.settings.hub
+    expected = hub.webhook_token if hub is not None and hub.kind == "activecampaign" else None
+    given = request.match_info["token"].encode()
+    if expected is None or not hmac.compare_digest(given, expected.get_secret_value().encode()):
+        raise ApiError(404, "not found")
+    engine = _engine(request)
+    try:
+        form = await request.post()
+    except ValueError:
+        raise ApiError(
+            400, "body must be form-encoded (application/x-www-form-urlencoded)"
+        ) from None
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise ApiError(400, "body must be form-encoded (application/x-www-form-urlencoded)")
+    try:
+        change = parse_activecampaign({k: str(v) for k, v in form.items()})
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return await _submit(engine, [change])
+
+
+def hubspot_signature(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """X-HubSpot-Signature-v3: base64(HMAC-SHA256(secret, method + uri + body + timestamp))."""
+    import base64
+    import hashlib
+
+    msg = method.encode() + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), msg, hashlib.sha256).digest()).decode()
+
+
+async def hubspot(request: web.Request) -> web.Response:
+    """POST /webhooks/hubspot (v3 signature, at most 5 minutes old)."""
+    control = request.app[CONTROL_KEY]
+    hub = control.settings.hub
+    if hub is None or hub.kind != "hubspot" or hub.webhook_secret is None:
+        raise ApiError(404, "not found")
+    raw = await request.read()
+    ts = request.headers.get("X-HubSpot-Request-Timestamp", "")
+    sig = request.headers.get("X-HubSpot-Signature-v3", "")
+    if not ts.isdigit() or abs(time.time() * 1000 - int(ts)) > HUBSPOT_MAX_AGE_MS:
+        raise ApiError(401, "missing or stale X-HubSpot-Request-Timestamp")
+    # HubSpot signs the URL it called; behind a proxy that is daemon.public_url + the path.
+    public = control.settings.daemon.public_url
+    uri = public.rstrip("/") + request.path_qs if public else str(request.url)
+    expected = hubspot_signature(
+        hub.webhook_secret.get_secret_value(), request.method, uri, raw, ts
+    )
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
+        raise ApiError(401, "bad X-HubSpot-Signature-v3")
+    engine = _engine(request)
+    try:
+        changes = parse_hubspot(json.loads(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return await _submit(engine, changes)
+
+
+def install(app: web.Application, api: ApiRegistry) -> None:
+    """Add the webhook routes."""
+    app.router.add_post("/webhooks/activecampaign/{token}", activecampaign)
+    app.router.add_post("/webhooks/hubspot", hubspot)

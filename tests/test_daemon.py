@@ -1,0 +1,198 @@
+"""The daemon as a real subprocess: readiness, SIGHUP reload, SIGTERM drain, sd_notify, secrets."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.daemon_harness import BASE_CONFIG, DaemonProcess, start_daemon
+
+CANARY = "CANARY-9f8e7d6c5b4a"
+CONFIG = (
+    BASE_CONFIG
+    + f"""
+[hub]
+kind = "activecampaign"
+base_url = "http://127.0.0.1:9/api/3"
+api_token = "{CANARY}"
+webhook_token = "webhook-token-123456"
+"""
+)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    d = start_daemon(tmp_path, CONFIG, notify=True)
+    try:
+        d.wait_ready()
+        yield d
+    finally:
+        d.kill()
+        if d.notify:
+            d.notify.close()
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    for line in text.splitlines():
+        if line.startswith(name + (labels or "")) and not line.startswith("#"):
+            head, _, value = line.rpartition(" ")
+            if labels or head == name:
+                return float(value)
+    return 0.0
+
+
+def test_ready_status_and_notify(daemon: DaemonProcess) -> None:
+    assert daemon.notify is not None
+    daemon.notify.wait_for("READY=1")
+    status, body = daemon.json("GET", "/readyz", token="")
+    assert status == 200
+    assert body["checks"]["store"]["ok"] is True
+    assert body["checks"]["scheduler"]["ok"] is True
+    status, body = daemon.json("GET", "/healthz", token="")
+    assert status == 200
+    status, body = daemon.json("GET", "/api/v1/status")
+    assert status == 200
+    assert body["store"] == "sqlite"
+    assert len(body["config_digest"]) == 16
+    assert body["uptime_seconds"] >= 0
+    assert isinstance(body["queue"], dict)
+
+
+def test_admin_api_needs_the_token(daemon: DaemonProcess) -> None:
+    for token in ("", "wrong-token"):
+        status, body = daemon.json("GET", "/api/v1/status", token=token)
+        assert status == 401
+        assert "token" in body["error"]
+    status, _ = daemon.json("GET", "/api/v1/openapi.json", token="")
+    assert status == 401
+    status, doc = daemon.json("GET", "/api/v1/openapi.json")
+    assert status == 200
+    assert "/api/v1/status" in doc["paths"]
+
+
+def test_unknown_route_and_oversized_body(daemon: DaemonProcess) -> None:
+    status, body = daemon.json("GET", "/api/v1/nope")
+    assert status == 404
+    assert body["error"]
+    big = b"x" * (2 * 1024 * 1024)
+    status, _, _ = daemon.request("POST", "/api/v1/status", big)
+    assert status in (405, 413)
+
+
+def test_sighup_reload_valid_then_invalid(daemon: DaemonProcess) -> None:
+    assert daemon.notify is not None
+    _, before = daemon.json("GET", "/api/v1/status")
+    text = daemon.config.read_text()
+    daemon.config.write_text(text + "\n[inbound]\nflush_size = 50\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.notify.wait_for("RELOADING=1")
+    daemon.notify.wait_for("READY=1", count=2)
+    _, after = daemon.json("GET", "/api/v1/status")
+    assert after["config_digest"] != before["config_digest"]
+
+    daemon.config.write_text(text + "\n[outbound]\ninterval_hours = 5\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.notify.wait_for("RELOADING=1", count=2)
+    daemon.notify.wait_for("READY=1", count=3)
+    assert daemon.proc.poll() is None
+    _, kept = daemon.json("GET", "/api/v1/status")
+    assert kept["config_digest"] == after["config_digest"]
+    problems = [e for e in daemon.log_events() if e.get("event") == "reload_rejected"]
+    assert problems and problems[0]["problem"].startswith("outbound.interval_hours: must be one of")
+    _, metrics_raw, _ = daemon.request("GET", "/metrics", token="")
+    text_metrics = metrics_raw.decode()
+    assert metric_value(text_metrics, "syncd_config_reloads_total", '{outcome="failure"}') == 1
+    assert metric_value(text_metrics, "syncd_config_reloads_total", '{outcome="success"}') == 1
+
+
+def test_sigterm_exits_zero_and_notifies_stopping(daemon: DaemonProcess) -> None:
+    assert daemon.notify is not None
+    started = time.monotonic()
+    assert daemon.stop(timeout=15) == 0
+    assert time.monotonic() - started < 15
+    daemon.notify.wait_for("STOPPING=1")
+    events = [e.get("event") for e in daemon.log_events()]
+    assert "stopped" in events
+
+
+def test_logs_are_json_with_required_keys_and_no_secret(daemon: DaemonProcess) -> None:
+    daemon.json("GET", "/api/v1/status")
+    daemon.json("GET", "/api/v1/status", token=CANARY)  # a wrong token must not be echoed
+    daemon.stop()
+    events = daemon.log_events()
+    assert events, daemon.logs()
+    for e in events:
+        assert {"event", "level", "timestamp", "logger"} <= set(e), e
+    assert CANARY not in daemon.logs()
+
+
+def test_secret_never_in_api_responses(daemon: DaemonProcess) -> None:
+    for path in ("/api/v1/status", "/api/v1/openapi.json", "/readyz", "/healthz", "/metrics"):
+        _, raw, _ = daemon.request("GET", path)
+        assert CANARY.encode() not in raw, path
+
+
+def test_invalid_config_refuses_to_start(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, CONFIG + "\n[outbound]\ninterval_hours = 7\n")
+    assert d.proc.wait(30) == 2
+    assert "outbound.interval_hours: must be one of 1, 2, 3, 4, 6, 8, 12, 24" in d.logs()
+
+
+def test_unreachable_mysql_store_is_not_ready_but_alive(tmp_path: Path) -> None:
+    cfg = CONFIG.replace(
+        "drain_timeout = 10",
+        'drain_timeout = 10\nstore = "mysql"\nmysql_dsn = "mysql://root:Sekr3tPw@127.0.0.1:9/x"',
+    )
+    d = start_daemon(tmp_path, cfg)
+    try:
+        d.wait_ready(path="/healthz")
+        status, body = d.json("GET", "/readyz", token="")
+        assert status == 503
+        assert body["checks"]["store"]["ok"] is False
+        assert d.proc.poll() is None
+    finally:
+        assert d.stop() == 0
+    assert "Sekr3tPw" not in d.logs()
+
+
+def promtool() -> str | None:
+    path = shutil.which("promtool")
+    if path is None and IN_CI:
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"],
+            check=False,
+            capture_output=True,
+            timeout=600,
+        )
+        path = shutil.which("promtool")
+    return path
+
+
+def test_metrics_pass_promtool(daemon: DaemonProcess) -> None:
+    tool = promtool()
+    if tool is None:
+        pytest.skip(
+            "promtool missing (Debian package prometheus); installed automatically under CI"
+        )
+    daemon.json("GET", "/api/v1/status")
+    _, raw, headers = daemon.request("GET", "/metrics", token="")
+    assert headers["Content-Type"].startswith("text/plain")
+    text = raw.decode()
+    for name in (
+        "syncd_build_info",
+        "syncd_up_since_timestamp_seconds",
+        "syncd_config_reloads_total",
+        "syncd_store_errors_total",
+        "syncd_queue_entries",
+        "syncd_http_requests_total",
+    ):
+        assert name in text, name
+    r = subprocess.run([tool, "check", "metrics"], input=raw, capture_output=True, timeout=60)
+    assert r.returncode == 0, (r.stdout + r.stderr).decode()
