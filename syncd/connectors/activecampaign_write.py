@@ -1,0 +1,348 @@
+"""Writes to ActiveCampaign: contact/sync for small batches, bulk import for large ones,
+accounts and deals one by one. Every function returns one WriteResult per input, in order.
+
+Call cost: a contact batch of n ≤ threshold costs n calls (plus tag/list calls when items
+carry ``tags``/``lists``); a larger upsert costs ceil(n/250) ``bulk_import`` calls plus at
+least one ``import/info`` read per chunk (none with ``confirm_imports=False``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from syncd.connectors.activecampaign_util import (
+    EMAIL_RE,
+    Rejected,
+    failed,
+    failure_indices,
+    record_error,
+)
+from syncd.connectors.http import HttpResponse, RateLimiter
+from syncd.model import ErrorCategory, WriteItem, WriteOp, WriteResult
+
+BULK_MAX = 250
+# AC refuses bulk_import bodies over 400,000 bytes; stay clear of it.
+BULK_MAX_BYTES = 380_000
+STANDARD = {"email": "email", "firstName": "first_name", "lastName": "last_name", "phone": "phone"}
+ALIASES = {"first_name": "firstName", "last_name": "lastName"}
+META_KEYS = {"tags", "lists", "id"}
+
+
+class AcApi(Protocol):
+    """What the writers need from the connector."""
+
+    bulk_threshold: int
+    import_poll_interval: float
+    import_timeout: float
+    confirm_imports: bool
+    bulk_limiter: RateLimiter | None
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        json_body: Any = None,
+        params: Any = None,
+    ) -> Any:
+        """One API call; returns the decoded body."""
+
+    async def raw(
+        self, method: str, path: str, *, endpoint: str, json_body: Any = None
+    ) -> HttpResponse:
+        """One API call; returns the whole response."""
+
+    async def field_ids(self) -> dict[str, str]:
+        """Custom field id by lower-cased title, perstag or id."""
+
+    async def add_tags(self, contact_id: str, tags: Sequence[str]) -> None:
+        """Tag a contact."""
+
+    async def subscribe(self, list_id: str, contact_ids: Sequence[str]) -> Any:
+        """Subscribe contacts to a list."""
+
+
+@dataclass
+class _Row:
+    index: int
+    email: str
+    std: dict[str, str]
+    custom: dict[str, str]  # field id -> value
+    tags: list[str] = field(default_factory=list)
+    lists: list[str] = field(default_factory=list)
+    id: str | None = None
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
+async def _prepare(
+    api: AcApi, items: Sequence[WriteItem], results: list[WriteResult | None], need_email: bool
+) -> list[_Row]:
+    ids: dict[str, str] | None = None
+    rows: list[_Row] = []
+    for i, item in enumerate(items):
+        std: dict[str, str] = {}
+        custom: dict[str, str] = {}
+        problem: WriteResult | None = None
+        for key, value in item.fields.items():
+            key = ALIASES.get(key, key)
+            if key in META_KEYS:
+                continue
+            if key in STANDARD:
+                std[key] = "" if value is None else str(value).strip()
+                continue
+            if ids is None:
+                ids = await api.field_ids()
+            fid = ids.get(key.lower())
+            if fid is None:
+                problem = failed(
+                    ErrorCategory.MAPPING,
+                    "UNKNOWN_FIELD",
+                    f"activecampaign has no contact field named {key!r}",
+                )
+                break
+            custom[fid] = "" if value is None else str(value)
+        email = std.get("email", "")
+        if problem is None and (need_email or email) and not EMAIL_RE.match(email):
+            problem = failed(
+                ErrorCategory.VALIDATION, "INVALID_EMAIL", f"invalid email address: {email!r}"
+            )
+        if problem is not None:
+            results[i] = problem
+            continue
+        rows.append(
+            _Row(
+                i,
+                email,
+                std,
+                custom,
+                _as_list(item.fields.get("tags")),
+                _as_list(item.fields.get("lists")),
+                item.id,
+            )
+        )
+    return rows
+
+
+async def write_contacts(api: AcApi, op: WriteOp, items: Sequence[WriteItem]) -> list[WriteResult]:
+    """Write contacts matched by email; large upserts go through bulk import."""
+    results: list[WriteResult | None] = [None] * len(items)
+    by_id = op is WriteOp.UPDATE and all(i.id for i in items)
+    rows = await _prepare(api, items, results, need_email=not by_id)
+    if op is WriteOp.UPSERT and len(rows) > api.bulk_threshold:
+        await _bulk(api, rows, results)
+    else:
+        for row in rows:
+            results[row.index] = await _one(api, op, row)
+    return [r or failed(ErrorCategory.TRANSIENT, "NO_RESULT", "no result") for r in results]
+
+
+async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
+    contact: dict[str, Any] = dict(row.std)
+    if row.custom:
+        contact["fieldValues"] = [{"field": f, "value": v} for f, v in row.custom.items()]
+    try:
+        if op is WriteOp.CREATE:
+            body = await api.call(
+                "POST", "/contacts", endpoint="contacts.create", json_body={"contact": contact}
+            )
+            created = True
+        elif op is WriteOp.UPDATE and row.id:
+            body = await api.call(
+                "PUT",
+                f"/contacts/{row.id}",
+                endpoint="contacts.update",
+                json_body={"contact": contact},
+            )
+            created = False
+        else:
+            resp = await api.raw(
+                "POST", "/contact/sync", endpoint="contact.sync", json_body={"contact": contact}
+            )
+            body = resp.json()
+            # contact/sync answers 201 when it created the contact, 200 when it updated one.
+            created = resp.status == 201
+        cid = str(body["contact"]["id"])
+        if row.tags:
+            await api.add_tags(cid, row.tags)
+        for lid in row.lists:
+            await api.subscribe(lid, [cid])
+    except Rejected as exc:
+        return record_error(exc.resp)
+    return WriteResult(ok=True, id=cid, created=created)
+
+
+def _bulk_payload(row: _Row) -> dict[str, Any]:
+    out: dict[str, Any] = {STANDARD[k]: v for k, v in row.std.items()}
+    if row.custom:
+        out["fields"] = [{"id": int(f), "value": v} for f, v in row.custom.items()]
+    if row.tags:
+        out["tags"] = row.tags
+    if row.lists:
+        out["subscribe"] = [{"listid": int(lid)} for lid in row.lists]
+    return out
+
+
+async def _submit(api: AcApi, chunk: list[_Row], results: list[WriteResult | None]) -> str | None:
+    """Queue one chunk; rows AC rejects up front are marked and the rest resubmitted once."""
+    for attempt in range(2):
+        if api.bulk_limiter is not None:
+            await api.bulk_limiter.acquire()
+        try:
+            body = await api.call(
+                "POST",
+                "/import/bulk_import",
+                endpoint="import.bulk",
+                json_body={"contacts": [_bulk_payload(r) for r in chunk]},
+            )
+            return str(body["batchId"])
+        except Rejected as exc:
+            try:
+                bad = failure_indices(exc.resp.json())
+            except ValueError:
+                bad = {}
+            if attempt == 1 or not bad:
+                err = record_error(exc.resp)
+                for r in chunk:
+                    results[r.index] = err
+                return None
+            keep = []
+            for pos, r in enumerate(chunk):
+                if pos in bad:
+                    results[r.index] = failed(ErrorCategory.VALIDATION, "IMPORT_INVALID", bad[pos])
+                else:
+                    keep.append(r)
+            chunk[:] = keep
+            if not chunk:
+                return None
+    return None
+
+
+async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None]) -> None:
+    """Submit every chunk first, then poll, so AC works on them while we send the next."""
+    batches: list[tuple[str, list[_Row]]] = []
+    for chunk in _chunks(rows):
+        batch_id = await _submit(api, chunk, results)
+        if batch_id is not None:
+            batches.append((batch_id, chunk))
+    for batch_id, chunk in batches:
+        if not api.confirm_imports:
+            for r in chunk:
+                results[r.index] = WriteResult(ok=True)
+            continue
+        info = await _wait_import(api, batch_id)
+        if info is None:
+            for r in chunk:
+                results[r.index] = failed(
+                    ErrorCategory.TRANSIENT,
+                    "IMPORT_TIMEOUT",
+                    f"bulk import {batch_id} did not finish in {api.import_timeout:g}s",
+                )
+            continue
+        failures = {str(e).strip().lower() for e in info.get("failure") or []}
+        ok_rows = [r for r in chunk if r.email.lower() not in failures]
+        ids = [str(x) for x in info.get("success") or []]
+        # AC lists the ids of the imported contacts; they line up with the accepted rows.
+        aligned = len(ids) == len(ok_rows)
+        for r in chunk:
+            if r.email.lower() in failures:
+                results[r.index] = failed(
+                    ErrorCategory.REJECTED,
+                    "IMPORT_FAILED",
+                    f"ActiveCampaign's bulk import did not accept {r.email}",
+                )
+        for pos, r in enumerate(ok_rows):
+            results[r.index] = WriteResult(ok=True, id=ids[pos] if aligned else None)
+
+
+def _chunks(rows: list[_Row]) -> list[list[_Row]]:
+    """Runs of at most 250 rows whose JSON stays under the payload limit."""
+    out: list[list[_Row]] = [[]]
+    size = 0
+    for row in rows:
+        n = len(json.dumps(_bulk_payload(row))) + 2
+        if out[-1] and (len(out[-1]) >= BULK_MAX or size + n > BULK_MAX_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append(row)
+        size += n
+    return [c for c in out if c]
+
+
+async def _wait_import(api: AcApi, batch_id: str) -> dict[str, Any] | None:
+    deadline = time.monotonic() + api.import_timeout
+    while True:
+        info = await api.call(
+            "GET", "/import/info", endpoint="import.info", params={"batchId": batch_id}
+        )
+        if isinstance(info, dict) and str(info.get("status", "")).lower() in (
+            "completed",
+            "complete",
+            "done",
+        ):
+            return info
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(api.import_poll_interval)
+
+
+async def write_plain(
+    api: AcApi,
+    kind: str,
+    op: WriteOp,
+    items: Sequence[WriteItem],
+    match_field: str | None,
+) -> list[WriteResult]:
+    """Accounts (``kind="account"``) or deals (``kind="deal"``), one call (or two) per item."""
+    out: list[WriteResult] = []
+    plural = f"{kind}s"
+    for item in items:
+        payload = {k: v for k, v in item.fields.items() if k not in META_KEYS}
+        try:
+            target = item.id
+            if target is None and op is WriteOp.UPSERT and kind == "account":
+                key = "name" if match_field in (None, "email") else str(match_field)
+                target = await _find_account(api, str(payload.get(key, "")))
+            if target is None and op is WriteOp.UPDATE:
+                out.append(failed(ErrorCategory.VALIDATION, "MISSING_ID", "update needs an id"))
+                continue
+            if target is None:
+                body = await api.call(
+                    "POST", f"/{plural}", endpoint=f"{plural}.create", json_body={kind: payload}
+                )
+                out.append(WriteResult(ok=True, id=str(body[kind]["id"]), created=True))
+            else:
+                body = await api.call(
+                    "PUT",
+                    f"/{plural}/{target}",
+                    endpoint=f"{plural}.update",
+                    json_body={kind: payload},
+                )
+                out.append(WriteResult(ok=True, id=str(body[kind]["id"])))
+        except Rejected as exc:
+            out.append(record_error(exc.resp))
+    return out
+
+
+async def _find_account(api: AcApi, name: str) -> str | None:
+    if not name:
+        return None
+    body = await api.call(
+        "GET", "/accounts", endpoint="accounts.search", params={"search": name, "limit": "100"}
+    )
+    for row in body.get("accounts") or []:
+        if str(row.get("name", "")).strip().lower() == name.strip().lower():
+            return str(row["id"])
+    return None

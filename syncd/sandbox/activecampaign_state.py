@@ -1,0 +1,392 @@
+"""In-memory ActiveCampaign account: contacts, tags, lists, fields, accounts, deals, imports.
+
+The HTTP layer lives in ``activecampaign.py``; this module holds the data and the rules AC
+applies to it (email uniqueness, unsubscribed contacts staying unsubscribed on imports, bulk
+import validation and asynchronous completion), so tests and benchmarks can also seed and
+inspect it directly.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from syncd.sandbox.common import SandboxBase
+
+# AC answers in the account's timezone with a numeric offset, e.g. 2024-01-02T10:11:12-06:00.
+ACCOUNT_TZ = timezone(timedelta(hours=-5))
+BULK_IMPORT_MAX = 250
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Bodies AC answers with. Items marked (unverified) were not confirmed in an official source.
+FORBIDDEN_BODY = {"message": "You are not authorized to access this file"}  # (unverified)
+RATE_LIMITED_BODY = {"message": "Too Many Requests"}  # (unverified)
+UNAVAILABLE_BODY = {"message": "Service Unavailable"}  # (unverified)
+
+
+def fmt_dt(ts: float) -> str:
+    """An epoch timestamp in AC's datetime format."""
+    return datetime.fromtimestamp(int(ts), ACCOUNT_TZ).isoformat(timespec="seconds")
+
+
+def parse_dt(value: str) -> float:
+    """A filter datetime (ISO, with or without offset, or a bare date) as epoch seconds."""
+    text = value.strip().replace(" ", "T")
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=ACCOUNT_TZ)
+    return dt.timestamp()
+
+
+def valid_email(email: str) -> bool:
+    """AC's basic syntax check."""
+    return bool(EMAIL_RE.match(email)) and len(email) <= 255
+
+
+@dataclass
+class Contact:
+    """One contact row."""
+
+    id: int
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+    cdate: float = 0.0
+    udate: float = 0.0
+    deleted: bool = False
+    field_values: dict[int, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The contact as AC serializes it (ids and flags as strings)."""
+        cid = str(self.id)
+        return {
+            "cdate": fmt_dt(self.cdate),
+            "email": self.email,
+            "phone": self.phone,
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "orgid": "0",
+            "orgname": "",
+            "bounced_hard": "0",
+            "bounced_soft": "0",
+            "deleted": "1" if self.deleted else "0",
+            "udate": fmt_dt(self.udate),
+            "links": {
+                "contactTags": f"/api/3/contacts/{cid}/contactTags",
+                "contactLists": f"/api/3/contacts/{cid}/contactLists",
+                "fieldValues": f"/api/3/contacts/{cid}/fieldValues",
+            },
+            "id": cid,
+            "organization": None,
+        }
+
+
+@dataclass
+class ImportJob:
+    """A queued bulk import; applied once `ready_at` has passed."""
+
+    batch_id: str
+    contacts: list[dict[str, Any]]
+    ready_at: float
+    done: bool = False
+    success: list[str] = field(default_factory=list)
+    failure: list[str] = field(default_factory=list)
+
+
+class ActiveCampaignSandbox(SandboxBase):
+    """A single simulated ActiveCampaign account."""
+
+    vendor = "activecampaign"
+
+    def __init__(self, seed: int = 42, *, import_delay: float = 0.05) -> None:
+        super().__init__(seed)
+        self.import_delay = import_delay
+        self.contacts: dict[int, Contact] = {}
+        self._ids: list[int] = []  # ascending; contacts are never physically removed
+        self.by_email: dict[str, int] = {}
+        self.tags: dict[int, dict[str, Any]] = {}
+        self.contact_tags: dict[int, tuple[int, int, float]] = {}  # id -> (contact, tag, cdate)
+        self.tags_of: dict[int, dict[int, int]] = {}  # contact -> {tag id: contactTag id}
+        self.lists: dict[int, dict[str, Any]] = {}
+        self.memberships: dict[tuple[int, int], dict[str, Any]] = {}  # (contact, list)
+        self.fields: dict[int, dict[str, Any]] = {}
+        self.accounts: dict[int, dict[str, Any]] = {}
+        self.deals: dict[int, dict[str, Any]] = {}
+        self.campaigns: dict[int, dict[str, Any]] = {}  # id -> {name, list, sdate}
+        self.broadcasts: list[tuple[int, int, int]] = []  # (campaign, list, contact) sends
+        self.imports: dict[str, ImportJob] = {}
+        self.request_times: list[float] = []  # wall clock of every API request received
+        self._next: dict[str, int] = {}
+        self.version = 0  # bumps on every change; keys the meta.total cache
+        self._total_cache: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+    def error_response(self, status: int, retry_after: float | None) -> web.Response:
+        """AC's bodies for injected 429/5xx; Retry-After in whole seconds."""
+        headers = {"Retry-After": f"{math.ceil(retry_after)}"} if retry_after is not None else {}
+        body = RATE_LIMITED_BODY if status == 429 else UNAVAILABLE_BODY
+        return web.json_response(body, status=status, headers=headers)
+
+    # ---- ids and clocks -------------------------------------------------------------
+    def next_id(self, kind: str) -> int:
+        """The next id of a resource kind."""
+        self._next[kind] = self._next.get(kind, 0) + 1
+        return self._next[kind]
+
+    def now(self) -> float:
+        """The account clock (epoch seconds)."""
+        return time.time()
+
+    def touch(self) -> None:
+        """Note that data changed."""
+        self.version += 1
+
+    # ---- contacts --------------------------------------------------------------------
+    def insert_contact(self, email: str, **attrs: Any) -> Contact:
+        """Create a contact row (no ledger entry; callers record writes)."""
+        now = float(attrs.pop("cdate", self.now()))
+        udate = float(attrs.pop("udate", now))
+        c = Contact(id=self.next_id("contact"), email=email, cdate=now, udate=udate, **attrs)
+        self.contacts[c.id] = c
+        self._ids.append(c.id)
+        self.by_email[email.lower()] = c.id
+        self.touch()
+        return c
+
+    def contact_by_email(self, email: str) -> Contact | None:
+        """A live contact by email, case-insensitively."""
+        cid = self.by_email.get(email.strip().lower())
+        c = self.contacts.get(cid) if cid is not None else None
+        return c if c is not None and not c.deleted else None
+
+    def live_contact(self, cid: int) -> Contact | None:
+        """A contact that exists and is not deleted."""
+        c = self.contacts.get(cid)
+        return c if c is not None and not c.deleted else None
+
+    def apply_contact(self, c: Contact, attrs: Mapping[str, Any]) -> dict[str, Any]:
+        """Set standard attributes and field values; returns what changed."""
+        changed: dict[str, Any] = {}
+        for key, attr in (
+            ("firstName", "first_name"),
+            ("lastName", "last_name"),
+            ("phone", "phone"),
+            ("email", "email"),
+        ):
+            if key in attrs and attrs[key] is not None:
+                value = str(attrs[key])
+                if getattr(c, attr) != value:
+                    if attr == "email":
+                        self.by_email.pop(c.email.lower(), None)
+                        self.by_email[value.lower()] = c.id
+                    setattr(c, attr, value)
+                    changed[key] = value
+        for fid, value in attrs.get("_fields", {}).items():
+            if c.field_values.get(fid) != value:
+                c.field_values[fid] = value
+                changed[f"field:{fid}"] = value
+        c.udate = self.now()
+        self.touch()
+        return changed
+
+    def delete_contact(self, c: Contact) -> None:
+        """AC keeps deleted contacts flagged; they leave lists and searches."""
+        c.deleted = True
+        c.udate = self.now()
+        self.by_email.pop(c.email.lower(), None)
+        self.touch()
+        self.record_write("DELETE /contacts/{id}", "contact", str(c.id), {}, key=c.email)
+
+    def contacts_after(self, id_greater: int) -> Iterable[Contact]:
+        """Contacts in ascending id order, starting after `id_greater`."""
+        start = bisect.bisect_right(self._ids, id_greater)
+        for cid in self._ids[start:]:
+            yield self.contacts[cid]
+
+    def cached_total(self, key: tuple[Any, ...], compute: Any) -> int:
+        """meta.total for a filter set, recomputed only after data changed."""
+        hit = self._total_cache.get(key)
+        if hit is not None and hit[0] == self.version:
+            return hit[1]
+        total = int(compute())
+        self._total_cache[key] = (self.version, total)
+        return total
+
+    # ---- tags and lists --------------------------------------------------------------
+    def tag_by_name(self, name: str) -> int | None:
+        """A tag id by exact, case-insensitive name."""
+        low = name.strip().lower()
+        for tid, t in self.tags.items():
+            if str(t["tag"]).lower() == low:
+                return tid
+        return None
+
+    def create_tag(self, name: str, tag_type: str = "contact", description: str = "") -> int:
+        """Add a tag."""
+        tid = self.next_id("tag")
+        self.tags[tid] = {
+            "tag": name,
+            "tagType": tag_type,
+            "description": description,
+            "cdate": self.now(),
+        }
+        self.touch()
+        return tid
+
+    def add_contact_tag(self, cid: int, tid: int) -> tuple[int, bool]:
+        """Tag a contact; returns the contactTag id and whether it was new."""
+        mine = self.tags_of.setdefault(cid, {})
+        if tid in mine:
+            return mine[tid], False
+        ctid = self.next_id("contactTag")
+        self.contact_tags[ctid] = (cid, tid, self.now())
+        mine[tid] = ctid
+        c = self.contacts[cid]
+        c.udate = self.now()
+        self.touch()
+        return ctid, True
+
+    def remove_contact_tag(self, ctid: int) -> bool:
+        """Untag; False when the contactTag does not exist."""
+        row = self.contact_tags.pop(ctid, None)
+        if row is None:
+            return False
+        cid, tid, _ = row
+        self.tags_of.get(cid, {}).pop(tid, None)
+        if cid in self.contacts:
+            self.contacts[cid].udate = self.now()
+        self.touch()
+        return True
+
+    def set_membership(self, cid: int, lid: int, status: int, *, keep_unsub: bool) -> int:
+        """Set a contact's status on a list; with keep_unsub an unsubscribe is never undone."""
+        now = self.now()
+        row = self.memberships.get((cid, lid))
+        if row is None:
+            row = {"id": self.next_id("contactList"), "status": status, "sdate": now}
+            self.memberships[(cid, lid)] = row
+        elif not (keep_unsub and row["status"] == 2 and status == 1):
+            row["status"] = status
+        row["udate"] = now
+        self.touch()
+        return int(row["status"])
+
+    def membership_json(self, cid: int, lid: int) -> dict[str, Any]:
+        """A contactList object."""
+        row = self.memberships[(cid, lid)]
+        return {
+            "contact": str(cid),
+            "list": str(lid),
+            "status": str(row["status"]),
+            "sdate": fmt_dt(row["sdate"]),
+            "udate": fmt_dt(row["udate"]),
+            "id": str(row["id"]),
+        }
+
+    # ---- bulk import -----------------------------------------------------------------
+    def validate_import(self, contacts: Any) -> list[dict[str, Any]]:
+        """Failure reasons for a bulk import request; empty when it may be queued."""
+        if not isinstance(contacts, list) or not contacts:
+            return [{"index": None, "reasons": ["contacts: at least one contact is required"]}]
+        if len(contacts) > BULK_IMPORT_MAX:
+            return [
+                {
+                    "index": None,
+                    "reasons": [
+                        f"contacts: a maximum of {BULK_IMPORT_MAX} contacts may be imported "
+                        f"per request ({len(contacts)} given)"
+                    ],
+                }
+            ]
+        out = []
+        for i, row in enumerate(contacts):
+            email = str(row.get("email") or "") if isinstance(row, dict) else ""
+            if not email:
+                out.append({"index": i, "email": email, "reasons": ["email: required"]})
+            elif not valid_email(email):
+                out.append({"index": i, "email": email, "reasons": ["email: invalid format"]})
+        return out
+
+    def queue_import(self, contacts: list[dict[str, Any]]) -> ImportJob:
+        """Accept a validated import; it completes after `import_delay`."""
+        job = ImportJob(str(uuid.UUID(int=self.rng.getrandbits(128))), contacts, 0.0)
+        job.ready_at = self.now() + self.import_delay
+        self.imports[job.batch_id] = job
+        if self.import_delay <= 0:
+            self.run_import(job)
+        return job
+
+    def process_due_imports(self) -> None:
+        """Apply queued imports whose time has come."""
+        now = self.now()
+        for job in self.imports.values():
+            if not job.done and job.ready_at <= now:
+                self.run_import(job)
+
+    def run_import(self, job: ImportJob) -> None:
+        """Apply one import: upsert by email, tags, fields, list (un)subscriptions."""
+        for row in job.contacts:
+            email = str(row["email"]).strip()
+            if email.lower() in self.faults.fail_emails:
+                job.failure.append(email)
+                continue
+            attrs: dict[str, Any] = {
+                "firstName": row.get("first_name"),
+                "lastName": row.get("last_name"),
+                "phone": row.get("phone"),
+                "_fields": {
+                    int(f["id"]): str(f.get("value", ""))
+                    for f in row.get("fields") or []
+                    if int(f["id"]) in self.fields
+                },
+            }
+            c = self.contact_by_email(email)
+            created = c is None
+            if c is None:
+                c = self.insert_contact(email)
+            changed = self.apply_contact(c, attrs)
+            for name in row.get("tags") or []:
+                tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                self.add_contact_tag(c.id, tid)
+            for sub in row.get("subscribe") or []:
+                lid = int(sub["listid"])
+                if lid in self.lists:
+                    self.set_membership(c.id, lid, 1, keep_unsub=True)
+            for sub in row.get("unsubscribe") or []:
+                lid = int(sub["listid"])
+                if lid in self.lists:
+                    self.set_membership(c.id, lid, 2, keep_unsub=True)
+            job.success.append(str(c.id))
+            self.record_write(
+                "POST /api/3/import/bulk_import",
+                "contact",
+                str(c.id),
+                {**changed, "tags": list(row.get("tags") or [])},
+                key=email.lower(),
+                created=created,
+            )
+        job.done = True
+
+    # ---- fast loading for benchmarks -------------------------------------------------
+    def bulk_load(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Insert contacts directly (no ledger, no validation); returns how many."""
+        n = 0
+        for row in rows:
+            self.insert_contact(
+                str(row["email"]),
+                first_name=str(row.get("firstName", "")),
+                last_name=str(row.get("lastName", "")),
+                phone=str(row.get("phone", "")),
+                cdate=float(row.get("cdate", self.now())),
+                udate=float(row.get("udate", row.get("cdate", self.now()))),
+            )
+            n += 1
+        return n
