@@ -58,6 +58,15 @@ class RateLimited(TransientError):
         self.retry_after = retry_after
 
 
+class RequestRejected(SyncdError):
+    """The vendor refused one request (a 4xx nobody classified): retrying it will not help."""
+
+    def __init__(self, message: str, *, status: int, body: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 @dataclass(frozen=True)
 class RecordError(SyncdError):
     """One record was rejected; the others in its batch are unaffected."""

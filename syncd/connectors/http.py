@@ -18,7 +18,14 @@ from typing import Any, Protocol
 import aiohttp
 
 from syncd import metrics
-from syncd.errors import AuthError, QuotaExhausted, RateLimited, SyncdError, TransientError
+from syncd.errors import (
+    AuthError,
+    QuotaExhausted,
+    RateLimited,
+    RequestRejected,
+    SyncdError,
+    TransientError,
+)
 from syncd.model import QuotaState
 
 
@@ -240,9 +247,7 @@ class HttpClient:
                         metrics.API_REAUTH.labels(self.connector).inc()
                         continue
                 classified = self._classify(resp)
-                err = classified or TransientError(
-                    f"{self.connector}: {endpoint}: HTTP {resp.status}"
-                )
+                err = classified or _unclassified(self.connector, endpoint, resp)
                 outcome = _outcome(resp.status, err)
                 metrics.API_REQUESTS.labels(self.connector, endpoint, outcome).inc()
                 if isinstance(err, RateLimited):
@@ -288,6 +293,16 @@ class HttpClient:
         if self._on_response is not None:
             self._on_response(resp)
         return resp
+
+
+def _unclassified(connector: str, endpoint: str, resp: HttpResponse) -> SyncdError:
+    # 5xx and 408 are worth retrying; any other 4xx will fail the same way again.
+    if resp.status >= 500 or resp.status == 408:
+        return TransientError(f"{connector}: {endpoint}: HTTP {resp.status}")
+    body = resp.body[:500].decode("utf-8", "replace")
+    return RequestRejected(
+        f"{connector}: {endpoint}: HTTP {resp.status}: {body}", status=resp.status, body=body
+    )
 
 
 def _outcome(status: int, err: SyncdError) -> str:

@@ -19,7 +19,13 @@ from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
 from syncd.engine.matching import is_valid_email, normalize_email
 from syncd.engine.rules import Condition, Op
-from syncd.errors import IntegrationError, RecordError, StoreError, TransientError
+from syncd.errors import (
+    IntegrationError,
+    RecordError,
+    RequestRejected,
+    StoreError,
+    TransientError,
+)
 from syncd.logging import get_logger
 from syncd.model import (
     Direction,
@@ -344,7 +350,14 @@ class InboundFlusher:
                 items.append(WriteItem(fields, id=crm_id if op is WriteOp.UPDATE else None))
             if op is WriteOp.UPSERT and not ext_field:
                 op = WriteOp.CREATE
-            results = await self._crm.write(obj, op, items, match_field=ext_field)
+            try:
+                results = await self._crm.write(obj, op, items, match_field=ext_field)
+            except RequestRejected as exc:
+                # The whole call was refused: every record of it fails with the vendor's word.
+                err = RecordError(ErrorCategory.REJECTED, f"HTTP_{exc.status}", str(exc))
+                for p in batch:
+                    await self._fail(p.entry, err, run_id, counts)
+                continue
             counts.crm_calls += -(-len(items) // CRM_BATCH)
             await self.gate.recovered()
             for p, item, res in zip(batch, items, results, strict=True):

@@ -22,7 +22,7 @@ from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
 from syncd.engine.matching import normalize_email
 from syncd.engine.rules import Condition, Group, Op, Rule
-from syncd.errors import IntegrationError, TransientError
+from syncd.errors import IntegrationError, RequestRejected, TransientError
 from syncd.logging import get_logger
 from syncd.model import (
     Change,
@@ -35,6 +35,7 @@ from syncd.model import (
     SyncTag,
     WriteItem,
     WriteOp,
+    WriteResult,
 )
 from syncd.store.base import RecordLink, StateStore
 
@@ -301,7 +302,18 @@ class OutboundPuller:
                     WriteItem(f, id=link.hub_id if link and op is WriteOp.UPDATE else None)
                 )
             match = "email" if obj in NEW_TAG else None
-            results = await self._hub.write(obj, op, items, match_field=match)
+            try:
+                results = await self._hub.write(obj, op, items, match_field=match)
+            except RequestRejected as exc:
+                results = [
+                    WriteResult(
+                        False,
+                        error_category=ErrorCategory.REJECTED,
+                        error_code=f"HTTP_{exc.status}",
+                        error_message=str(exc),
+                    )
+                    for _ in items
+                ]
             await self.gate.recovered()
             for (e, link, _, skipped, digest), item, res in zip(rows, items, results, strict=True):
                 if res.ok:

@@ -1,0 +1,272 @@
+"""Per-row logic of dbsync: the compiled column plan, mapping a source row to hub fields,
+validation, merging duplicate rows and the content hash that makes unchanged rows free.
+
+Pure functions over tuples from the source; no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any, Protocol
+
+from syncd.config import DbsyncSettings
+from syncd.engine.matching import is_valid_email, normalize_email
+from syncd.engine.rules import rule_fields
+from syncd.errors import ConfigError
+from syncd.model import FieldInfo
+
+TAGS = "tags"
+TAG_MAX = 255  # ActiveCampaign's tag name column; HubSpot option labels are shorter still
+_TAG_SPLIT = re.compile(r"[,;]")
+
+
+class SourceColumn(Protocol):
+    """What the plan needs to know about a source column."""
+
+    @property
+    def name(self) -> str:
+        """The real column name."""
+
+    @property
+    def type(self) -> str:
+        """The SQL data type."""
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """Why one source row cannot be written: the column(s) involved and the reason."""
+
+    columns: tuple[str, ...]
+    reason: str
+    code: str
+
+
+@dataclass(frozen=True)
+class MappedRow:
+    """One source row as hub values: its key, normalised email and the fields to write."""
+
+    key: str
+    email: str  # lower-cased, trimmed: the match key
+    fields: Mapping[str, str]  # hub field -> value (email included, as given)
+    tags: tuple[str, ...]
+    problems: tuple[RowProblem, ...] = ()
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """The config compiled against the table's real columns and the hub's fields."""
+
+    columns: tuple[str, ...]  # real column names, in SELECT order
+    key_pos: int
+    email_pos: int
+    email_column: str
+    key_column: str
+    fields: tuple[tuple[int, str, str], ...]  # (position, column, hub field), email excluded
+    tags_pos: int | None
+    tags_column: str | None
+    limits: Mapping[str, int]
+    required: frozenset[str]
+    list_id: str
+
+
+def build_plan(
+    cfg: DbsyncSettings, columns: Sequence[SourceColumn], hub_fields: Sequence[FieldInfo]
+) -> RowPlan:
+    """Check mapping, key and rules against the real columns and hub fields; ConfigError names
+    the first unknown column or field."""
+    real = {c.name.lower(): c.name for c in columns}
+    have = ", ".join(c.name for c in columns) or "(no columns)"
+
+    def resolve(col: str, what: str) -> str:
+        found = real.get(col.lower())
+        if found is None:
+            raise ConfigError(
+                f"dbsync {cfg.name}: {what} names unknown column {col!r} in table "
+                f"{cfg.table!r}; it has: {have}"
+            )
+        return found
+
+    key_col = resolve(cfg.key_column, "key_column")
+    if cfg.rules is not None:
+        for name in rule_fields(cfg.rules):
+            resolve(name, "rules")
+    hub_by_lower = {f.name.lower(): f for f in hub_fields}
+    order: list[str] = [key_col]
+    pos: dict[str, int] = {key_col: 0}
+
+    def position(col: str) -> int:
+        if col not in pos:
+            pos[col] = len(order)
+            order.append(col)
+        return pos[col]
+
+    email_pos, email_col = -1, ""
+    tags_pos: int | None = None
+    tags_col: str | None = None
+    mapped: list[tuple[int, str, str]] = []
+    limits: dict[str, int] = {}
+    required = {"email"}
+    for col, hub in cfg.mapping.items():
+        rc = resolve(col, "mapping")
+        if hub == TAGS:
+            tags_pos, tags_col = position(rc), rc
+            continue
+        info = hub_by_lower.get(hub.lower())
+        if info is None:
+            known = ", ".join(f.name for f in hub_fields)
+            raise ConfigError(
+                f"dbsync {cfg.name}: mapping {col!r} -> {hub!r}: the hub has no contact field "
+                f"{hub!r}; it has: {known}"
+            )
+        if info.max_length:
+            limits[info.name] = info.max_length
+        if info.name == "email":
+            email_pos, email_col = position(rc), rc
+            continue
+        mapped.append((position(rc), rc, info.name))
+    for f in hub_fields:
+        # Fields the hub requires on create must come from the table (email always does).
+        if f.required and any(m[2] == f.name for m in mapped):
+            required.add(f.name)
+    return RowPlan(
+        columns=tuple(order),
+        key_pos=0,
+        email_pos=email_pos,
+        email_column=email_col,
+        key_column=key_col,
+        fields=tuple(mapped),
+        tags_pos=tags_pos,
+        tags_column=tags_col,
+        limits=limits,
+        required=frozenset(required),
+        list_id=cfg.list,
+    )
+
+
+def as_text(value: Any) -> str:
+    """A source value as the text the hub receives."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return str(value)
+    return str(value)
+
+
+def parse_tags(raw: Any) -> tuple[str, ...]:
+    """Comma/semicolon separated tags, trimmed, empties dropped, first spelling kept."""
+    if raw is None:
+        return ()
+    seen: dict[str, str] = {}
+    for part in _TAG_SPLIT.split(as_text(raw)):
+        tag = part.strip()
+        if tag and tag.lower() not in seen:
+            seen[tag.lower()] = tag
+    return tuple(seen.values())
+
+
+def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
+    """Map one source row; problems (invalid email, missing or too long values) are listed."""
+    key = as_text(row[plan.key_pos]) if row[plan.key_pos] is not None else ""
+    problems: list[RowProblem] = []
+    fields: dict[str, str] = {}
+    raw_email = row[plan.email_pos]
+    email_text = as_text(raw_email).strip() if raw_email is not None else ""
+    norm = normalize_email(email_text) or ""
+    if not norm:
+        problems.append(
+            RowProblem((plan.email_column,), "missing required field: email", "MISSING_REQUIRED")
+        )
+    elif not is_valid_email(norm):
+        problems.append(
+            RowProblem(
+                (plan.email_column,),
+                f"invalid email: {_clip(email_text)!r}",
+                "INVALID_EMAIL",
+            )
+        )
+    else:
+        fields["email"] = email_text
+    for position, column, hub in plan.fields:
+        value = row[position]
+        if value is None:
+            continue
+        text = as_text(value)
+        if text == "":
+            continue
+        limit = plan.limits.get(hub)
+        if limit is not None and len(text) > limit:
+            problems.append(
+                RowProblem(
+                    (column,),
+                    f"value too long for hub field {hub!r}: {len(text)} characters, "
+                    f"at most {limit}",
+                    "TOO_LONG",
+                )
+            )
+            continue
+        fields[hub] = text
+    for position, column, hub in plan.fields:
+        if hub in plan.required and hub not in fields and not _has(problems, column):
+            problems.append(
+                RowProblem((column,), f"missing required field: {hub}", "MISSING_REQUIRED")
+            )
+    tags: tuple[str, ...] = ()
+    if plan.tags_pos is not None and plan.tags_column is not None:
+        tags = parse_tags(row[plan.tags_pos])
+        long = [t for t in tags if len(t) > TAG_MAX]
+        if long:
+            problems.append(
+                RowProblem(
+                    (plan.tags_column,),
+                    f"tag too long: {len(long[0])} characters, at most {TAG_MAX}",
+                    "TOO_LONG",
+                )
+            )
+    return MappedRow(key, norm, fields, tags, tuple(problems))
+
+
+def merge(first: MappedRow, dup: MappedRow) -> MappedRow:
+    """Merge a duplicate into the first row of its email: the first's values win, the
+    duplicate only fills fields the first left empty; tags are united."""
+    fields = dict(first.fields)
+    for k, v in dup.fields.items():
+        fields.setdefault(k, v)
+    tags = first.tags + tuple(t for t in dup.tags if t.lower() not in {x.lower() for x in first.tags})
+    return MappedRow(first.key, first.email, fields, tags, first.problems)
+
+
+def row_hash(row: MappedRow, list_id: str) -> str:
+    """Hash of everything a write would send; equal hashes mean nothing to do."""
+    blob = json.dumps(
+        [list_id, sorted(row.fields.items()), list(row.tags)],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def payload_size(row: MappedRow) -> int:
+    """A cheap upper-bound estimate of the row's size in a JSON request body."""
+    n = 64
+    for k, v in row.fields.items():
+        n += len(k) + 6 + len(v.encode("utf-8", "surrogatepass")) * 2
+    for t in row.tags:
+        n += len(t.encode("utf-8", "surrogatepass")) * 2 + 4
+    return n
+
+
+def _has(problems: Sequence[RowProblem], column: str) -> bool:
+    return any(column in p.columns for p in problems)
+
+
+def _clip(text: str, n: int = 80) -> str:
+    return text if len(text) <= n else text[:n] + "…"
