@@ -159,6 +159,7 @@ class HubSettings(Section):
     webhook_token: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     rate_limit: RateLimitSettings | None = None
+    bulk_rate_limit: RateLimitSettings | None = None
     quota_reserve: float = Field(default=0.10, ge=0, lt=1)
     tag_property: str = "syncd_sync_tags"
     http: HttpSettings = HttpSettings()

@@ -113,7 +113,8 @@ def configure_logging(
 def _default_logger_name(
     logger: Any, method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    event_dict.setdefault("logger", "syncd")
+    name = event_dict.pop("logger_name", None)
+    event_dict.setdefault("logger", name or "syncd")
     return event_dict
 
 
@@ -121,7 +122,7 @@ class _ToStructlog(logging.Handler):
     """Forwards stdlib log records into structlog (and so through the redactor)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        log = structlog.get_logger().bind(logger=record.name)
+        log = structlog.get_logger(logger_name=record.name)
         kwargs: dict[str, Any] = {}
         if record.exc_info:
             kwargs["exc_info"] = record.exc_info
@@ -133,4 +134,6 @@ class _ToStructlog(logging.Handler):
 
 def get_logger(name: str) -> Any:
     """A structlog logger carrying `logger=name` on every line."""
-    return structlog.get_logger().bind(logger=name)
+    # Lazy, so module-level loggers pick up configure_logging(); "logger" itself is a
+    # reserved argument name of structlog's wrap_logger, hence the rename in a processor.
+    return structlog.get_logger(logger_name=name)

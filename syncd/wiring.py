@@ -10,21 +10,36 @@ from collections.abc import Callable
 from typing import Any
 
 from syncd.config import Settings
-from syncd.daemon import ComponentFactory
+from syncd.daemon import Component, ComponentFactory, Daemon
 from syncd.web.app import RouteInstaller
 
 AddCommand = Callable[[str, Any, str], argparse.ArgumentParser]
 
 
+def _engine(_: Daemon) -> Component:
+    from syncd.connectors.factory import build_connectors
+    from syncd.engine.service import SyncEngine
+
+    return SyncEngine(build_connectors)
+
+
 def component_factories(settings: Settings) -> list[ComponentFactory]:
     """Components the daemon starts, in order (stopped in reverse)."""
-    return []
+    factories: list[ComponentFactory] = []
+    if settings.hub is not None and settings.crm is not None:
+        factories.append(_engine)
+    return factories
 
 
 def route_installers() -> list[RouteInstaller]:
     """HTTP route groups added to the daemon's app."""
-    return []
+    from syncd.web import engine_api, webhooks
+
+    return [webhooks.install, engine_api.install]
 
 
 def extend_cli(sub: Any, add: AddCommand) -> None:
     """Add the subcommands of later parts (sandbox, demo, flush, queue, dbsync …)."""
+    from syncd import cli_sync
+
+    cli_sync.register(sub, add)
