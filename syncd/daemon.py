@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from syncd import metrics
+from syncd import __version__, metrics
 from syncd.config import ConfigInvalid, Settings, load_settings, systemd_env
 from syncd.errors import StoreError
 from syncd.logging import configure_logging, get_logger
@@ -187,7 +187,7 @@ class Daemon:
         """Start everything, serve until SIGTERM/SIGINT (or a crash), drain, stop; exit code."""
         loop = asyncio.get_running_loop()
         self._install_signals(loop)
-        log.info("starting", version=metrics.BUILD_INFO._value, instance=self.instance_id)
+        log.info("starting", version=__version__, instance=self.instance_id)
         self.spawn(self._store_supervisor(), "store-supervisor")
         self.scheduler.start()
         for factory in self._component_factories:

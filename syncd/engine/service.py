@@ -208,7 +208,8 @@ class SyncEngine:
 
     async def _lease_reaper(self) -> None:
         while True:
-            await asyncio.sleep(15.0)
+            # Check at least twice per lease so a dead instance's claims return promptly.
+            await asyncio.sleep(min(15.0, self.host.settings.daemon.lease_seconds / 2))
             try:
                 n = await self.host.store.reclaim_expired()
             except StoreError:

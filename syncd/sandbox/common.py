@@ -7,7 +7,7 @@ vendor handler runs, and mounts ``/_sandbox/...`` admin routes for tests and man
 - ``GET  /_sandbox/stats``   request counts per endpoint and the ledger size
 - ``GET  /_sandbox/ledger``  every write received (``?since=N`` to page)
 - ``POST /_sandbox/faults``  JSON: ``{"fail_next": N, "status": 503|429, "retry_after": 7,
-  "latency": 0.2, "expire_tokens": true, "fail_emails": ["x@y"], "exhaust_quota": true,
+  "latency": 0.2, "latency_after": 1.0, "expire_tokens": true, "fail_emails": ["x@y"], "exhaust_quota": true,
   "fail_ratio": 0.2, "revoke_auth": true, "fail_paths": ["/api/3/contacts"]}``
 - ``POST /_sandbox/reset``   clear faults, ledger and counters (data stays)
 """
@@ -37,22 +37,25 @@ class Faults:
     retry_after: float | None = None
     fail_ratio: float = 0.0
     latency: float = 0.0
+    latency_after: float = 0.0  # delay the answer of an already-applied request
     expire_tokens: bool = False
     fail_emails: set[str] = field(default_factory=set)
     exhaust_quota: bool = False
     revoke_auth: bool = False
     fail_paths: tuple[str, ...] = ()
+    slow_paths: tuple[str, ...] = ()  # where latency applies (all paths when empty)
 
     def apply(self, body: dict[str, Any]) -> None:
         """Arm faults from an admin request body."""
-        for key in ("fail_next", "status", "fail_ratio", "latency"):
+        for key in ("fail_next", "status", "fail_ratio", "latency", "latency_after"):
             if key in body:
                 setattr(self, key, type(getattr(self, key))(body[key]))
         if "retry_after" in body:
             ra = body["retry_after"]
             self.retry_after = None if ra is None else float(ra)
-        if "fail_paths" in body:
-            self.fail_paths = tuple(str(p) for p in body["fail_paths"])
+        for key in ("fail_paths", "slow_paths"):
+            if key in body:
+                setattr(self, key, tuple(str(p) for p in body[key]))
         if body.get("expire_tokens"):
             self.expire_tokens = True
         if "fail_emails" in body:
@@ -135,7 +138,8 @@ def make_app(sandbox: SandboxBase) -> web.Application:
             return await handler(request)
         sandbox.requests[sandbox.endpoint_of(request)] += 1
         f = sandbox.faults
-        if f.latency > 0:
+        slow = not f.slow_paths or any(p in request.path for p in f.slow_paths)
+        if f.latency > 0 and slow:
             await asyncio.sleep(f.latency)
         path_hit = not f.fail_paths or any(request.path.startswith(p) for p in f.fail_paths)
         if f.fail_next > 0 and path_hit:
@@ -143,7 +147,11 @@ def make_app(sandbox: SandboxBase) -> web.Application:
             return sandbox.error_response(f.status, f.retry_after)
         if f.fail_ratio > 0 and path_hit and sandbox.rng.random() < f.fail_ratio:
             return sandbox.error_response(f.status, f.retry_after)
-        return await handler(request)
+        resp = await handler(request)
+        if f.latency_after > 0 and slow:
+            # The write is applied; only the answer is late (a crash here loses the ack).
+            await asyncio.sleep(f.latency_after)
+        return resp
 
     app = web.Application(middlewares=[faults_mw], client_max_size=64 * 1024 * 1024)
     app["sandbox"] = sandbox

@@ -1,0 +1,148 @@
+"""Inbound end to end: webhooks into the real daemon, flushed into the Salesforce simulator."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
+
+FAST = "\n[inbound]\nflush_size = 100\nflush_interval = 2\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    e = Env(tmp_path)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def test_250_changes_make_three_flushes_and_three_calls(env: Env) -> None:
+    d = env.start(FAST)
+    for i in range(250):
+        status, body = ac_webhook(d, 1000 + i)
+        assert status == 200, body
+    wait_until(lambda: queue_counts(d).get("processed") == 250, what="250 processed")
+    assert env.sb.run(env.sf.collection_calls) == 3
+    assert metric(d, "syncd_flushes_total", '{trigger="size"}') == 2
+    assert metric(d, "syncd_flushes_total", '{trigger="interval"}') == 1
+    contacts = sf_records(env, "Contact")
+    by_ext = Counter(c["Syncd_Hub_Id__c"] for c in contacts)
+    assert len(by_ext) == 250 and set(by_ext.values()) == {1}
+    writes = Counter(e.key for e in env.sb.run(lambda: list(env.sf.ledger)))
+    assert len(writes) == 250 and set(writes.values()) == {1}
+
+
+def test_one_record_changed_100_times_is_one_entry_and_one_write(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 100\nflush_interval = 600\n")
+    for i in range(100):
+        assert ac_webhook(d, 7, first=f"v{i}")[0] == 200
+    assert queue_counts(d) == {"pending": 1}
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["processed"] == 1
+    assert env.sb.run(env.sf.collection_calls) == 1
+    [contact] = sf_records(env, "Contact")
+    assert contact["FirstName"] == "v99"  # newest value won
+
+
+def test_sighup_changes_flush_size_live(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    for i in range(10):
+        assert ac_webhook(d, 100 + i)[0] == 200
+    time.sleep(0.5)
+    assert queue_counts(d) == {"pending": 10}
+    text = d.config.read_text().replace("flush_size = 1000", "flush_size = 5")
+    d.config.write_text(text)
+    d.signal(signal.SIGHUP)
+    wait_until(lambda: queue_counts(d).get("processed") == 10, what="size flush after reload")
+    assert metric(d, "syncd_flushes_total", '{trigger="size"}') == 1
+
+
+def test_tags_decide_what_syncs(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    assert ac_webhook(d, 1, tags="added-to-salesforce-contact")[0] == 200
+    assert (
+        ac_webhook(d, 2, tags="added-to-salesforce-lead", extra={"contact[fields][company]": "x"})[
+            0
+        ]
+        == 200
+    )
+    assert ac_webhook(d, 3, tags="newsletter, vip")[0] == 200
+    assert (
+        ac_webhook(d, 4, tags="created-from-salesforce-lead, salesforce-lead-converted-to-contact")[
+            0
+        ]
+        == 200
+    )
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200
+    counts = body["counts"]
+    assert counts["excluded"] == 1
+    contacts = {c["Syncd_Hub_Id__c"] for c in sf_records(env, "Contact")}
+    leads = {c["Syncd_Hub_Id__c"] for c in sf_records(env, "Lead")}
+    assert contacts == {"1", "4"}
+    # The lead lacks a mapped Company: it fails validation before any call, with the reason.
+    assert "2" not in leads
+    assert queue_counts(d).get("excluded") == 1
+    assert queue_counts(d).get("error") == 1
+
+
+def test_validation_errors_make_no_call(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    assert ac_webhook(d, 1, last="")[0] == 200
+    assert ac_webhook(d, 2, email="not-an-email")[0] == 200
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["errors"] == 2
+    assert env.sb.run(env.sf.collection_calls) == 0
+
+
+def test_same_email_different_case_is_linked_not_duplicated(env: Env) -> None:
+    existing = env.sb.run(
+        lambda: env.sf.insert("Contact", {"LastName": "Lee", "Email": "Ann.Lee@Example.com"})
+    )
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    assert ac_webhook(d, 55, email="ann.lee@EXAMPLE.com", first="Ann", last="Lee")[0] == 200
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["processed"] == 1
+    [contact] = sf_records(env, "Contact")
+    assert contact["Id"] == existing["Id"]
+    assert contact["Syncd_Hub_Id__c"] == "55" and contact["FirstName"] == "Ann"
+
+
+def test_untagged_update_is_excluded_with_reason(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    assert ac_webhook(d, 9, tags="")[0] == 200
+    d.json("POST", "/api/v1/flush?wait=true")
+    assert queue_counts(d) == {"excluded": 1}
+    assert env.sb.run(env.sf.collection_calls) == 0
+
+
+def test_sigkill_mid_flush_then_restart_delivers_each_change_once(env: Env) -> None:
+    extra = "\n[inbound]\nflush_size = 50\nflush_interval = 1\n"
+    lease = "lease_seconds = 2"
+    d = env.start(extra, daemon_extra=lease)
+    # The CRM applies the batch but answers late: the kill lands before syncd records it.
+    env.sb.run(
+        lambda: env.sf.faults.apply({"latency_after": 1.5, "slow_paths": ["/composite/sobjects"]})
+    )
+    for i in range(50):
+        assert ac_webhook(d, 5000 + i)[0] == 200
+    time.sleep(0.8)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    time.sleep(1.5)
+    # The batch reached Salesforce after the kill: syncd never recorded its result.
+    assert len(sf_records(env, "Contact")) == 50
+    env.sb.run(lambda: env.sf.faults.apply({"latency_after": 0}))
+    d2 = env.start(extra, name="syncd", daemon_extra=lease)
+    wait_until(lambda: queue_counts(d2).get("processed") == 50, timeout=40, what="replayed flush")
+    contacts = sf_records(env, "Contact")
+    by_ext = Counter(c["Syncd_Hub_Id__c"] for c in contacts)
+    assert len(by_ext) == 50 and set(by_ext.values()) == {1}, by_ext
