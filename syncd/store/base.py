@@ -119,6 +119,21 @@ class IntegrationErrorRecord:
 
 
 @dataclass(frozen=True)
+class EntryGroup:
+    """How many queue entries share object, direction, status, error category and reason.
+
+    `reason` is the exclusion reason for excluded entries and None otherwise.
+    """
+
+    object: ObjectType
+    direction: Direction
+    status: EntryStatus
+    category: ErrorCategory | None
+    reason: str | None
+    count: int
+
+
+@dataclass(frozen=True)
 class DbsyncRow:
     """What dbsync last wrote for one source row: its hub contact and the values' hash."""
 
@@ -257,6 +272,12 @@ class StateStore(Protocol):
 
     async def link_counts(self) -> dict[tuple[ObjectType, str], int]:
         """Links by object and status."""
+
+    async def count_links(self, filt: LinkFilter) -> int:
+        """How many links match `filt` (restore previews)."""
+
+    async def entry_breakdown(self) -> list[EntryGroup]:
+        """Queue entries grouped for the health view (see EntryGroup)."""
 
     # runs ----------------------------------------------------------------------------------
     async def start_run(

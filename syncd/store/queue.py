@@ -1,0 +1,518 @@
+"""The queue half of the SQL store: intake with coalescing, claims under leases, outcomes.
+
+Invariant: at most one *pending* entry per (direction, object, record_key), enforced by the
+UNIQUE ``pending_key`` column (set while pending, NULL otherwise). Whenever an entry returns
+to pending while another pending entry of its record exists, the two are merged into the
+older one (newer values win, changed fields united) and the absorbed row is recorded in
+``queue_deletions`` — nothing a webhook delivered is ever dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
+from syncd.store.dialect import (
+    SqlBase,
+    Tx,
+    as_utc,
+    chunks,
+    dump_json,
+    load_json,
+    marks,
+    utcnow,
+)
+
+ENTRY_COLS = (
+    "id, direction, object, record_key, source, event, email, name, payload, changed_fields,"
+    " status, attempts, next_attempt_at, lease_owner, lease_expires_at, error_category,"
+    " error_code, error_message, transferred, skipped, run_id, created_at, updated_at"
+)
+_INSERT_ENTRY = (
+    "INSERT INTO queue_entries (direction, object, record_key, source, event, email, name,"
+    " payload, changed_fields, status, attempts, created_at, updated_at, pending_key)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)  # placeholders only: lets aiomysql fold executemany into one multi-row INSERT
+
+
+def pending_key(direction: str, obj: str, record_key: str) -> str:
+    """The value that makes one pending entry per record unique."""
+    return f"{direction}:{obj}:{record_key}"
+
+
+@dataclass
+class _Merged:
+    """Field values of one record folded in order: later values win."""
+
+    direction: str
+    object: str
+    record_key: str
+    source: str
+    event: str
+    email: str | None
+    name: str | None
+    payload: dict[str, Any] = field(default_factory=dict)
+    changed: set[str] = field(default_factory=set)
+
+    def absorb(
+        self,
+        payload: Mapping[str, Any],
+        changed: Sequence[str] | frozenset[str] | set[str],
+        *,
+        source: str,
+        event: str,
+        email: str | None,
+        name: str | None,
+    ) -> None:
+        self.payload.update(payload)
+        self.changed.update(changed)
+        self.source, self.event = source, event
+        self.email = email if email is not None else self.email
+        self.name = name if name is not None else self.name
+
+
+class QueueOps(SqlBase):
+    """Queue methods of the StateStore protocol, shared by both SQL backends."""
+
+    def _entry(self, r: Sequence[Any]) -> QueueEntry:
+        d = self.dialect
+        created = d.from_ts(r[21])
+        updated = d.from_ts(r[22])
+        assert created is not None and updated is not None
+        return QueueEntry(
+            id=int(r[0]),
+            direction=Direction(r[1]),
+            object=ObjectType(r[2]),
+            record_key=r[3],
+            source=r[4],
+            event=r[5],
+            email=r[6],
+            name=r[7],
+            payload=load_json(r[8], {}),
+            changed_fields=frozenset(load_json(r[9], [])),
+            status=EntryStatus(r[10]),
+            attempts=int(r[11]),
+            next_attempt_at=d.from_ts(r[12]),
+            lease_owner=r[13],
+            lease_expires_at=d.from_ts(r[14]),
+            error_category=ErrorCategory(r[15]) if r[15] else None,
+            error_code=r[16],
+            error_message=r[17],
+            transferred=load_json(r[18], {}),
+            skipped_fields=load_json(r[19], {}),
+            run_id=int(r[20]) if r[20] is not None else None,
+            created_at=created,
+            updated_at=updated,
+        )
+
+    # intake --------------------------------------------------------------------------------
+    async def enqueue(self, changes: Sequence[Change]) -> list[int]:
+        """Commit changes in one transaction, coalescing each into its record's pending entry."""
+        if not changes:
+            return []
+        keys = [pending_key(c.direction, c.object, c.record_key) for c in changes]
+        groups: dict[str, _Merged] = {}
+        for key, c in zip(keys, changes, strict=True):
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = _Merged(
+                    c.direction, c.object, c.record_key, c.source, c.event, c.email, c.name
+                )
+            g.absorb(
+                c.fields, list(c.fields), source=c.source, event=c.event, email=c.email, name=c.name
+            )
+        ordered = sorted(groups)  # one lock order for every writer: fewer deadlocks
+
+        async def op(tx: Tx) -> list[int]:
+            now = self.dialect.ts(utcnow())
+            found = await self._pending_by_key(tx, ordered)
+            updates: list[tuple[Any, ...]] = []
+            inserts: list[tuple[Any, ...]] = []
+            for key in ordered:
+                g = groups[key]
+                old = found.get(key)
+                if old is None:
+                    inserts.append(
+                        (
+                            g.direction,
+                            g.object,
+                            g.record_key,
+                            g.source,
+                            g.event,
+                            g.email,
+                            g.name,
+                            dump_json(g.payload),
+                            dump_json(sorted(g.changed)),
+                            "pending",
+                            0,
+                            now,
+                            now,
+                            key,
+                        )
+                    )
+                    continue
+                m = _Merged(g.direction, g.object, g.record_key, old[1], old[2], old[3], old[4])
+                m.absorb(
+                    load_json(old[5], {}),
+                    load_json(old[6], []),
+                    source=old[1],
+                    event=old[2],
+                    email=old[3],
+                    name=old[4],
+                )
+                m.absorb(
+                    g.payload, g.changed, source=g.source, event=g.event, email=g.email, name=g.name
+                )
+                updates.append(
+                    (
+                        old[0],
+                        dump_json(m.payload),
+                        dump_json(sorted(m.changed)),
+                        m.email,
+                        m.name,
+                        m.event,
+                        m.source,
+                        now,
+                    )
+                )
+            if updates:
+                await self._bulk_update(
+                    tx,
+                    "queue_entries",
+                    ("payload", "changed_fields", "email", "name", "event", "source", "updated_at"),
+                    updates,
+                )
+            ids = {key: int(found[key][0]) for key in found}
+            if inserts:
+                await tx.executemany(_INSERT_ENTRY, inserts)
+                new_keys = [row[-1] for row in inserts]
+                for part in chunks(new_keys):
+                    rows = await tx.fetchall(
+                        f"SELECT id, pending_key FROM queue_entries"
+                        f" WHERE pending_key IN ({marks(len(part))})",
+                        part,
+                    )
+                    ids.update({r[1]: int(r[0]) for r in rows})
+            return [ids[k] for k in keys]
+
+        return await self._run(op, conflict_retry=True)
+
+    async def _pending_by_key(self, tx: Tx, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+        """Pending rows (id, source, event, email, name, payload, changed, key) by key, locked."""
+        out: dict[str, tuple[Any, ...]] = {}
+        for part in chunks(keys):
+            rows = await tx.fetchall(
+                "SELECT id, source, event, email, name, payload, changed_fields, pending_key"
+                f" FROM queue_entries WHERE pending_key IN ({marks(len(part))})"
+                f" ORDER BY pending_key{self.dialect.for_update}",
+                part,
+            )
+            out.update({r[7]: r for r in rows})
+        return out
+
+    async def _bulk_update(
+        self, tx: Tx, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Set `columns` per row; each row is (id, *values). One statement per chunk."""
+        if self.dialect.name == "sqlite":
+            sets = ", ".join(f"{c} = ?" for c in columns)
+            await tx.executemany(
+                f"UPDATE {table} SET {sets} WHERE id = ?", [(*r[1:], r[0]) for r in rows]
+            )
+            return
+        # MySQL runs executemany UPDATEs one round trip each; CASE folds a chunk into one.
+        for part in chunks(rows, 200):
+            params: list[Any] = []
+            cases: list[str] = []
+            for i, col in enumerate(columns, start=1):
+                whens = " ".join("WHEN ? THEN ?" for _ in part)
+                cases.append(f"{col} = CASE id {whens} END")
+                for r in part:
+                    params += [r[0], r[i]]
+            params += [r[0] for r in part]
+            await tx.execute(
+                f"UPDATE {table} SET {', '.join(cases)} WHERE id IN ({marks(len(part))})", params
+            )
+
+    # claims ----------------------------------------------------------------------------------
+    async def claim_pending(
+        self,
+        direction: Direction,
+        *,
+        limit: int,
+        owner: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> list[QueueEntry]:
+        """Move up to `limit` due pending entries (oldest first) to processing under a lease."""
+        if limit <= 0:
+            return []
+        at = as_utc(now) if now is not None else utcnow()
+        expires = at + timedelta(seconds=lease_seconds)
+        d = self.dialect
+
+        async def op(tx: Tx) -> list[QueueEntry]:
+            # Never-tried entries (NULL) sort first; the claim index serves this order.
+            rows = await tx.fetchall(
+                f"SELECT {ENTRY_COLS} FROM queue_entries WHERE status = 'pending'"
+                " AND direction = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+                f" ORDER BY next_attempt_at, id LIMIT ?{d.skip_locked}",
+                (str(direction), d.ts(at), limit),
+            )
+            if not rows:
+                return []
+            stamp = utcnow()
+            ids = [r[0] for r in rows]
+            await tx.execute(
+                "UPDATE queue_entries SET status = 'processing', pending_key = NULL,"
+                " lease_owner = ?, lease_expires_at = ?, updated_at = ?"
+                f" WHERE id IN ({marks(len(ids))})",
+                (owner, d.ts(expires), d.ts(stamp), *ids),
+            )
+            out = []
+            for r in rows:
+                row = list(r)
+                row[10], row[13], row[14], row[22] = (
+                    "processing",
+                    owner,
+                    d.ts(expires),
+                    d.ts(stamp),
+                )
+                out.append(self._entry(row))
+            return out
+
+        return await self._run(op)
+
+    async def complete(
+        self,
+        entry_id: int,
+        *,
+        owner: str,
+        transferred: Mapping[str, Any],
+        skipped: Mapping[str, str] | None = None,
+        run_id: int | None = None,
+    ) -> bool:
+        """Mark an entry processed with the fields written; False if the lease was lost."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> bool:
+            n = await tx.execute(
+                "UPDATE queue_entries SET status = 'processed', transferred = ?, skipped = ?,"
+                " run_id = COALESCE(?, run_id), lease_expires_at = NULL, next_attempt_at = NULL,"
+                " error_category = NULL, error_code = NULL, error_message = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+                (
+                    dump_json(dict(transferred)),
+                    dump_json(dict(skipped or {})),
+                    run_id,
+                    d.ts(utcnow()),
+                    entry_id,
+                    owner,
+                ),
+            )
+            return n > 0
+
+        return await self._run(op)
+
+    async def fail(
+        self,
+        entry_id: int,
+        *,
+        owner: str,
+        category: ErrorCategory,
+        code: str,
+        message: str,
+        retry_at: datetime | None = None,
+        run_id: int | None = None,
+    ) -> bool:
+        """Record a failed attempt: back to pending at `retry_at`, else status error."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> bool:
+            status = "processing" if retry_at is not None else "error"
+            n = await tx.execute(
+                "UPDATE queue_entries SET status = ?, attempts = attempts + 1,"
+                " error_category = ?, error_code = ?, error_message = ?,"
+                " run_id = COALESCE(?, run_id), lease_expires_at = NULL,"
+                " next_attempt_at = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+                (status, str(category), code, message, run_id, d.ts(utcnow()), entry_id, owner),
+            )
+            if n == 0:
+                return False
+            if retry_at is not None:
+                await self._to_pending(tx, [entry_id], due=retry_at)
+            return True
+
+        return await self._run(op, conflict_retry=True)
+
+    async def exclude(
+        self, entry_id: int, *, owner: str, reason: str, run_id: int | None = None
+    ) -> bool:
+        """Mark an entry excluded with the reason it does not sync."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> bool:
+            n = await tx.execute(
+                "UPDATE queue_entries SET status = 'excluded', error_category = NULL,"
+                " error_code = 'excluded', error_message = ?, run_id = COALESCE(?, run_id),"
+                " lease_expires_at = NULL, next_attempt_at = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+                (reason, run_id, d.ts(utcnow()), entry_id, owner),
+            )
+            return n > 0
+
+        return await self._run(op)
+
+    async def release(self, entry_ids: Sequence[int], *, owner: str) -> int:
+        """Give claimed entries back to pending without counting an attempt."""
+        if not entry_ids:
+            return 0
+
+        async def op(tx: Tx) -> int:
+            ids: list[int] = []
+            for part in chunks(list(entry_ids)):
+                rows = await tx.fetchall(
+                    f"SELECT id FROM queue_entries WHERE id IN ({marks(len(part))})"
+                    f" AND status = 'processing' AND lease_owner = ?{self.dialect.for_update}",
+                    (*part, owner),
+                )
+                ids += [int(r[0]) for r in rows]
+            await self._to_pending(tx, ids, due=None, keep_due=True)
+            return len(ids)
+
+        return await self._run(op, conflict_retry=True)
+
+    async def reclaim_expired(self, now: datetime | None = None) -> int:
+        """Return processing entries whose lease expired to pending; how many."""
+        at = as_utc(now) if now is not None else utcnow()
+
+        async def op(tx: Tx) -> int:
+            rows = await tx.fetchall(
+                "SELECT id FROM queue_entries WHERE status = 'processing'"
+                f" AND lease_expires_at < ? ORDER BY id LIMIT 1000{self.dialect.skip_locked}",
+                (self.dialect.ts(at),),
+            )
+            ids = [int(r[0]) for r in rows]
+            await self._to_pending(tx, ids, due=None, keep_due=True)
+            return len(ids)
+
+        total = 0
+        while True:
+            n = await self._run(op, conflict_retry=True)
+            total += n
+            if n < 1000:
+                return total
+
+    async def _to_pending(
+        self, tx: Tx, ids: Sequence[int], *, due: datetime | None, keep_due: bool = False
+    ) -> None:
+        """Make entries pending again, merging each with its record's pending entry if any."""
+        if not ids:
+            return
+        d = self.dialect
+        members: dict[str, list[Sequence[Any]]] = {}
+        for part in chunks(list(ids)):
+            rows = await tx.fetchall(
+                f"SELECT {ENTRY_COLS} FROM queue_entries WHERE id IN ({marks(len(part))})"
+                f" ORDER BY id{d.for_update}",
+                part,
+            )
+            for r in rows:
+                members.setdefault(pending_key(r[1], r[2], r[3]), []).append(r)
+        keys = sorted(members)
+        for kpart in chunks(keys):
+            found = await tx.fetchall(
+                f"SELECT {ENTRY_COLS}, pending_key FROM queue_entries"
+                f" WHERE pending_key IN ({marks(len(kpart))}) ORDER BY pending_key{d.for_update}",
+                kpart,
+            )
+            for r in found:
+                members[r[23]].append(r[:23])
+        now = d.ts(utcnow())
+        doomed: list[tuple[Sequence[Any], str]] = []
+        updates: list[tuple[Any, ...]] = []
+        for key in keys:
+            group = sorted(members[key], key=lambda r: int(r[0]))
+            survivor = group[0]
+            if keep_due:
+                dues = [r[12] for r in group]
+                next_at = None if any(v is None for v in dues) else min(dues)
+            else:
+                next_at = d.ts(due)
+            m = _Merged(
+                survivor[1],
+                survivor[2],
+                survivor[3],
+                survivor[4],
+                survivor[5],
+                survivor[6],
+                survivor[7],
+            )
+            for member in group:
+                m.absorb(
+                    load_json(member[8], {}),
+                    load_json(member[9], []),
+                    source=member[4],
+                    event=member[5],
+                    email=member[6],
+                    name=member[7],
+                )
+            doomed += [(r, f"merged into {survivor[0]}") for r in group[1:]]
+            updates.append(
+                (
+                    survivor[0],
+                    "pending",
+                    key,
+                    next_at,
+                    None,
+                    None,
+                    dump_json(m.payload),
+                    dump_json(sorted(m.changed)),
+                    m.email,
+                    m.name,
+                    m.event,
+                    m.source,
+                    now,
+                )
+            )
+        if doomed:
+            await self._delete_entries(tx, doomed)
+        await self._bulk_update(
+            tx,
+            "queue_entries",
+            (
+                "status",
+                "pending_key",
+                "next_attempt_at",
+                "lease_owner",
+                "lease_expires_at",
+                "payload",
+                "changed_fields",
+                "email",
+                "name",
+                "event",
+                "source",
+                "updated_at",
+            ),
+            updates,
+        )
+
+    async def _delete_entries(self, tx: Tx, doomed: Sequence[tuple[Sequence[Any], str]]) -> None:
+        """Delete entries (full ENTRY_COLS rows), recording each with its reason."""
+        now = self.dialect.ts(utcnow())
+        await tx.executemany(
+            "INSERT INTO queue_deletions (entry_id, direction, object, record_key, status,"
+            " payload, changed_fields, email, name, reason, deleted_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (r[0], r[1], r[2], r[3], r[10], r[8], r[9], r[6], r[7], why, now)
+                for r, why in doomed
+            ],
+        )
+        ids = [int(r[0]) for r, _ in doomed]
+        for part in chunks(ids):
+            await tx.execute(f"DELETE FROM queue_entries WHERE id IN ({marks(len(part))})", part)

@@ -1,0 +1,582 @@
+"""The StateStore contract: one suite, run against SQLite and the real MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from syncd.model import (
+    Change,
+    Direction,
+    EntryStatus,
+    ErrorCategory,
+    ObjectType,
+    RunKind,
+    RunTrigger,
+)
+from syncd.store.base import DbsyncRow, EntryFilter, LinkFilter, RecordLink, RunFailure, StateStore
+from syncd.store.mysql import MysqlStore
+from syncd.store.schema import LATEST_VERSION
+from syncd.store.sql import SqlStore
+from syncd.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+IN, OUT = Direction.INBOUND, Direction.OUTBOUND
+CONTACT, LEAD = ObjectType.CONTACT, ObjectType.LEAD
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, where): a fresh SQLite file or a fresh MariaDB database."""
+    if request.param == "mysql":
+        return "mysql", str(request.getfixturevalue("mysql_database"))
+    return "sqlite", str(tmp_path / "state" / "syncd.sqlite3")
+
+
+def make_store(target: tuple[str, str]) -> SqlStore:
+    kind, where = target
+    return MysqlStore(where) if kind == "mysql" else SqliteStore(where)
+
+
+@pytest.fixture
+async def store(target: tuple[str, str]) -> AsyncIterator[SqlStore]:
+    s = make_store(target)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def change(
+    key: str = "r1",
+    fields: dict[str, object] | None = None,
+    *,
+    direction: Direction = IN,
+    obj: ObjectType = CONTACT,
+    email: str | None = None,
+    name: str | None = None,
+    source: str = "webhook",
+) -> Change:
+    return Change(direction, obj, key, source, fields or {}, email=email, name=name)
+
+
+async def claim(store: StateStore, owner: str = "w1", limit: int = 100, **kw: object) -> list[int]:
+    entries = await store.claim_pending(IN, limit=limit, owner=owner, lease_seconds=60, **kw)  # type: ignore[arg-type]
+    return [e.id for e in entries]
+
+
+# schema -----------------------------------------------------------------------------------
+async def test_migrates_from_empty_and_reopens_idempotently(
+    store: SqlStore, target: tuple[str, str]
+) -> None:
+    assert isinstance(store, StateStore)
+    assert await store.schema_version() == LATEST_VERSION
+    await store.open()  # a second open on the same instance is a no-op
+    again = make_store(target)
+    await again.open()
+    try:
+        assert await again.schema_version() == LATEST_VERSION
+        await again.ping()
+    finally:
+        await again.close()
+        await again.close()  # closing twice is safe
+
+
+# intake -----------------------------------------------------------------------------------
+async def test_hundred_changes_of_one_record_coalesce(store: SqlStore) -> None:
+    ids = set()
+    for i in range(100):
+        ids |= set(await store.enqueue([change(fields={f"f{i % 7}": i, "last": i})]))
+    assert len(ids) == 1
+    entry = await store.get_entry(ids.pop())
+    assert entry is not None and entry.status is EntryStatus.PENDING
+    assert entry.payload == {**{f"f{j}": 99 - (99 - j) % 7 for j in range(7)}, "last": 99}
+    assert entry.changed_fields == frozenset({*(f"f{j}" for j in range(7)), "last"})
+    assert (await store.pending_stats(IN)).count == 1
+
+
+async def test_batch_with_two_changes_of_one_record(store: SqlStore) -> None:
+    ids = await store.enqueue(
+        [
+            change("a", {"x": 1, "y": 1}, email="A@Example.com"),
+            change("b", {"x": 5}),
+            change("a", {"x": 2, "z": 3}, name="Ann"),
+            change("a", {"x": 1}, obj=LEAD),
+            change("a", {"x": 1}, direction=OUT),
+        ]
+    )
+    assert ids[0] == ids[2] and len(set(ids)) == 4
+    a = await store.get_entry(ids[0])
+    assert a is not None
+    assert a.payload == {"x": 2, "y": 1, "z": 3}
+    assert a.changed_fields == {"x", "y", "z"}
+    assert (a.email, a.name) == ("A@Example.com", "Ann")
+    # a later change updates email/name when given, keeps them when not
+    [again] = await store.enqueue([change("a", {"y": 9}, email="new@example.com")])
+    a = await store.get_entry(again)
+    assert a is not None and again == ids[0]
+    assert (a.email, a.name, a.payload["y"]) == ("new@example.com", "Ann", 9)
+    assert await store.enqueue([]) == []
+
+
+async def test_change_during_processing_makes_a_second_entry(store: SqlStore) -> None:
+    [first] = await store.enqueue([change(fields={"a": 1, "b": 1})])
+    assert await claim(store) == [first]
+    [second] = await store.enqueue([change(fields={"b": 2})])
+    assert second != first
+    assert await store.complete(first, owner="w1", transferred={"a": 1, "b": 1})
+    e1, e2 = await store.get_entry(first), await store.get_entry(second)
+    assert e1 is not None and e1.status is EntryStatus.PROCESSED
+    assert e2 is not None and e2.status is EntryStatus.PENDING and e2.payload == {"b": 2}
+    found = await store.pending_entries(IN, ["r1", "nope"])
+    assert set(found) == {"r1"} and found["r1"].id == second
+
+
+async def test_failed_retry_merges_under_newer_values(store: SqlStore) -> None:
+    [first] = await store.enqueue([change(fields={"a": 1, "b": 1}, email="x@example.com")])
+    await claim(store)
+    [second] = await store.enqueue([change(fields={"b": 2, "c": 2})])
+    retry_at = datetime.now(UTC) + timedelta(seconds=30)
+    ok = await store.fail(
+        first,
+        owner="w1",
+        category=ErrorCategory.TRANSIENT,
+        code="503",
+        message="unavailable",
+        retry_at=retry_at,
+    )
+    assert ok
+    pending = await store.list_entries(EntryFilter(status=[EntryStatus.PENDING]))
+    assert len(pending) == 1
+    merged = pending[0]
+    assert merged.id == first  # the older entry survives, holding the attempt history
+    assert merged.payload == {"a": 1, "b": 2, "c": 2}
+    assert merged.changed_fields == {"a", "b", "c"}
+    assert merged.attempts == 1 and merged.email == "x@example.com"
+    assert merged.error_code == "503" and merged.lease_owner is None
+    assert merged.next_attempt_at is not None
+    assert abs(merged.next_attempt_at - retry_at) < timedelta(milliseconds=1)
+    assert await store.get_entry(second) is None
+    assert await claim(store) == []  # not due yet
+    assert await claim(store, now=retry_at + timedelta(seconds=1)) == [first]
+
+
+# claims and outcomes ------------------------------------------------------------------------
+async def test_claim_takes_due_entries_oldest_first_under_a_lease(store: SqlStore) -> None:
+    ids = await store.enqueue([change(f"r{i}", {"i": i}) for i in range(5)])
+    await store.enqueue([change("o", {"i": 1}, direction=OUT)])
+    now = datetime.now(UTC)
+    got = await store.claim_pending(IN, limit=3, owner="w1", lease_seconds=30, now=now)
+    assert [e.id for e in got] == sorted(ids)[:3]
+    for e in got:
+        assert e.status is EntryStatus.PROCESSING and e.lease_owner == "w1"
+        assert e.lease_expires_at == now + timedelta(seconds=30)
+        assert e.attempts == 0 and e.created_at.tzinfo is UTC
+    stored = await store.get_entry(got[0].id)
+    assert stored is not None and stored.status is EntryStatus.PROCESSING
+    assert stored.lease_expires_at == now + timedelta(seconds=30)
+    assert await claim(store, "w2") == sorted(ids)[3:]
+    assert await claim(store, "w3") == []
+    assert await store.claim_pending(IN, limit=0, owner="w", lease_seconds=1) == []
+    counts = await store.counts()
+    assert counts[(IN, EntryStatus.PROCESSING)] == 5 and counts[(OUT, EntryStatus.PENDING)] == 1
+    assert await store.pending_by_object(OUT) == {CONTACT: 1}
+
+
+async def test_outcomes_need_the_lease_owner(store: SqlStore) -> None:
+    a, b, c, d = await store.enqueue([change(k) for k in "abcd"])
+    await claim(store, "w1")
+    kw = {"category": ErrorCategory.VALIDATION, "code": "REQUIRED", "message": "LastName"}
+    assert not await store.complete(a, owner="other", transferred={})
+    assert not await store.fail(b, owner="other", **kw)  # type: ignore[arg-type]
+    assert not await store.exclude(c, owner="other", reason="no tag")
+    run = await store.start_run(RunKind.FLUSH, RunTrigger.SIZE)
+    assert await store.complete(
+        a, owner="w1", transferred={"Email": "x"}, skipped={"p": "ro"}, run_id=run
+    )
+    assert not await store.complete(a, owner="w1", transferred={})  # not processing any more
+    assert await store.fail(b, owner="w1", run_id=run, **kw)  # type: ignore[arg-type]
+    assert await store.exclude(c, owner="w1", reason="no sync tag")
+    assert await store.release([d, a], owner="w1") == 1
+    ea, eb, ec, ed = [await store.get_entry(i) for i in (a, b, c, d)]
+    assert ea is not None and ea.status is EntryStatus.PROCESSED and ea.run_id == run
+    assert ea.transferred == {"Email": "x"} and ea.skipped_fields == {"p": "ro"}
+    assert eb is not None and eb.status is EntryStatus.ERROR and eb.attempts == 1
+    assert (eb.error_category, eb.error_code, eb.error_message) == (
+        ErrorCategory.VALIDATION,
+        "REQUIRED",
+        "LastName",
+    )
+    assert ec is not None and ec.status is EntryStatus.EXCLUDED
+    assert ec.error_message == "no sync tag"
+    assert ed is not None and ed.status is EntryStatus.PENDING and ed.attempts == 0
+    assert ed.lease_owner is None
+    assert await store.list_entries(EntryFilter(run_id=run)) == [eb, ea]
+
+
+async def test_expired_leases_are_reclaimed(store: SqlStore) -> None:
+    [a, b] = await store.enqueue([change("a", {"v": 1}), change("b", {"v": 1})])
+    t0 = datetime.now(UTC)
+    await store.claim_pending(IN, limit=1, owner="dead", lease_seconds=10, now=t0)
+    await store.claim_pending(IN, limit=1, owner="live", lease_seconds=100, now=t0)
+    [a2] = await store.enqueue([change("a", {"v": 2, "w": 2})])
+    assert await store.reclaim_expired(t0 + timedelta(seconds=5)) == 0
+    assert await store.reclaim_expired(t0 + timedelta(seconds=11)) == 1
+    ea = await store.get_entry(a)
+    assert ea is not None and ea.status is EntryStatus.PENDING and ea.attempts == 0
+    assert ea.payload == {"v": 2, "w": 2} and ea.lease_owner is None
+    assert await store.get_entry(a2) is None
+    assert not await store.complete(a, owner="dead", transferred={})
+    eb = await store.get_entry(b)
+    assert eb is not None and eb.status is EntryStatus.PROCESSING
+
+
+# reading and operator actions ---------------------------------------------------------------
+async def test_list_entries_filters_and_cursor_paging(store: SqlStore) -> None:
+    before = datetime.now(UTC)
+    ids = await store.enqueue(
+        [
+            change(f"r{i}", {"i": i}, email=f"user{i}@Example.com", name=f"Name {i}")
+            for i in range(25)
+        ]
+        + [
+            change("w", {}, email="100%_off@x.io", name="Wild"),
+            change("o", {}, obj=LEAD, source="poll"),
+        ]
+    )
+    page1 = await store.list_entries(EntryFilter(), limit=10)
+    assert [e.id for e in page1] == sorted(ids, reverse=True)[:10]
+    seen = [e.id for e in page1]
+    while True:
+        page = await store.list_entries(EntryFilter(), before_id=seen[-1], limit=10)
+        if not page:
+            break
+        seen += [e.id for e in page]
+    assert seen == sorted(ids, reverse=True)
+    text = await store.list_entries(EntryFilter(text="USER1"))
+    assert {e.email for e in text} == {f"user{i}@Example.com" for i in (1, *range(10, 20))}
+    assert [e.name for e in await store.list_entries(EntryFilter(text="100%_"))] == ["Wild"]
+    assert await store.list_entries(EntryFilter(text="1%0")) == []
+    assert [e.name for e in await store.list_entries(EntryFilter(text="name 24"))] == ["Name 24"]
+    assert len(await store.list_entries(EntryFilter(object=LEAD))) == 1
+    assert len(await store.list_entries(EntryFilter(source="poll", direction=IN))) == 1
+    assert await store.list_entries(EntryFilter(direction=OUT)) == []
+    assert len(await store.list_entries(EntryFilter(created_after=before))) == 27
+    assert await store.list_entries(EntryFilter(created_before=before)) == []
+    assert (
+        len(await store.list_entries(EntryFilter(updated_before=datetime.now(UTC) + timedelta(1))))
+        == 27
+    )
+    await claim(store, limit=2)
+    both = await store.list_entries(EntryFilter(status=[EntryStatus.PROCESSING, EntryStatus.ERROR]))
+    assert [e.id for e in both] == sorted(ids)[:2][::-1]
+    assert await store.list_entries(EntryFilter(error_category=ErrorCategory.AUTH)) == []
+
+
+async def test_delete_pending_only_deletes_pending(store: SqlStore) -> None:
+    a, b = await store.enqueue([change("a"), change("b")])
+    await store.claim_pending(IN, limit=1, owner="w", lease_seconds=5)
+    assert await store.delete_pending(a) is EntryStatus.PROCESSING
+    assert await store.delete_pending(b) is EntryStatus.PENDING
+    assert await store.get_entry(b) is None
+    assert await store.delete_pending(b) is None
+    assert (await store.get_entry(a)) is not None
+    [b2] = await store.enqueue([change("b")])  # the record can queue again
+    assert b2 != b
+
+
+async def test_retry_and_retry_matching_move_errors_back(store: SqlStore) -> None:
+    ids = await store.enqueue(
+        [change(f"r{i}", {"v": i}, source="s" if i < 3 else "t") for i in range(5)]
+    )
+    await claim(store)
+    for i in ids:
+        await store.fail(i, owner="w1", category=ErrorCategory.DUPLICATE, code="DUP", message="dup")
+    [newer] = await store.enqueue([change("r0", {"v": 100, "n": 1})])
+    assert await store.retry([ids[0], 999_999]) == 1
+    pend = await store.list_entries(EntryFilter(status=[EntryStatus.PENDING]))
+    assert [(e.id, dict(e.payload), e.attempts) for e in pend] == [(ids[0], {"v": 100, "n": 1}, 0)]
+    assert pend[0].next_attempt_at is None
+    assert await store.get_entry(newer) is None
+    assert await store.retry([ids[0]]) == 0  # already pending
+    assert await store.retry_matching(EntryFilter(status=[EntryStatus.PENDING])) == 0
+    assert await store.retry_matching(EntryFilter(source="s")) == 2
+    assert await store.retry_matching(EntryFilter()) == 2
+    assert (await store.pending_stats(IN)).count == 5
+    assert (await store.counts()).get((IN, EntryStatus.ERROR), 0) == 0
+
+
+# links ------------------------------------------------------------------------------------
+async def test_links_upsert_lookup_paging_and_counts(store: SqlStore) -> None:
+    synced = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    lid = await store.upsert_link(
+        RecordLink(
+            CONTACT,
+            hub_id="h1",
+            crm_id=None,
+            email="Ann@Example.com",
+            name="Ann",
+            sync_tags=frozenset({"added-to-salesforce-contact"}),
+            last_synced_at=synced,
+        )
+    )
+    same = await store.upsert_link(
+        RecordLink(CONTACT, hub_id="h1", crm_id="003A", content_hash="c1")
+    )
+    assert same == lid
+    again = await store.upsert_link(
+        RecordLink(CONTACT, hub_id=None, crm_id="003A", status="deleted", deleted_side="crm")
+    )
+    assert again == lid
+    link = await store.get_link(CONTACT, email="ANN@example.COM")
+    assert link is not None and link.id == lid
+    assert (link.hub_id, link.crm_id, link.email, link.name) == (
+        "h1",
+        "003A",
+        "ann@example.com",
+        "Ann",
+    )
+    assert link.status == "deleted" and link.deleted_side == "crm" and link.content_hash is None
+    assert link.sync_tags == frozenset() and link.last_synced_at == synced
+    assert link.created_at is not None and link.created_at.tzinfo is UTC
+    assert (await store.get_link(CONTACT, crm_id="003A")) == link
+    assert (await store.get_link(CONTACT, hub_id="h1")) == link
+    assert await store.get_link(LEAD, hub_id="h1") is None
+    assert await store.get_link(CONTACT, crm_id="003a") is None  # ids are case-sensitive
+    assert await store.get_link(CONTACT) is None
+    for i in range(30):
+        await store.upsert_link(
+            RecordLink(LEAD, hub_id=f"L{i}", crm_id=f"00Q{i}", email=f"l{i}@x.io")
+        )
+    seen: list[int] = []
+    after = None
+    while page := await store.list_links(LinkFilter(object=LEAD), after_id=after, limit=7):
+        seen += [x.id for x in page if x.id is not None]
+        after = seen[-1]
+    assert len(seen) == 30 and seen == sorted(seen)
+    assert [x.hub_id for x in await store.list_links(LinkFilter(text="L2@"))] == ["L2"]
+    assert len(await store.list_links(LinkFilter(deleted_side="crm"))) == 1
+    assert len(await store.list_links(LinkFilter(synced_after=synced))) == 1
+    assert await store.list_links(LinkFilter(synced_before=synced)) == []
+    assert await store.link_counts() == {(CONTACT, "deleted"): 1, (LEAD, "linked"): 30}
+
+
+# runs, cursors, integration errors ----------------------------------------------------------
+async def test_runs_and_failures(store: SqlStore) -> None:
+    r1 = await store.start_run(RunKind.DBSYNC, RunTrigger.MANUAL, name="shop", owner="i1")
+    r2 = await store.start_run(RunKind.FLUSH, RunTrigger.INTERVAL)
+    running = await store.running_run(RunKind.DBSYNC, "shop")
+    assert running is not None and running.id == r1 and running.status == "running"
+    assert (await store.running_run(RunKind.FLUSH, None)) is not None
+    assert await store.running_run(RunKind.DBSYNC, "other") is None
+    await store.add_run_failures(
+        [
+            RunFailure(r1, f"k{i}", ("email",), "invalid email", ErrorCategory.VALIDATION, f"e{i}")
+            for i in range(5)
+        ]
+    )
+    await store.add_run_failures([])
+    await store.finish_run(r1, counts={"written": 10, "failed": 5}, status="succeeded")
+    run = await store.get_run(r1)
+    assert (
+        run is not None and run.status == "succeeded" and run.counts == {"written": 10, "failed": 5}
+    )
+    assert run.finished_at is not None and run.finished_at >= run.started_at and run.owner == "i1"
+    assert run.trigger is RunTrigger.MANUAL and run.name == "shop"
+    assert await store.running_run(RunKind.DBSYNC, "shop") is None
+    assert [r.id for r in await store.list_runs()] == [r2, r1]
+    assert [r.id for r in await store.list_runs(kind=RunKind.DBSYNC, name="shop")] == [r1]
+    fails = await store.run_failures(r1, after=2, limit=2)
+    assert [f.key for f in fails] == ["k2", "k3"] and fails[0].columns == ("email",)
+    assert fails[0].email == "e2" and fails[0].category is ErrorCategory.VALIDATION
+    assert await store.get_run(999_999) is None
+
+
+async def test_cursors(store: SqlStore) -> None:
+    assert await store.get_cursor("outbound:contact") is None
+    await store.set_cursor("outbound:contact", "2024-01-01T00:00:00Z")
+    await store.set_cursor("outbound:contact", "2024-01-02T00:00:00Z")
+    assert await store.get_cursor("outbound:contact") == "2024-01-02T00:00:00Z"
+
+
+async def test_integration_errors_keep_since(store: SqlStore) -> None:
+    await store.set_integration_error(IN, ErrorCategory.AUTH, "token revoked")
+    [first] = await store.integration_errors()
+    await store.set_integration_error(IN, ErrorCategory.AUTH, "still revoked")
+    await store.set_integration_error(IN, ErrorCategory.QUOTA, "quota")
+    await store.set_integration_error(OUT, ErrorCategory.AUTH, "x")
+    errs = {(e.direction, e.category): e for e in await store.integration_errors()}
+    auth = errs[(IN, ErrorCategory.AUTH)]
+    assert auth.since == first.since and auth.message == "still revoked"
+    assert auth.updated_at >= first.updated_at
+    assert await store.clear_integration_error(IN, ErrorCategory.AUTH) == 1
+    assert await store.clear_integration_error(IN) == 1
+    assert [(e.direction, e.category) for e in await store.integration_errors()] == [
+        (OUT, ErrorCategory.AUTH)
+    ]
+
+
+# dbsync rows and job locks ----------------------------------------------------------------
+async def test_dbsync_rows(store: SqlStore) -> None:
+    rows = [DbsyncRow("shop", f"{i:03}", f"u{i}@x.io", f"h{i}", f"c{i}", 1) for i in range(10)]
+    await store.upsert_dbsync_rows(rows)
+    await store.upsert_dbsync_rows([DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2)])
+    await store.upsert_dbsync_rows([DbsyncRow("other", "001", "o@x.io", "h", "c", 1)])
+    found = await store.dbsync_rows("shop", ["001", "002", "zzz"])
+    assert set(found) == {"001", "002"}
+    assert found["001"] == DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2)
+    await store.touch_dbsync_rows("shop", [f"{i:03}" for i in range(5)], 2)
+    gone = await store.dbsync_rows_not_seen("shop", 2, limit=3)
+    assert [r.row_key for r in gone] == ["005", "006", "007"]
+    more = await store.dbsync_rows_not_seen("shop", 2, after_key="007")
+    assert [r.row_key for r in more] == ["008", "009"]
+    assert (await store.dbsync_rows("shop", ["003"]))["003"].content_hash == "c3"
+    await store.delete_dbsync_rows("shop", ["008", "009"])
+    assert await store.count_dbsync_rows("shop") == 8
+    assert await store.count_dbsync_rows("other") == 1
+
+
+async def test_job_lock_exclusivity_and_expiry(store: SqlStore) -> None:
+    assert await store.try_job_lock("pull:contact", "a", ttl_seconds=60)
+    assert not await store.try_job_lock("pull:contact", "b", ttl_seconds=60)
+    assert await store.try_job_lock("pull:contact", "a", ttl_seconds=60)  # the holder extends
+    assert await store.try_job_lock("pull:lead", "b", ttl_seconds=60)
+    await store.release_job_lock("pull:contact", "b")  # not the holder: no effect
+    assert not await store.try_job_lock("pull:contact", "b", ttl_seconds=60)
+    await store.release_job_lock("pull:contact", "a")
+    assert await store.try_job_lock("pull:contact", "b", ttl_seconds=0.001)
+    await asyncio.sleep(0.01)
+    assert await store.try_job_lock("pull:contact", "c", ttl_seconds=60)  # b's expired
+
+
+async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: SqlStore) -> None:
+    [i] = await store.enqueue([change()])
+    e = await store.get_entry(i)
+    assert e is not None and e.created_at.tzinfo is UTC and e.updated_at.tzinfo is UTC
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    await claim(store)
+    await store.fail(
+        i, owner="w1", category=ErrorCategory.TRANSIENT, code="x", message="m", retry_at=at
+    )
+    e = await store.get_entry(i)
+    assert e is not None and e.next_attempt_at == at
+
+
+# a random walk through the queue ------------------------------------------------------------
+class QueueMachine(RuleBasedStateMachine):
+    """Random intake, claims and outcomes; nothing enqueued is ever lost or duplicated."""
+
+    target: tuple[str, str] = ("sqlite", "")
+    KEYS = ("a", "b", "c")
+    FIELDS = ("x", "y")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.store = make_store(self.target)
+        self.run(self.store.open())
+        for table in ("queue_entries", "queue_deletions"):
+            self.run(self.store._run(lambda tx, t=table: tx.execute(f"DELETE FROM {t}")))
+        self.counter = 0
+        self.latest: dict[tuple[str, str], int] = {}
+        self.delivered: dict[tuple[str, str], int] = {}
+        self.claimed: dict[int, str] = {}  # entry id -> owner
+
+    def run(self, coro: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.run(self.store.close())
+        self.loop.close()
+
+    @rule(batch=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(FIELDS)), max_size=4))
+    def enqueue(self, batch: list[tuple[str, str]]) -> None:
+        changes = []
+        for key, fld in batch:
+            self.counter += 1
+            self.latest[(key, fld)] = self.counter
+            changes.append(change(key, {fld: self.counter}))
+        self.run(self.store.enqueue(changes))
+
+    @rule(owner=st.sampled_from(["w1", "w2"]), limit=st.integers(1, 3))
+    def claim(self, owner: str, limit: int) -> None:
+        got = self.run(self.store.claim_pending(IN, limit=limit, owner=owner, lease_seconds=60))
+        for e in got:
+            assert e.id not in self.claimed
+            self.claimed[e.id] = owner
+
+    @precondition(lambda self: bool(self.claimed))
+    @rule(data=st.data(), outcome=st.sampled_from(["complete", "retry", "error", "wrong"]))
+    def finish(self, data: st.DataObject, outcome: str) -> None:
+        entry_id = data.draw(st.sampled_from(sorted(self.claimed)))
+        owner = self.claimed[entry_id]
+        entry = self.run(self.store.get_entry(entry_id))
+        assert entry is not None and entry.status is EntryStatus.PROCESSING
+        if outcome == "wrong":
+            assert not self.run(self.store.complete(entry_id, owner="intruder", transferred={}))
+            return
+        del self.claimed[entry_id]
+        if outcome == "complete":
+            assert self.run(self.store.complete(entry_id, owner=owner, transferred=entry.payload))
+            for fld, value in entry.payload.items():
+                if self.latest[(entry.record_key, fld)] == value:
+                    self.delivered[(entry.record_key, fld)] = value
+            return
+        retry_at = datetime.now(UTC) - timedelta(seconds=1) if outcome == "retry" else None
+        kw = {"category": ErrorCategory.TRANSIENT, "code": "c", "message": "m"}
+        assert self.run(self.store.fail(entry_id, owner=owner, retry_at=retry_at, **kw))  # type: ignore[arg-type]
+
+    @precondition(lambda self: bool(self.claimed))
+    @rule(data=st.data())
+    def release(self, data: st.DataObject) -> None:
+        entry_id = data.draw(st.sampled_from(sorted(self.claimed)))
+        owner = self.claimed.pop(entry_id)
+        assert self.run(self.store.release([entry_id], owner=owner)) == 1
+
+    @rule()
+    def reclaim_all(self) -> None:
+        n = self.run(self.store.reclaim_expired(datetime.now(UTC) + timedelta(hours=1)))
+        assert n == len(self.claimed)
+        self.claimed.clear()
+
+    @rule()
+    def retry_errors(self) -> None:
+        self.run(self.store.retry_matching(EntryFilter()))
+
+    @invariant()
+    def one_pending_entry_per_record_and_nothing_lost(self) -> None:
+        entries = self.run(self.store.list_entries(EntryFilter(), limit=10_000))
+        pending = [e.record_key for e in entries if e.status is EntryStatus.PENDING]
+        assert len(pending) == len(set(pending))
+        live = [e for e in entries if e.status is not EntryStatus.PROCESSED]
+        for (key, fld), value in self.latest.items():
+            held = any(e.record_key == key and e.payload.get(fld) == value for e in live)
+            assert held or self.delivered.get((key, fld)) == value, (key, fld, value)
+
+
+def test_queue_state_machine(target: tuple[str, str]) -> None:
+    QueueMachine.target = target
+    run_state_machine_as_test(
+        QueueMachine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=15,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
