@@ -284,21 +284,18 @@ class ObjectSyncSettings(Section):
         return self
 
 
+_PERSON = {"email": "Email", "firstName": "FirstName", "lastName": "LastName", "phone": "Phone"}
+DEFAULT_OBJECTS: dict[str, dict[str, Any]] = {
+    "contact": {"mapping": _PERSON, "required": ["lastName"]},
+    # Salesforce requires Company on a new lead; map a hub field to it where the hub has one.
+    "lead": {"mapping": dict(_PERSON), "required": ["lastName"]},
+    "account": {"enabled": False, "mapping": {"name": "Name"}},
+    "opportunity": {"enabled": False, "direction": "crm-to-hub"},
+}
+
+
 def _default_objects() -> dict[ObjectType, ObjectSyncSettings]:
-    person = {
-        "email": "Email",
-        "firstName": "FirstName",
-        "lastName": "LastName",
-        "phone": "Phone",
-    }
-    return {
-        ObjectType.CONTACT: ObjectSyncSettings(mapping=person, required=["lastName"]),
-        ObjectType.LEAD: ObjectSyncSettings(
-            mapping={**person, "company": "Company"}, required=["lastName", "company"]
-        ),
-        ObjectType.ACCOUNT: ObjectSyncSettings(enabled=False, mapping={"name": "Name"}),
-        ObjectType.OPPORTUNITY: ObjectSyncSettings(enabled=False, direction="crm-to-hub"),
-    }
+    return {ObjectType(k): ObjectSyncSettings(**v) for k, v in DEFAULT_OBJECTS.items()}
 
 
 class SyncSettings(Section):
@@ -307,6 +304,22 @@ class SyncSettings(Section):
     conflict_winner: Literal["crm", "hub"] = "crm"
     only_with_email: bool = True
     objects: dict[ObjectType, ObjectSyncSettings] = Field(default_factory=_default_objects)
+
+    @field_validator("objects", mode="before")
+    @classmethod
+    def _over_defaults(cls, v: Any) -> Any:
+        # A [sync.objects.X] table changes only the keys it names; the other objects and
+        # keys keep their defaults (so setting a selection does not drop the mapping).
+        if not isinstance(v, Mapping):
+            return v
+        merged: dict[Any, Any] = {k: dict(d) for k, d in DEFAULT_OBJECTS.items()}
+        for key, table in v.items():
+            name = str(key.value if isinstance(key, ObjectType) else key)
+            if isinstance(table, Mapping) and name in merged:
+                merged[name].update(table)
+            else:
+                merged[name] = table
+        return merged
 
 
 class DbsyncSettings(Section):

@@ -195,18 +195,20 @@ class OutboundPuller:
                 for r in page.records
             ]
             await self._store.enqueue(changes)
-            await self._drain(settings, run_id, counts)
+            await self._drain(obj, settings, run_id, counts)
             if page.cursor and (newest is None or page.cursor > newest):
                 newest = page.cursor
-        await self._drain(settings, run_id, counts)
+        await self._drain(obj, settings, run_id, counts)
         if newest and newest != cursor:
             await self._store.set_cursor(cursor_name(obj), newest)
 
-    async def _drain(self, settings: Settings, run_id: int, counts: PullCounts) -> None:
+    async def _drain(
+        self, obj: ObjectType, settings: Settings, run_id: int, counts: PullCounts
+    ) -> None:
         lease = settings.daemon.lease_seconds
         while True:
             entries = await self._store.claim_pending(
-                Direction.OUTBOUND, limit=HUB_BATCH, owner=self._owner, lease_seconds=lease
+                Direction.OUTBOUND, limit=HUB_BATCH, owner=self._owner, lease_seconds=lease, obj=obj
             )
             if not entries:
                 return
@@ -303,7 +305,9 @@ class OutboundPuller:
                 )
             match = "email" if obj in NEW_TAG else None
             try:
-                results = await self._hub.write(obj, op, items, match_field=match)
+                # Hubs keep people as contacts: CRM leads become hub contacts (tagged so).
+                hub_obj = ObjectType.CONTACT if obj in NEW_TAG else obj
+                results = await self._hub.write(hub_obj, op, items, match_field=match)
             except RequestRejected as exc:
                 results = [
                     WriteResult(

@@ -13,6 +13,7 @@ from syncd.sandbox.activecampaign_state import (
     UNAVAILABLE_BODY,
     ActiveCampaignSandbox,
 )
+from syncd.sandbox.common import SANDBOX_KEY
 
 __all__ = ["FORBIDDEN_BODY", "RATE_LIMITED_BODY", "UNAVAILABLE_BODY"]
 
@@ -50,7 +51,7 @@ class BadRequest(Exception):
 
 def sandbox_of(request: web.Request) -> ActiveCampaignSandbox:
     """The simulator behind an app."""
-    sb = request.app["sandbox"]
+    sb = request.app[SANDBOX_KEY]
     assert isinstance(sb, ActiveCampaignSandbox)
     return sb
 

@@ -6,9 +6,9 @@ vendor handler runs, and mounts ``/_sandbox/...`` admin routes for tests and man
 
 - ``GET  /_sandbox/stats``   request counts per endpoint and the ledger size
 - ``GET  /_sandbox/ledger``  every write received (``?since=N`` to page)
-- ``POST /_sandbox/faults``  JSON: ``{"fail_next": N, "status": 503|429, "retry_after": 7,
-  "latency": 0.2, "latency_after": 1.0, "expire_tokens": true, "fail_emails": ["x@y"], "exhaust_quota": true,
-  "fail_ratio": 0.2, "revoke_auth": true, "fail_paths": ["/api/3/contacts"]}``
+- ``POST /_sandbox/faults``  JSON, any of: ``fail_next`` (N), ``status`` (503|429),
+  ``retry_after``, ``fail_ratio``, ``fail_paths``, ``latency``, ``latency_after``,
+  ``slow_paths``, ``expire_tokens``, ``revoke_auth``, ``fail_emails``, ``exhaust_quota``
 - ``POST /_sandbox/reset``   clear faults, ledger and counters (data stays)
 """
 
@@ -129,6 +129,9 @@ class SandboxBase:
         return [e for e in self.ledger if obj is None or e.object == obj]
 
 
+SANDBOX_KEY = web.AppKey("sandbox", SandboxBase)
+
+
 def make_app(sandbox: SandboxBase) -> web.Application:
     """An aiohttp app with the fault/ledger middleware and admin routes; add vendor routes."""
 
@@ -154,7 +157,7 @@ def make_app(sandbox: SandboxBase) -> web.Application:
         return resp
 
     app = web.Application(middlewares=[faults_mw], client_max_size=64 * 1024 * 1024)
-    app["sandbox"] = sandbox
+    app[SANDBOX_KEY] = sandbox
 
     async def stats(_: web.Request) -> web.Response:
         return web.json_response(

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.sandbox.common import SANDBOX_KEY
 from syncd.sandbox.hubspot_state import PLURAL, HubSpotSandbox, PropertyInvalid
 
 INVALID_AUTH_BODY = {
@@ -49,7 +50,7 @@ class ApiError(Exception):
 
 def sandbox_of(request: web.Request) -> HubSpotSandbox:
     """The simulator behind an app."""
-    sb = request.app["sandbox"]
+    sb = request.app[SANDBOX_KEY]
     assert isinstance(sb, HubSpotSandbox)
     return sb
 

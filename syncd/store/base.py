@@ -179,8 +179,12 @@ class StateStore(Protocol):
         owner: str,
         lease_seconds: float,
         now: datetime | None = None,
+        obj: ObjectType | None = None,
     ) -> list[QueueEntry]:
-        """Move up to `limit` due pending entries (oldest first) to processing under a lease."""
+        """Move up to `limit` due pending entries (oldest first) to processing under a lease.
+
+        With `obj`, only entries of that object (an outbound pull drains its own).
+        """
 
     async def complete(
         self,

@@ -246,8 +246,12 @@ class QueueOps(SqlBase):
         owner: str,
         lease_seconds: float,
         now: datetime | None = None,
+        obj: ObjectType | None = None,
     ) -> list[QueueEntry]:
-        """Move up to `limit` due pending entries (oldest first) to processing under a lease."""
+        """Move up to `limit` due pending entries (oldest first) to processing under a lease.
+
+        With `obj`, only entries of that object (an outbound pull drains its own).
+        """
         if limit <= 0:
             return []
         at = as_utc(now) if now is not None else utcnow()
@@ -256,11 +260,14 @@ class QueueOps(SqlBase):
 
         async def op(tx: Tx) -> list[QueueEntry]:
             # Never-tried entries (NULL) sort first; the claim index serves this order.
+            only = " AND object = ?" if obj is not None else ""
+            params: tuple[Any, ...] = (str(direction), *((str(obj),) if obj else ()), d.ts(at))
             rows = await tx.fetchall(
                 f"SELECT {ENTRY_COLS} FROM queue_entries WHERE status = 'pending'"
-                " AND direction = ? AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+                f" AND direction = ?{only}"
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
                 f" ORDER BY next_attempt_at, id LIMIT ?{d.skip_locked}",
-                (str(direction), d.ts(at), limit),
+                (*params, limit),
             )
             if not rows:
                 return []
