@@ -40,6 +40,7 @@ def route_installers() -> list[RouteInstaller]:
 
 def extend_cli(sub: Any, add: AddCommand) -> None:
     """Add the subcommands of later parts (sandbox, demo, flush, queue, dbsync …)."""
-    from syncd import cli_sync
+    from syncd import cli_sandbox, cli_sync
 
     cli_sync.register(sub, add)
+    cli_sandbox.register(sub, add)

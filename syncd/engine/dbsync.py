@@ -1,12 +1,14 @@
 """dbsync: import a MySQL table into one hub list — test (count only) and run.
 
-A run streams the table ordered by normalised email (so duplicate rows are adjacent and are
-merged with constant memory), maps each row to hub fields, and compares a hash of what it
-would send with what the last run sent (``dbsync_rows``, keyed by normalised email): unchanged
-rows cost no API call. Changed and new rows go to the hub as one upsert per batch (matched on
-email; the target list and tags ride along as ``lists``/``tags``). A row is recorded only after
-the hub accepted it, so a run killed half-way and started again upserts the rest by email and
-never creates a contact twice.
+A run reads the table in key order, page by page (memory stays one page however big the
+table), maps each row to hub fields, and compares a hash of what it would send with what the
+last run sent (``dbsync_rows``, keyed by normalised email): unchanged rows cost no API call.
+Changed and new rows go to the hub as one upsert per batch (matched on email; the target list
+and tags ride along as ``lists``/``tags``). A row is recorded only after the hub accepted it,
+so a run killed half-way and started again upserts the rest by email and never creates a
+contact twice. Two rows with one email make one contact: the first (lowest key) wins and the
+later ones are reported as duplicates; earlier batches are recognised through the store (the
+rows this run recorded carry its id), again without memory growing with the table.
 
 Existence in the hub is looked up (``find_by_emails``) only for rows this dbsync has not
 written before, and only when it matters: in test mode, with ``update_existing`` off (existing
@@ -33,7 +35,6 @@ from syncd.engine.dbsync_rows import (
     RowPlan,
     build_plan,
     map_row,
-    merge,
     payload_size,
     row_hash,
 )
@@ -56,6 +57,7 @@ log = get_logger("syncd.dbsync")
 # Marks a row whose email already belonged to a hub contact this dbsync did not write
 # (update_existing off): remembered so it costs nothing next time, never deleted from the list.
 FOREIGN = "x:"
+PAGE = 5000  # source rows per read
 MAX_BODY = 300_000  # bytes per write call; AC refuses bulk bodies over 400 kB
 FAILURE_FLUSH = 500
 EXAMPLES = 10
@@ -87,6 +89,8 @@ class _Pass:
         self.failures: list[RunFailure] = []
         self.examples: list[FailureExample] = []
         self.seen_ours = 0  # test mode: stored rows of ours met by the pass
+        # Test mode remembers the emails it met here (no real row may be touched).
+        self.scratch = f"~test{run_id}:{cfg.name}"[:64]
 
     def fail(
         self,
@@ -155,7 +159,9 @@ class DbsyncRunner:
                     status="failed",
                     error="interrupted: the process running it stopped before the end",
                 )
-            run_id = await self.store.start_run(RunKind.DBSYNC, trigger, name=name, owner=self.owner)
+            run_id = await self.store.start_run(
+                RunKind.DBSYNC, trigger, name=name, owner=self.owner
+            )
         except BaseException as exc:
             self._active.pop(name, None)
             if not isinstance(exc, DbsyncBusy):
@@ -209,7 +215,11 @@ class DbsyncRunner:
         calls0 = self._api_calls()
         status, error, note = "succeeded", None, None
         try:
-            await self._read_and_write(p, progress)
+            try:
+                await self._read_and_write(p, progress)
+            finally:
+                if test:
+                    await self._drop_scratch(p)
             if cfg.delete_missing:
                 note = await self._delete_missing(p)
         except (IntegrationError, StoreError) as exc:
@@ -239,12 +249,11 @@ class DbsyncRunner:
         with contextlib.suppress(StoreError):
             await self._flush_failures(p, force=True)
         await asyncio.shield(
-            self.store.finish_run(
-                p.run_id, counts=p.tally.as_dict(), status=status, error=message
-            )
+            self.store.finish_run(p.run_id, counts=p.tally.as_dict(), status=status, error=message)
         )
-        log.info("dbsync_finished", dbsync=p.cfg.name, run=p.run_id, status=status,
-                 **p.tally.as_dict())
+        log.info(
+            "dbsync_finished", dbsync=p.cfg.name, run=p.run_id, status=status, **p.tally.as_dict()
+        )
 
     async def _flush_failures(self, p: _Pass, *, force: bool = False) -> None:
         if p.failures and (force or len(p.failures) >= FAILURE_FLUSH):
@@ -280,51 +289,38 @@ class DbsyncRunner:
         progress: ProgressFn | None,
     ) -> None:
         cfg, tally = p.cfg, p.tally
-        head: MappedRow | None = None
         batch = _Batch()
-        stream = source.stream_by_email(
+        stream = source.stream_rows(
             cfg.table,
             plan.columns,
             cfg.rules,
-            email_column=plan.email_column,
             key_column=plan.key_column,
-            batch_size=max(cfg.batch_size, 1000),
+            batch_size=max(cfg.batch_size, PAGE),
         )
         async for rows in stream:
             for raw in rows:
                 tally.rows_read += 1
                 row = map_row(plan, raw)
                 if row.problems:
+                    first = row.problems[0]
                     for prob in row.problems:
-                        cat = ErrorCategory.VALIDATION
-                        p.fail(row.key, prob.columns, prob.reason, cat, row.email or None,
-                               counted=prob is row.problems[0])
+                        p.fail(
+                            row.key,
+                            prob.columns,
+                            prob.reason,
+                            ErrorCategory.VALIDATION,
+                            row.email or None,
+                            counted=prob is first,
+                        )
                     if row.email:
                         batch.failed_emails.append(row.email)
                     continue
-                if head is not None and head.email == row.email:
-                    head = merge(head, row)
-                    tally.duplicates += 1
-                    p.fail(
-                        row.key,
-                        (plan.email_column,),
-                        f"duplicate row: email {row.email!r} also in row {head.key}; "
-                        "merged into that contact",
-                        ErrorCategory.DUPLICATE,
-                        row.email,
-                        counted=False,
-                    )
-                    continue
-                if head is not None:
-                    batch.rows.append(head)
-                    if len(batch.rows) >= cfg.batch_size:
-                        await queue.put(batch)
-                        batch = _Batch()
-                head = row
+                batch.rows.append(row)
+                if len(batch.rows) >= cfg.batch_size:
+                    await queue.put(batch)
+                    batch = _Batch()
             if progress is not None:
                 progress(tally.rows_read, tally.total)
-        if head is not None:
-            batch.rows.append(head)
         if batch.rows or batch.failed_emails:
             await queue.put(batch)
         await queue.put(None)
@@ -337,8 +333,50 @@ class DbsyncRunner:
             await self._process(p, plan, batch)
             await self._flush_failures(p)
 
+    async def _dedupe(self, p: _Pass, plan: RowPlan, rows: list[MappedRow]) -> list[MappedRow]:
+        """Rows whose email no earlier row of this pass had; the others are duplicates.
+
+        Earlier batches are known from the store (rows this run wrote or touched carry its
+        id; test mode keeps a scratch set), so memory does not grow with the table.
+        """
+        firsts: dict[str, MappedRow] = {}
+        for row in rows:
+            head = firsts.get(row.email)
+            if head is None:
+                firsts[row.email] = row
+            else:
+                self._duplicate(p, plan, row, f"also in row {head.key}")
+        if p.test:
+            seen = await self.store.dbsync_rows(p.scratch, list(firsts))
+            await self.store.upsert_dbsync_rows(
+                [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in firsts if e not in seen]
+            )
+        else:
+            stored = await self.store.dbsync_rows(p.cfg.name, list(firsts))
+            seen = {e: r for e, r in stored.items() if r.run_id == p.run_id}
+        out = []
+        for email, row in firsts.items():
+            if email in seen:
+                self._duplicate(p, plan, row, "already synced from an earlier row of this run")
+            else:
+                out.append(row)
+        return out
+
+    @staticmethod
+    def _duplicate(p: _Pass, plan: RowPlan, row: MappedRow, where: str) -> None:
+        p.tally.duplicates += 1
+        p.fail(
+            row.key,
+            (plan.email_column,),
+            f"duplicate row: email {row.email!r} {where}; the first row wins",
+            ErrorCategory.DUPLICATE,
+            row.email,
+            counted=False,
+        )
+
     async def _process(self, p: _Pass, plan: RowPlan, batch: _Batch) -> None:
         cfg, tally, name = p.cfg, p.tally, p.cfg.name
+        batch.rows = await self._dedupe(p, plan, batch.rows)
         keys = [r.email for r in batch.rows] + batch.failed_emails
         stored = await self.store.dbsync_rows(name, keys) if keys else {}
         touch = [e for e in batch.failed_emails if e in stored]
@@ -488,6 +526,13 @@ class DbsyncRunner:
                 await self.hub.remove_from_list(cfg.list, ids)
             await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in rows])
             tally.deleted += len(ours)
+
+    async def _drop_scratch(self, p: _Pass) -> None:
+        while True:
+            rows = await self.store.dbsync_rows_not_seen(p.scratch, sys.maxsize, limit=1000)
+            if not rows:
+                return
+            await self.store.delete_dbsync_rows(p.scratch, [r.row_key for r in rows])
 
     async def _count_unseen(self, name: str, upto: int, page: int) -> int:
         n, after = 0, ""

@@ -1,5 +1,5 @@
 """Per-row logic of dbsync: the compiled column plan, mapping a source row to hub fields,
-validation, merging duplicate rows and the content hash that makes unchanged rows free.
+validation and the content hash that makes unchanged rows free.
 
 Pure functions over tuples from the source; no I/O.
 """
@@ -214,7 +214,7 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
             )
             continue
         fields[hub] = text
-    for position, column, hub in plan.fields:
+    for _pos, column, hub in plan.fields:
         if hub in plan.required and hub not in fields and not _has(problems, column):
             problems.append(
                 RowProblem((column,), f"missing required field: {hub}", "MISSING_REQUIRED")
@@ -232,16 +232,6 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
                 )
             )
     return MappedRow(key, norm, fields, tags, tuple(problems))
-
-
-def merge(first: MappedRow, dup: MappedRow) -> MappedRow:
-    """Merge a duplicate into the first row of its email: the first's values win, the
-    duplicate only fills fields the first left empty; tags are united."""
-    fields = dict(first.fields)
-    for k, v in dup.fields.items():
-        fields.setdefault(k, v)
-    tags = first.tags + tuple(t for t in dup.tags if t.lower() not in {x.lower() for x in first.tags})
-    return MappedRow(first.key, first.email, fields, tags, first.problems)
 
 
 def row_hash(row: MappedRow, list_id: str) -> str:

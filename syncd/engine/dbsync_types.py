@@ -16,7 +16,7 @@ ProgressFn = Callable[[int, int], None]
 
 
 class DbsyncSource(Protocol):
-    """A read-only table source (MySqlSource plus an email-ordered stream)."""
+    """A read-only table source (MySqlSource plus a fast key-ordered stream)."""
 
     async def columns(self, table: str) -> Sequence[SourceColumn]:
         """The table's columns; ConfigError when there is no such table."""
@@ -24,18 +24,16 @@ class DbsyncSource(Protocol):
     async def count(self, table: str, rule: Rule | None = None) -> int:
         """How many rows match `rule`."""
 
-    def stream_by_email(
+    def stream_rows(
         self,
         table: str,
         columns: Sequence[str],
         rule: Rule | None,
         *,
-        email_column: str,
         key_column: str,
         batch_size: int,
-    ) -> AsyncIterator[list[tuple[Any, ...]]]:
-        """Matching rows as tuples (in `columns` order), ordered by normalised email, then key,
-        so rows sharing an email arrive next to each other."""
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """Matching rows (values in `columns` order) in key order, page by page."""
 
     def snapshot(self) -> AbstractAsyncContextManager[None]:
         """One consistent read-only snapshot around count and stream."""

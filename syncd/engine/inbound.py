@@ -228,8 +228,12 @@ class InboundFlusher:
             counts.claimed += len(entries)
             try:
                 await self._process(entries, run_id, counts)
-            except IntegrationError:
-                await self._store.release([e.id for e in entries], owner=self._owner)
+            except (IntegrationError, asyncio.CancelledError):
+                # Unfinished claims go back at once rather than waiting for their lease;
+                # entries already completed stay completed (release only moves processing).
+                await asyncio.shield(
+                    self._store.release([e.id for e in entries], owner=self._owner)
+                )
                 raise
             if len(entries) < want:
                 return

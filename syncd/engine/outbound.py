@@ -21,7 +21,7 @@ from syncd.engine.eligibility import tags_after_conversion
 from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
 from syncd.engine.matching import normalize_email
-from syncd.engine.rules import Condition, Group, Op, Rule
+from syncd.engine.rules import Condition, Op, Rule
 from syncd.errors import IntegrationError, RequestRejected, TransientError
 from syncd.logging import get_logger
 from syncd.model import (
@@ -172,10 +172,8 @@ class OutboundPuller:
         criteria = await self._criteria(obj, s)
         fields = [*mapping.crm_fields, "Email"] if obj in NEW_TAG else list(mapping.crm_fields)
         if obj is ObjectType.LEAD:
+            # The connector also reads leads converted since the cursor, whatever the criteria.
             fields += LEAD_CONVERSION_FIELDS
-            # Conversions re-surface leads that are otherwise filtered out.
-            conv: Rule = Condition("IsConverted", Op.EQ, True)
-            criteria = conv if criteria is None else Group("any", (criteria, conv))
         newest = cursor
         async for page in self._crm.changed_since(
             obj, since, fields=sorted(set(fields)), criteria=criteria
@@ -214,8 +212,11 @@ class OutboundPuller:
                 return
             try:
                 await self._write_batch(entries, settings, run_id, counts)
-            except IntegrationError:
-                await self._store.release([e.id for e in entries], owner=self._owner)
+            except (IntegrationError, asyncio.CancelledError):
+                # Unfinished claims go back at once rather than waiting for their lease.
+                await asyncio.shield(
+                    self._store.release([e.id for e in entries], owner=self._owner)
+                )
                 raise
 
     async def _write_batch(
@@ -368,16 +369,13 @@ class OutboundPuller:
         if hub_id is None and contact_id:
             contact_link = await self._store.get_link(ObjectType.CONTACT, crm_id=str(contact_id))
             hub_id = contact_link.hub_id if contact_link else None
-        if hub_id is None and e.email:
-            found = await self._hub.find_by_emails([e.email])
-            rec = found.get(e.email)
-            hub_id = rec.id if rec else None
         if hub_id is None or not contact_id:
+            # Only leads syncd linked have a hub contact to convert; no call for the rest.
             await self._store.exclude(
                 e.id,
                 owner=self._owner,
                 run_id=run_id,
-                reason="converted lead not in the hub: nothing to convert there",
+                reason="filtered: converted lead was never synced to the hub",
             )
             counts.excluded += 1
             return

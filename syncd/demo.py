@@ -1,0 +1,215 @@
+"""``syncd demo``: the simulators, seeded data, the real daemon and a webhook generator, live.
+
+Everything runs in this process on loopback: Salesforce, ActiveCampaign and HubSpot
+simulators, the daemon with short intervals (flush every 10 s, pulls every minute) on the
+SQLite store in a temporary directory, and a generator of hub webhooks and CRM changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import secrets
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from syncd.config import load_settings
+from syncd.daemon import Daemon
+from syncd.logging import configure_logging
+from syncd.model import Direction, EntryStatus
+from syncd.sandbox.runner import SandboxSet, start_sandboxes
+from syncd.wiring import component_factories, route_installers
+
+AC_WEBHOOK_TOKEN = "demo-webhook-token-0123456789"
+
+
+def demo_config(sandboxes: SandboxSet, *, port: int, state: Path, token: str, hub: str) -> str:
+    """The daemon config the demo runs with."""
+    return (
+        f"""
+[daemon]
+listen = "127.0.0.1:{port}"
+state_dir = "{state}"
+admin_token = "{token}"
+log_format = "json"
+drain_timeout = 20
+lease_seconds = 60
+"""
+        + sandboxes.config_toml(hub)
+        + """
+[inbound]
+flush_interval = 10
+flush_size = 100
+
+[outbound]
+interval_hours = 1
+interval_seconds_override = 60
+overlap_seconds = 5
+
+# The demo pushes every seeded Salesforce contact with an email to the hub at the first pull.
+[sync.objects.contact]
+selection = "criteria"
+criteria = { field = "Email", op = "is_not_null" }
+"""
+    )
+
+
+async def _generate(
+    sandboxes: SandboxSet, base: str, hub: str, stop: asyncio.Event, rng: random.Random
+) -> None:
+    """Hub webhooks (tagged and untagged contacts) and new/converted CRM records."""
+    sf = sandboxes.state("salesforce")
+    url = f"{base}/webhooks/activecampaign/{AC_WEBHOOK_TOKEN}"
+    tags = ["added-to-salesforce-contact"] * 6 + ["added-to-salesforce-lead", "newsletter"]
+    n = 0
+    async with aiohttp.ClientSession() as http:
+        while not stop.is_set():
+            n += 1
+            cid = rng.randint(1, 1500)
+            form = {
+                "type": "update",
+                "contact[id]": str(cid),
+                "contact[email]": f"hub{cid}@example.com",
+                "contact[first_name]": rng.choice(["Ann", "Bo", "Cy", "Di", "Ed"]),
+                "contact[last_name]": f"Hub{cid}",
+                "contact[tags]": tags[cid % len(tags)],
+            }
+            if hub == "activecampaign":
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.post(
+                        url,
+                        data=urllib.parse.urlencode(form),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    ) as resp:
+                        await resp.read()
+            if n % 25 == 0:
+                sf.insert(
+                    "Contact",
+                    {"FirstName": "New", "LastName": f"Crm{n}", "Email": f"crm{n}@example.com"},
+                )
+            if n % 60 == 0:
+                sf.insert(
+                    "Lead",
+                    {"LastName": f"Lead{n}", "Company": "Acme", "Email": f"lead{n}@example.com"},
+                )
+            await asyncio.sleep(0.1)
+
+
+async def _summary(daemon: Daemon, sandboxes: SandboxSet, out: TextIO, stop: asyncio.Event) -> None:
+    # On a terminal one line is rewritten in place; in a pipe a line every 5 s.
+    tty = out.isatty()
+    while not stop.is_set():
+        line = await _line(daemon, sandboxes)
+        out.write("\r" + line.ljust(110) if tty else line + "\n")
+        out.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0 if tty else 5.0):
+                await stop.wait()
+
+
+async def _line(daemon: Daemon, sandboxes: SandboxSet) -> str:
+    try:
+        counts = await daemon.store.counts()
+    except Exception:  # the store may still be opening
+        counts = {}
+
+    def c(direction: Direction, status: EntryStatus) -> int:
+        return counts.get((direction, status), 0)
+
+    received = sum(n for (d, _), n in counts.items() if d is Direction.INBOUND)
+    errors = c(Direction.INBOUND, EntryStatus.ERROR) + c(Direction.OUTBOUND, EntryStatus.ERROR)
+    calls = {v: sum(rs.state.requests.values()) for v, rs in sandboxes.running.items()}
+    return (
+        f"received {received} | pending {c(Direction.INBOUND, EntryStatus.PENDING)}"
+        f" | synced in {c(Direction.INBOUND, EntryStatus.PROCESSED)}"
+        f" out {c(Direction.OUTBOUND, EntryStatus.PROCESSED)}"
+        f" | errors {errors}"
+        f" | excluded {c(Direction.INBOUND, EntryStatus.EXCLUDED)}"
+        f" | API calls SF {calls.get('salesforce', 0)} AC {calls.get('activecampaign', 0)}"
+    )
+
+
+async def run_demo(*, duration: float | None, port: int, hub: str = "activecampaign") -> int:
+    """Run the demo until Ctrl-C or `duration` seconds; print a report; exit code."""
+    rng = random.Random(7)
+    state = Path(tempfile.mkdtemp(prefix="syncd-demo-"))
+    out = sys.stdout
+    out.write("starting simulators (seeding a few thousand records) ...\n")
+    sandboxes = await start_sandboxes(seed=True)
+    token = secrets.token_urlsafe(16)
+    cfg = state / "syncd.toml"
+    cfg.write_text(demo_config(sandboxes, port=port, state=state, token=token, hub=hub))
+    settings = load_settings(cfg)
+    log_file = (state / "syncd.log").open("w", encoding="utf-8")
+    configure_logging("info", "json", settings.secret_values(), stream=log_file)
+    daemon = Daemon(
+        settings, cfg, components=component_factories(settings), installers=route_installers()
+    )
+    base = f"http://127.0.0.1:{port}"
+    out.write(
+        f"daemon      {base}  (log: {state / 'syncd.log'})\n"
+        f"metrics     {base}/metrics\n"
+        f"admin API   {base}/api/v1/status   (Authorization: Bearer {token})\n"
+        f"simulators  " + "  ".join(f"{v}={rs.url}" for v, rs in sandboxes.running.items()) + "\n"
+        f"config      {cfg}\n"
+        "Ctrl-C stops the demo (the daemon drains its buffer first).\n\n"
+    )
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(daemon.run())
+    gen = asyncio.ensure_future(_generate(sandboxes, base, hub, stop, rng))
+    summary = asyncio.ensure_future(_summary(daemon, sandboxes, out, stop))
+    started = time.monotonic()
+    try:
+        while not run.done():
+            if duration is not None and time.monotonic() - started >= duration:
+                daemon.request_stop()
+                break
+            await asyncio.sleep(0.2)
+        code = await run
+    finally:
+        stop.set()
+        await asyncio.gather(gen, summary, return_exceptions=True)
+    out.write("\r" + (await _report(daemon, sandboxes)) + "\n")
+    await daemon.store.close()
+    await sandboxes.close()
+    log_file.close()
+    return code
+
+
+async def _report(daemon: Daemon, sandboxes: SandboxSet) -> str:
+    from syncd.store import create_store
+
+    store = create_store(daemon.settings.daemon)
+    await store.open()
+    try:
+        counts = await store.counts()
+        runs = await store.list_runs(limit=1000)
+    finally:
+        await store.close()
+    lines = ["", "demo report", "-----------"]
+    for (direction, status), n in sorted(counts.items()):
+        lines.append(f"{direction.value:9} {status.value:11} {n}")
+    kinds: dict[str, int] = {}
+    for r in runs:
+        kinds[f"{r.kind.value}/{r.trigger.value}"] = (
+            kinds.get(f"{r.kind.value}/{r.trigger.value}", 0) + 1
+        )
+    lines.append("runs      " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    for vendor, rs in sandboxes.running.items():
+        writes = len(rs.state.ledger)
+        lines.append(
+            f"{vendor:14} API calls {sum(rs.state.requests.values())}, writes applied {writes}"
+        )
+    return "\n".join(lines)
+
+
+def main_args(args: Any) -> int:
+    """Entry for ``syncd demo``."""
+    return asyncio.run(run_demo(duration=args.duration, port=args.port, hub=args.hub))

@@ -1,0 +1,28 @@
+"""`syncd demo` works from a fresh checkout: simulators, daemon, generator, report."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.daemon_harness import free_port
+
+
+def test_demo_runs_and_reports() -> None:
+    port = free_port()
+    r = subprocess.run(
+        [sys.executable, "-m", "syncd", "demo", "--duration", "18", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = r.stdout
+    assert f"http://127.0.0.1:{port}/metrics" in out
+    assert "demo report" in out
+    processed_in = re.search(r"inbound\s+processed\s+(\d+)", out)
+    processed_out = re.search(r"outbound\s+processed\s+(\d+)", out)
+    assert processed_in and int(processed_in.group(1)) > 0, out[-1500:]
+    assert processed_out and int(processed_out.group(1)) > 0, out[-1500:]
+    assert re.search(r"received \d+ \| pending \d+", out)
