@@ -59,7 +59,33 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the configuration; print each problem as ``section.key: what is wrong``."""
     settings = _load_or_exit(args.config)
     print(f"{config_path(args.config)}: ok (digest {settings.digest()})")
-    return EXIT_OK
+    if not args.online:
+        return EXIT_OK
+    return asyncio.run(_check_online(settings))
+
+
+async def _check_online(settings: Settings) -> int:
+    from syncd.connectors.factory import build_connectors
+    from syncd.engine.setup_check import check_online
+    from syncd.errors import ConfigError
+
+    try:
+        crm, hub = build_connectors(settings)
+    except ConfigError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await crm.start()
+        await hub.start()
+        report = await check_online(settings, crm, hub)
+    finally:
+        await crm.close()
+        await hub.close()
+    for line in report.info:
+        print(line)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_USAGE if report.problems else EXIT_OK
 
 
 class AdminClient:
@@ -144,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("run", cmd_run, "run the daemon in the foreground")
-    add("check-config", cmd_check_config, "validate the configuration")
+    sp = add("check-config", cmd_check_config, "validate the configuration")
+    sp.add_argument(
+        "--online", action="store_true", help="also connect to both sides and check the mapping"
+    )
     sp = add("status", cmd_status, "show the running daemon's status")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument("--url", help="admin API base URL (default from daemon.listen)")
