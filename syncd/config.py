@@ -294,6 +294,15 @@ DEFAULT_OBJECTS: dict[str, dict[str, Any]] = {
 }
 
 
+# HubSpot names contact properties in lower case; its contacts also carry "company".
+_HS_PERSON = {"email": "Email", "firstname": "FirstName", "lastname": "LastName", "phone": "Phone"}
+HUBSPOT_OBJECTS: dict[str, dict[str, Any]] = {
+    "contact": {"mapping": _HS_PERSON, "required": ["lastname"]},
+    "lead": {"mapping": {**_HS_PERSON, "company": "Company"}, "required": ["lastname", "company"]},
+    "account": {"enabled": False, "mapping": {"name": "Name", "domain": "Website"}},
+}
+
+
 def _default_objects() -> dict[ObjectType, ObjectSyncSettings]:
     return {ObjectType(k): ObjectSyncSettings(**v) for k, v in DEFAULT_OBJECTS.items()}
 
@@ -457,6 +466,27 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment overrides the file (which arrives as init kwargs).
         return (env_settings, init_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hub_defaults(cls, data: Any) -> Any:
+        # Default mappings follow the hub's field names; user tables still win per key.
+        if not isinstance(data, Mapping):
+            return data
+        hub = data.get("hub")
+        if not (isinstance(hub, Mapping) and hub.get("kind") == "hubspot"):
+            return data
+        out = dict(data)
+        sync = dict(out.get("sync") or {})
+        objects = {k: dict(v) for k, v in HUBSPOT_OBJECTS.items()}
+        for key, table in (sync.get("objects") or {}).items():
+            if isinstance(table, Mapping):
+                objects.setdefault(str(key), {}).update(table)
+            else:
+                objects[str(key)] = table
+        sync["objects"] = objects
+        out["sync"] = sync
+        return out
 
     @model_validator(mode="after")
     def _unique_dbsync_names(self) -> Settings:

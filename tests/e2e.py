@@ -36,9 +36,15 @@ class Env:
         return base + self.sb.set.config_toml(hub) + extra
 
     def start(
-        self, extra: str = "", *, name: str = "syncd", daemon_extra: str = "", **kw: Any
+        self,
+        extra: str = "",
+        *,
+        name: str = "syncd",
+        daemon_extra: str = "",
+        hub: str = "activecampaign",
+        **kw: Any,
     ) -> DaemonProcess:
-        cfg = self.config(extra, daemon_extra=daemon_extra)
+        cfg = self.config(extra, hub=hub, daemon_extra=daemon_extra)
         d = start_daemon(self.tmp, cfg, name=name, **kw)
         self.daemons.append(d)
         d.wait_ready()
