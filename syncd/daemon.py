@@ -22,6 +22,7 @@ from syncd import __version__, metrics
 from syncd.config import ConfigInvalid, Settings, load_settings, systemd_env
 from syncd.errors import StoreError
 from syncd.logging import configure_logging, get_logger
+from syncd.model import Direction, ObjectType
 from syncd.sdnotify import SystemdNotifier
 from syncd.store import create_store
 from syncd.store.base import StateStore
@@ -319,6 +320,7 @@ class Daemon:
         try:
             async with asyncio.timeout(5.0):
                 counts = await self._store.counts()
+                pending = await self._store.pending_by_object(Direction.INBOUND)
         except (StoreError, TimeoutError) as exc:
             if self._store_check.ok:
                 log.warning("store_unreachable", error=str(exc) or "timeout")
@@ -331,6 +333,8 @@ class Daemon:
         metrics.QUEUE_ENTRIES.clear()
         for (direction, status), n in counts.items():
             metrics.QUEUE_ENTRIES.labels(direction.value, status.value).set(n)
+        for obj in ObjectType:
+            metrics.INBOUND_PENDING.labels(obj.value).set(pending.get(obj, 0))
 
     async def _watchdog(self, interval: float) -> None:
         while True:

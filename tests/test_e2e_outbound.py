@@ -185,3 +185,33 @@ def test_record_pending_on_both_sides(env: Env, winner: str, first_name: str) ->
     [contact] = [c for c in sf_records(env, "Contact") if c["Email"] == "both@x.io"]
     assert contact["FirstName"] == first_name
     assert contact["Phone"] == "555"  # the winner's value was empty: the other side's is kept
+
+
+def test_accounts_and_opportunities_when_enabled(env: Env) -> None:
+    d = start(
+        env,
+        '\n[sync.objects.account]\nenabled = true\nselection = "all_new"\n'
+        '[sync.objects.opportunity]\nenabled = true\nselection = "all_new"\n',
+    )
+    pull(d, "account")
+    pull(d, "opportunity")
+
+    def seed() -> None:
+        env.sf.insert("Account", {"Name": "Initech"})
+        env.sf.insert(
+            "Opportunity",
+            {
+                "Name": "Big deal",
+                "Amount": 1234.5,
+                "StageName": "Proposal",
+                "CloseDate": "2026-12-31",
+            },
+        )
+
+    env.sb.run(seed)
+    assert pull(d, "account")["processed"] == 1
+    assert pull(d, "opportunity")["processed"] == 1
+    accounts = env.sb.run(lambda: [dict(a) for a in env.ac.accounts.values()])
+    deals = env.sb.run(lambda: [dict(x) for x in env.ac.deals.values()])
+    assert [a["name"] for a in accounts] == ["Initech"]
+    assert [(x["title"], int(x["value"])) for x in deals] == [("Big deal", 123450)]

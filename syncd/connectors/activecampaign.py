@@ -46,6 +46,7 @@ from syncd.connectors.http import (
     RetryPolicy,
     StaticTokenAuth,
 )
+from syncd.connectors.opportunity import to_activecampaign_deal, translate
 from syncd.engine.rules import Rule
 from syncd.errors import AuthError, ConfigError, RecordError
 from syncd.model import (
@@ -322,6 +323,8 @@ class ActiveCampaignConnector:
         match_field: str | None = "email",
     ) -> list[WriteResult]:
         """Write records; one result per item in input order (see module doc for call costs)."""
+        if obj is ObjectType.OPPORTUNITY:
+            items = translate(items, to_activecampaign_deal)
         if obj in _PLAIN:
             return await write_plain(self, _PLAIN[obj], op, items, match_field)
         self._contacts_only(obj)

@@ -53,6 +53,7 @@ from syncd.connectors.hubspot_util import (
     to_record,
 )
 from syncd.connectors.hubspot_write import normalize_domain, write_records
+from syncd.connectors.opportunity import to_hubspot_deal, translate
 from syncd.engine.rules import Rule
 from syncd.errors import ConfigError
 from syncd.model import (
@@ -277,6 +278,8 @@ class HubSpotConnector:
         match_field: str | None = None,
     ) -> list[WriteResult]:
         """Batch-write; contacts match on email, companies on domain then name."""
+        if obj is ObjectType.OPPORTUNITY:
+            items = translate(items, to_hubspot_deal)
         return await write_records(self, obj, op, items, match_field)
 
     async def lookup_ids(self, hs_obj: str, prop: str, values: Sequence[str]) -> dict[str, str]:
