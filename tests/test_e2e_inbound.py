@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
+from tests.e2e import AC_HOOK, FORM, Env, ac_webhook, metric, queue_counts, sf_records, wait_until
 
 FAST = "\n[inbound]\nflush_size = 100\nflush_interval = 2\n"
 
@@ -146,3 +146,45 @@ def test_sigkill_mid_flush_then_restart_delivers_each_change_once(env: Env) -> N
     contacts = sf_records(env, "Contact")
     by_ext = Counter(c["Syncd_Hub_Id__c"] for c in contacts)
     assert len(by_ext) == 50 and set(by_ext.values()) == {1}, by_ext
+
+
+def test_second_sigterm_exits_at_once_and_nothing_is_lost(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    for i in range(20):
+        assert ac_webhook(d, 900 + i)[0] == 200
+    # Salesforce answers very slowly, so the drain flush is still in flight.
+    env.sb.run(lambda: env.sf.faults.apply({"latency": 8, "slow_paths": ["/composite/sobjects"]}))
+    d.signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert d.proc.poll() is None  # draining
+    started = time.monotonic()
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 130
+    assert time.monotonic() - started < 5
+    env.sb.run(lambda: env.sf.faults.apply({"latency": 0}))
+    d2 = env.start(
+        "\n[inbound]\nflush_size = 1000\nflush_interval = 1\n", daemon_extra="lease_seconds = 2"
+    )
+    wait_until(
+        lambda: queue_counts(d2).get("processed") == 20, timeout=40, what="sent after restart"
+    )
+    by_ext = Counter(c["Syncd_Hub_Id__c"] for c in sf_records(env, "Contact"))
+    assert len(by_ext) == 20 and set(by_ext.values()) == {1}
+
+
+def test_oversized_and_malformed_webhooks_are_4xx_and_store_nothing(env: Env) -> None:
+    d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
+    big = b"type=update&contact[id]=1&contact[email]=" + b"x" * (2 * 1024 * 1024)
+    status, _, _ = d.request("POST", AC_HOOK, big, headers=FORM)
+    assert status == 413
+    status, body, _ = d.request("POST", AC_HOOK, b"type=update&contact[id]=abc", headers=FORM)
+    assert status == 400 and b"contact[id]" in body
+    status, _, _ = d.request(
+        "POST", AC_HOOK, b'{"type": "update"}', headers={"Content-Type": "application/json"}
+    )
+    assert status == 400
+    status, _, _ = d.request(
+        "POST", "/webhooks/activecampaign/wrong-token", b"type=update", headers=FORM
+    )
+    assert status == 404
+    assert queue_counts(d) == {}

@@ -111,6 +111,13 @@ class SyncEngine:
         await host.wait_store()
         for gate in self.gates.values():
             await _retry_store(gate.load)
+        if host.store.kind == "sqlite":
+            # An embedded store has one process: claims still leased are from our previous
+            # life (killed, or cut short by a second SIGTERM); send them again right away.
+            far = datetime.now(UTC) + timedelta(days=36500)
+            n = await host.store.reclaim_expired(now=far)
+            if n:
+                log.warning("claims_recovered_at_start", entries=n)
         assert self.crm is not None and self.hub is not None and self.flusher is not None
         await self.crm.start()
         await self.hub.start()
