@@ -196,3 +196,15 @@ def test_metrics_pass_promtool(daemon: DaemonProcess) -> None:
         assert name in text, name
     r = subprocess.run([tool, "check", "metrics"], input=raw, capture_output=True, timeout=60)
     assert r.returncode == 0, (r.stdout + r.stderr).decode()
+
+
+def test_watchdog_pings_at_half_the_interval(tmp_path: Path) -> None:
+    d = start_daemon(tmp_path, CONFIG, notify=True, env={"WATCHDOG_USEC": "400000"})
+    try:
+        d.wait_ready()
+        assert d.notify is not None
+        d.notify.wait_for("WATCHDOG=1", count=3, timeout=10)
+    finally:
+        d.kill()
+        if d.notify:
+            d.notify.close()
