@@ -33,14 +33,15 @@ def component_factories(settings: Settings) -> list[ComponentFactory]:
 
 def route_installers() -> list[RouteInstaller]:
     """HTTP route groups added to the daemon's app."""
-    from syncd.web import engine_api, webhooks
+    from syncd.web import engine_api, overview_api, webhooks
 
-    return [webhooks.install, engine_api.install]
+    return [webhooks.install, engine_api.install, overview_api.install]
 
 
 def extend_cli(sub: Any, add: AddCommand) -> None:
     """Add the subcommands of later parts (sandbox, demo, flush, queue, dbsync …)."""
-    from syncd import cli_sandbox, cli_sync
+    from syncd import cli_overview, cli_sandbox, cli_sync
 
     cli_sync.register(sub, add)
+    cli_overview.register(sub, add)
     cli_sandbox.register(sub, add)

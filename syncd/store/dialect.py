@@ -71,7 +71,8 @@ class Dialect:
             return None
         if isinstance(value, datetime):
             return as_utc(value)
-        return datetime.strptime(str(value), _TS_FORMAT).replace(tzinfo=UTC)
+        # fromisoformat is several times faster than strptime and reads the same text.
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
     def upsert(
         self, table: str, columns: Sequence[str], keys: Sequence[str], update: Sequence[str]

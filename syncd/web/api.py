@@ -26,10 +26,14 @@ ERROR_SCHEMA: dict[str, Any] = {
 class ApiError(web.HTTPException):
     """An HTTP error answered as ``{"error": message}`` JSON."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         self.status_code = status
         super().__init__(
-            text=json.dumps({"error": message, **extra}), content_type="application/json"
+            headers=headers,
+            text=json.dumps({"error": message, **extra}),
+            content_type="application/json",
         )
 
 
@@ -45,6 +49,7 @@ class ApiRoute:
     params: tuple[dict[str, Any], ...] = ()
     body: dict[str, Any] | None = None
     content_types: dict[int, str] = field(default_factory=dict)
+    enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class ApiRegistry:
@@ -63,21 +68,39 @@ class ApiRegistry:
         params: tuple[dict[str, Any], ...] = (),
         body: dict[str, Any] | None = None,
         content_types: dict[int, str] | None = None,
+        enums: dict[str, tuple[str, ...]] | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register a handler for `method path` with its documented responses."""
+        """Register a handler for `method path` with its documented responses.
+
+        `enums` lists the values a path parameter may take (others answer 404).
+        """
 
         def deco(fn: Handler) -> Handler:
             self.routes.append(
-                ApiRoute(method, path, fn, summary, responses, params, body, content_types or {})
+                ApiRoute(
+                    method,
+                    path,
+                    fn,
+                    summary,
+                    responses,
+                    params,
+                    body,
+                    content_types or {},
+                    enums or {},
+                )
             )
             return fn
 
         return deco
 
     def install(self, app: web.Application) -> None:
-        """Add every route to the app."""
+        """Add every route to the app; ``{id}`` parameters match digits only.
+
+        So a literal segment beside them (``/queue/retry`` next to ``/queue/{id}``) never
+        collides with them, in routing or in the Allow header.
+        """
         for r in self.routes:
-            app.router.add_route(r.method, r.path, r.handler)
+            app.router.add_route(r.method, r.path.replace("{id}", r"{id:\d+}"), r.handler)
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI 3.0 document of every registered route."""
@@ -104,7 +127,7 @@ class ApiRegistry:
                 "security": [{"bearer": []}],
             }
             path_params = [
-                {"name": seg[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+                {"name": seg[1:-1], "in": "path", "required": True, "schema": _path_schema(r, seg)}
                 for seg in r.path.split("/")
                 if seg.startswith("{")
             ]
@@ -133,6 +156,15 @@ _REASONS = {
     413: "body too large",
     503: "not available",
 }
+
+
+def _path_schema(route: ApiRoute, segment: str) -> dict[str, Any]:
+    if segment == "{id}":
+        return {"type": "string", "pattern": "^[0-9]+$"}
+    values = route.enums.get(segment[1:-1])
+    if values:
+        return {"type": "string", "enum": list(values)}
+    return {"type": "string"}
 
 
 def _op_name(path: str) -> str:

@@ -50,7 +50,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         message = exc.reason
         if isinstance(exc, web.HTTPRequestEntityTooLarge):
             message = "request body too large"
-        raise ApiError(exc.status, message) from None
+        keep = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        raise ApiError(exc.status, message, headers=keep or None) from None
     except Exception:
         log.exception("http_handler_failed", path=request.path, method=request.method)
         raise ApiError(500, "internal error; see the daemon log") from None

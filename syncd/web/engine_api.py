@@ -62,11 +62,13 @@ def register(api: ApiRegistry) -> None:
     @api.route(
         "POST",
         "/api/v1/pulls/{object}",
+        enums={"object": tuple(o.value for o in ObjectType)},
         summary="Pull one object from the CRM now",
         responses={
             200: ACCEPTED,
             202: ACCEPTED,
             400: ERROR_SCHEMA,
+            404: ERROR_SCHEMA,
             409: ERROR_SCHEMA,
             503: ERROR_SCHEMA,
         },
@@ -77,7 +79,9 @@ def register(api: ApiRegistry) -> None:
         try:
             obj = ObjectType(request.match_info["object"])
         except ValueError:
-            raise ApiError(400, "object: must be contact, lead, account or opportunity") from None
+            raise ApiError(
+                404, "no such object: use contact, lead, account or opportunity"
+            ) from None
         if not _wait(request):
             engine.pull_in_background(obj)
             return web.json_response({"status": "started"}, status=202)
@@ -96,10 +100,10 @@ def register(api: ApiRegistry) -> None:
             try:
                 direction = Direction(request.match_info["direction"])
             except ValueError:
-                raise ApiError(400, "direction: must be inbound or outbound") from None
+                raise ApiError(404, "no such direction: use inbound or outbound") from None
             gate = engine.gates.get(direction)
             if gate is None:
-                raise ApiError(400, "direction: must be inbound or outbound")
+                raise ApiError(404, "no such direction: use inbound or outbound")
             try:
                 await gate.set_paused(_paused)
             except StoreError as exc:
@@ -111,8 +115,9 @@ def register(api: ApiRegistry) -> None:
         api.route(
             "POST",
             f"/api/v1/sync/{{direction}}/{action}",
+            enums={"direction": (Direction.INBOUND.value, Direction.OUTBOUND.value)},
             summary=f"{action.capitalize()} one direction (changes keep queueing)",
-            responses={200: ACCEPTED, 400: ERROR_SCHEMA, 503: ERROR_SCHEMA},
+            responses={200: ACCEPTED, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
         )(handler)
 
 

@@ -1,0 +1,327 @@
+"""The overview web page: login, overview, entry detail, and CSRF-protected actions.
+
+Auth: the admin bearer token in an Authorization header, or a session cookie set by the
+login form. The cookie holds no secret: it is ``issued.nonce.HMAC(token, issued|nonce)``,
+so rotating ``daemon.admin_token`` signs everyone out. Forms posted with a cookie session
+carry a CSRF token (an HMAC of the session nonce) and must come from our own origin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from aiohttp import web
+
+from syncd.errors import StoreError
+from syncd.web.api import CONTROL_KEY, ApiError, Handler, check_bearer
+from syncd.web.overview_model import (
+    entry_detail,
+    entry_filter,
+    entry_row,
+    integration_errors,
+    present,
+)
+from syncd.web.page_render import (
+    FILTER_KEYS,
+    connectors_table,
+    entry_page,
+    filter_fields,
+    filter_hidden,
+    health_table,
+    login_form,
+    page,
+    pager,
+    queue_table,
+    runs_table,
+    template,
+)
+from syncd.web.queue_api import delete_entry, retry_filter, retry_ids
+from syncd.web.records_api import health
+
+COOKIE = "syncd_session"
+SESSION_SECONDS = 12 * 3600
+PAGE_SIZE = 50
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self';"
+        " form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """Who is looking: via a bearer header (no CSRF needed) or a cookie (CSRF token)."""
+
+    via: str
+    csrf: str = ""
+
+
+def _token(request: web.Request) -> str | None:
+    tok = request.app[CONTROL_KEY].settings.daemon.admin_token
+    return tok.get_secret_value() if tok is not None else None
+
+
+def _sign(token: str, text: str) -> str:
+    return hmac.new(token.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def new_session_cookie(token: str, now: float | None = None) -> str:
+    """A fresh cookie value: issued time, random nonce, and their HMAC under the token."""
+    issued = str(int(now if now is not None else time.time()))
+    nonce = secrets.token_urlsafe(18)
+    return f"{issued}.{nonce}.{_sign(token, f'session|{issued}|{nonce}')}"
+
+
+def session_of(request: web.Request) -> Session | None:
+    """The request's session, or None when it is not signed in."""
+    token = _token(request)
+    if token is None:
+        return None
+    if request.headers.get("Authorization"):
+        try:
+            check_bearer(request, request.app[CONTROL_KEY])
+        except ApiError:
+            return None
+        return Session("bearer")
+    raw = request.cookies.get(COOKIE, "")
+    parts = raw.split(".")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    issued, nonce, sig = parts
+    if not hmac.compare_digest(sig, _sign(token, f"session|{issued}|{nonce}")):
+        return None
+    if not 0 <= time.time() - int(issued) <= SESSION_SECONDS:
+        return None
+    return Session("cookie", csrf=_sign(token, f"csrf|{nonce}")[:40])
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def _same_origin(request: web.Request) -> bool:
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if not origin or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+async def _form_session(request: web.Request) -> tuple[Session, dict[str, str], list[str]]:
+    """Authenticate a state-changing POST: session, plus CSRF + origin for cookie sessions."""
+    sess = session_of(request)
+    if sess is None:
+        raise web.HTTPSeeOther("/login")
+    form = await request.post()
+    fields = {k: str(v) for k, v in form.items()}
+    ids = [str(v) for v in form.getall("ids", [])]
+    if sess.via == "cookie" and (
+        not _same_origin(request)
+        or not hmac.compare_digest(fields.get("csrf", "").encode(), sess.csrf.encode())
+    ):
+        raise _Forbidden()
+    return sess, fields, ids
+
+
+class _Forbidden(Exception):
+    """A POST without a valid CSRF token or from another origin."""
+
+
+def _local(path: str) -> str:
+    """Only same-site relative redirects (no open redirect)."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return "/"
+    return path
+
+
+def _redirect(path: str, msg: str, bad: bool = False) -> web.HTTPSeeOther:
+    sep = "&" if "?" in path else "?"
+    extra = urlencode({"msg": msg, **({"bad": "1"} if bad else {})})
+    return web.HTTPSeeOther(f"{_local(path)}{sep}{extra}")
+
+
+async def login_get(request: web.Request) -> web.Response:
+    """The login form (or straight to the overview when already signed in)."""
+    if session_of(request) is not None:
+        raise web.HTTPSeeOther("/")
+    return _html(page("Sign in", login_form(), signed_in=False))
+
+
+async def login_post(request: web.Request) -> web.Response:
+    """Check the token; on success set the session cookie and go to the overview."""
+    token = _token(request)
+    form = await request.post()
+    given = str(form.get("token", "")).strip()
+    if not _same_origin(request):
+        return _html(page("Sign in", login_form("Request refused."), signed_in=False), 403)
+    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        body = login_form("Wrong token." if token else "Set daemon.admin_token first.")
+        return _html(page("Sign in", body, signed_in=False), 401)
+    resp = web.HTTPSeeOther("/")
+    resp.set_cookie(
+        COOKIE,
+        new_session_cookie(token),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Clear the session cookie."""
+    await _form_session(request)
+    resp = web.HTTPSeeOther("/login")
+    resp.del_cookie(COOKIE, path="/")
+    raise resp
+
+
+def _flash(request: web.Request) -> tuple[str, bool]:
+    return request.query.get("msg", "")[:300], request.query.get("bad") == "1"
+
+
+async def overview(request: web.Request) -> web.Response:
+    """Errors banner, health summary, and the filtered queue."""
+    sess = session_of(request)
+    if sess is None:
+        raise web.HTTPSeeOther("/login")
+    query = {k: request.query.get(k, "") for k in (*FILTER_KEYS, "before")}
+    errors = await integration_errors(request.app)
+    msg, bad = _flash(request)
+    try:
+        filt = entry_filter(present(query))
+        before = int(query["before"]) if query["before"].isdigit() else None
+        rows = await request.app[CONTROL_KEY].store.list_entries(
+            filt, before_id=before, limit=PAGE_SIZE + 1
+        )
+        h = await health(request)
+    except ApiError as exc:
+        msg, bad = f"Filter not applied: {exc.text}", True
+        return _html(page("Overview", "", errors=errors, flash=msg, flash_bad=bad), 400)
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    body = template("overview.html").substitute(
+        health=health_table(h),
+        connectors=connectors_table(h["connectors"]),
+        runs=runs_table(h["latest_runs"]),
+        filters=filter_fields(query),
+        csrf=sess.csrf,
+        filter_hidden=filter_hidden(query),
+        table=queue_table([entry_row(r) for r in rows], query),
+        pager=pager(query, rows[-1].id if more and rows else None),
+    )
+    return _html(page("Overview", body, csrf=sess.csrf, errors=errors, flash=msg, flash_bad=bad))
+
+
+def _entry_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise web.HTTPNotFound()
+    return int(raw)
+
+
+async def entry(request: web.Request) -> web.Response:
+    """One entry: payload, transferred and skipped fields, error, hint, actions."""
+    sess = session_of(request)
+    if sess is None:
+        raise web.HTTPSeeOther("/login")
+    eid = _entry_id(request)
+    found = await request.app[CONTROL_KEY].store.get_entry(eid)
+    errors = await integration_errors(request.app)
+    msg, bad = _flash(request)
+    if found is None:
+        body = f"<h1>Queue entry {eid}</h1><p>No such entry (it may have been deleted).</p>"
+        return _html(page("Not found", body, csrf=sess.csrf, errors=errors), 404)
+    back_q = urlencode({k: v for k, v in request.query.items() if k in (*FILTER_KEYS, "before")})
+    back = "/" + (f"?{back_q}" if back_q else "")
+    body = entry_page(entry_detail(found), sess.csrf, back)
+    return _html(
+        page(f"Entry {eid}", body, csrf=sess.csrf, errors=errors, flash=msg, flash_bad=bad)
+    )
+
+
+async def entry_retry(request: web.Request) -> web.Response:
+    """Retry one error entry (and flush now)."""
+    await _form_session(request)
+    eid = _entry_id(request)
+    out = await retry_ids(request.app, [eid], now=True)
+    back = f"/entry/{eid}"
+    if not out["retried"]:
+        raise _redirect(back, f"Entry {eid} is not in error; nothing to retry.", bad=True)
+    raise _redirect(back, f"Entry {eid} is pending again; flush {out['flush']}.")
+
+
+async def entry_delete(request: web.Request) -> web.Response:
+    """Delete one pending entry; explain why not otherwise."""
+    _, form, _ = await _form_session(request)
+    eid = _entry_id(request)
+    try:
+        await delete_entry(request.app, eid)
+    except ApiError as exc:
+        reason = json.loads(exc.text or "{}").get("error", "refused")
+        raise _redirect(f"/entry/{eid}", f"Not deleted: {reason}", bad=True) from None
+    raise _redirect(_local(form.get("back", "/")), f"Entry {eid} deleted from the buffer.")
+
+
+async def bulk_retry(request: web.Request) -> web.Response:
+    """Retry the selected entries, or every error entry matching the list's filter."""
+    _, form, ids = await _form_session(request)
+    query = {k: form[f"f_{k}"] for k in FILTER_KEYS if form.get(f"f_{k}")}
+    back = "/" + (f"?{urlencode(query)}" if query else "")
+    if form.get("scope") == "filter":
+        try:
+            out = await retry_filter(request.app, query, now=True)
+        except ApiError:
+            raise _redirect(back, "The filter is not valid.", bad=True) from None
+    else:
+        chosen = [int(i) for i in ids if i.isdigit()]
+        if not chosen:
+            raise _redirect(back, "Select at least one entry in error.", bad=True)
+        out = await retry_ids(request.app, chosen, now=True)
+    raise _redirect(back, f"{out['retried']} entries back to pending; flush {out['flush']}.")
+
+
+@web.middleware
+async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Page failures as HTML: a failed CSRF/origin check is 403, an unreachable store 503."""
+    try:
+        return await handler(request)
+    except _Forbidden:
+        body = "<h1>Request refused</h1><p>The form was stale or came from another site."
+        body += ' <a href="/">Reload the overview</a> and try again.</p>'
+        return _html(page("Refused", body, signed_in=False), 403)
+    except StoreError as exc:
+        if request.path.startswith("/api/"):
+            raise
+        errors = await integration_errors(request.app)
+        body = f"<h1>State store unavailable</h1><p>{escape(str(exc))}</p>"
+        return _html(page("Unavailable", body, errors=errors), 503)
+
+
+def install(app: web.Application, api: object = None) -> None:
+    """Add the page routes, the static files and the CSRF-failure middleware."""
+    app.middlewares.append(page_errors)
+    app.router.add_get("/", overview)
+    app.router.add_get("/login", login_get)
+    app.router.add_post("/login", login_post)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/entry/{id}", entry)
+    app.router.add_post("/entry/{id}/retry", entry_retry)
+    app.router.add_post("/entry/{id}/delete", entry_delete)
+    app.router.add_post("/queue/retry", bulk_retry)
+    app.router.add_static("/static/", Path(__file__).parent / "static", name="static")
