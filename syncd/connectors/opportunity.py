@@ -22,8 +22,15 @@ def _cents(value: Any) -> int | None:
 
 
 def to_activecampaign_deal(fields: Mapping[str, Any], currency: str = "usd") -> dict[str, Any]:
-    """ActiveCampaign deal: title, value in cents, currency; stage kept as a description line."""
+    """ActiveCampaign deal: title, value in cents, currency.
+
+    AC stages are ids of its pipeline stages: a numeric stage is passed as one; a CRM stage
+    name (and the close date, which deals lack) is kept readable in the description.
+    """
     out: dict[str, Any] = {k: v for k, v in fields.items() if k not in NEUTRAL}
+    stage = fields.get("stage")
+    if stage is not None and str(stage).isdigit():
+        out["stage"] = str(stage)
     if "name" in fields:
         out["title"] = fields["name"]
     if fields.get("amount") is not None:
@@ -31,7 +38,11 @@ def to_activecampaign_deal(fields: Mapping[str, Any], currency: str = "usd") -> 
         if cents is not None:
             out["value"] = cents
             out["currency"] = currency
-    details = [f"{k}: {fields[k]}" for k in ("stage", "close_date") if fields.get(k)]
+    details = [
+        f"{k}: {fields[k]}"
+        for k in ("stage", "close_date")
+        if fields.get(k) and not (k == "stage" and str(fields[k]).isdigit())
+    ]
     if details:
         out["description"] = "; ".join(details)
     return out

@@ -119,8 +119,13 @@ class SyncEngine:
             if n:
                 log.warning("claims_recovered_at_start", entries=n)
         assert self.crm is not None and self.hub is not None and self.flusher is not None
-        await self.crm.start()
-        await self.hub.start()
+        for conn in (self.crm, self.hub):
+            try:
+                await conn.start()
+            except IntegrationError as exc:
+                # A vendor down or refusing us at start is no different from later: each
+                # call authenticates on demand and a failing direction pauses; stay up.
+                log.warning("connector_start_failed", error=str(exc))
         self._schedule(host.settings, first=True)
         host.spawn(self.flusher.run(), "flusher")
         host.spawn(self._lease_reaper(), "lease-reaper")
@@ -253,7 +258,9 @@ class SyncEngine:
 
     def readiness(self) -> dict[str, Check]:
         """One check per direction: ok, paused, or the integration error pausing it."""
-        checks: dict[str, Check] = {}
+        checks: dict[str, Check] = {
+            "engine": Check(self._ready.is_set(), "running" if self._ready.is_set() else "starting")
+        }
         for d, gate in self.gates.items():
             if gate.error is not None:
                 cat, msg = gate.error
