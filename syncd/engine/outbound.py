@@ -7,11 +7,12 @@ and advances its cursor only when every write of the pull went through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
@@ -37,9 +38,10 @@ from syncd.model import (
     WriteOp,
     WriteResult,
 )
-from syncd.store.base import RecordLink, StateStore
+from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
 log = get_logger("syncd.outbound")
+T = TypeVar("T")
 HUB_BATCH = 250
 LEAD_CONVERSION_FIELDS = (
     "IsConverted",
@@ -175,27 +177,27 @@ class OutboundPuller:
             # The connector also reads leads converted since the cursor, whatever the criteria.
             fields += LEAD_CONVERSION_FIELDS
         newest = cursor
-        async for page in self._crm.changed_since(
-            obj, since, fields=sorted(set(fields)), criteria=criteria
-        ):
-            counts.read += len(page.records)
-            changes = [
-                Change(
-                    direction=Direction.OUTBOUND,
-                    object=obj,
-                    record_key=r.id,
-                    source="pull",
-                    fields=dict(r.fields),
-                    email=normalize_email(r.email),
-                    name=_name_of(r.fields),
-                    event="converted" if r.fields.get("IsConverted") else "update",
-                )
-                for r in page.records
-            ]
-            await self._store.enqueue(changes)
-            await self._drain(obj, settings, run_id, counts)
-            if page.cursor and (newest is None or page.cursor > newest):
-                newest = page.cursor
+        pages = self._crm.changed_since(obj, since, fields=sorted(set(fields)), criteria=criteria)
+        async with contextlib.aclosing(_read_ahead(pages)) as ahead:
+            async for page in ahead:
+                counts.read += len(page.records)
+                changes = [
+                    Change(
+                        direction=Direction.OUTBOUND,
+                        object=obj,
+                        record_key=r.id,
+                        source="pull",
+                        fields=dict(r.fields),
+                        email=normalize_email(r.email),
+                        name=_name_of(r.fields),
+                        event="converted" if r.fields.get("IsConverted") else "update",
+                    )
+                    for r in page.records
+                ]
+                await self._store.enqueue(changes)
+                await self._drain(obj, settings, run_id, counts)
+                if page.cursor and (newest is None or page.cursor > newest):
+                    newest = page.cursor
         await self._drain(obj, settings, run_id, counts)
         if newest and newest != cursor:
             await self._store.set_cursor(cursor_name(obj), newest)
@@ -210,6 +212,17 @@ class OutboundPuller:
             )
             if not entries:
                 return
+            # One line per claim (at debug): lets an operator, and the scale-out test, see
+            # that no entry is ever held by two instances at once.
+            log.debug(
+                "claimed",
+                direction="outbound",
+                owner=self._owner,
+                ids=[e.id for e in entries],
+                lease_expires=entries[0].lease_expires_at.isoformat()
+                if entries[0].lease_expires_at
+                else None,
+            )
             try:
                 await self._write_batch(entries, settings, run_id, counts)
             except (IntegrationError, asyncio.CancelledError):
@@ -256,6 +269,16 @@ class OutboundPuller:
         creates: list[
             tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]
         ] = []
+        # One query each for the batch's links and the inbound entries pending against them,
+        # instead of a store round trip per record.
+        links = await self._store.get_links(obj, [e.record_key for e in group])
+        linked_hub_ids = [lk.hub_id for lk in links.values() if lk.hub_id]
+        pending = (
+            await self._store.pending_entries(Direction.INBOUND, linked_hub_ids)
+            if linked_hub_ids
+            else {}
+        )
+        unchanged: list[SyncedRecord] = []
         for e in group:
             if e.payload.get("IsConverted") and obj is ObjectType.LEAD:
                 await self._convert(e, run_id, counts)
@@ -272,16 +295,15 @@ class OutboundPuller:
                 continue
             crm_values = {f: e.payload.get(f) for f in mapping.crm_fields if f in e.payload}
             digest = content_hash(crm_values)
-            link = await self._store.get_link(obj, crm_id=e.record_key)
+            link = links.get(e.record_key)
             if link is not None and link.hub_id and link.content_hash == digest:
-                await self._store.complete(e.id, owner=self._owner, transferred={}, run_id=run_id)
+                unchanged.append(SyncedRecord(e.id, None))
                 counts.skipped += 1
                 metrics.RECORDS.labels("outbound", obj.value, "skipped").inc()
                 continue
             hub_fields = mapping.to_hub(e.payload)
             skipped: dict[str, str] = {}
             if link is not None and link.hub_id:
-                pending = await self._store.pending_entries(Direction.INBOUND, [link.hub_id])
                 other = pending.get(link.hub_id)
                 if other is not None:
                     resolution = resolve(
@@ -293,6 +315,8 @@ class OutboundPuller:
                     hub_fields, skipped = resolution.write, resolution.skipped
             row = (e, link, hub_fields, skipped, digest)
             (updates if link is not None and link.hub_id else creates).append(row)
+        if unchanged:
+            await self._store.link_and_complete(unchanged, owner=self._owner, run_id=run_id)
         for op, rows in ((WriteOp.UPDATE, updates), (WriteOp.UPSERT, creates)):
             if not rows:
                 continue
@@ -320,33 +344,26 @@ class OutboundPuller:
                     for _ in items
                 ]
             await self.gate.recovered()
+            synced: list[SyncedRecord] = []
             for (e, link, _, skipped, digest), item, res in zip(rows, items, results, strict=True):
                 if res.ok:
-                    await self._store.upsert_link(
-                        RecordLink(
-                            object=obj,
-                            hub_id=res.id or (link.hub_id if link else None),
-                            crm_id=e.record_key,
-                            email=e.email,
-                            name=e.name,
-                            sync_tags=frozenset(item.fields.get("tags", ()))
-                            | (link.sync_tags if link else frozenset()),
-                            content_hash=digest,
-                            last_synced_at=datetime.now(UTC),
-                        )
+                    new_link = RecordLink(
+                        object=obj,
+                        hub_id=res.id or (link.hub_id if link else None),
+                        crm_id=e.record_key,
+                        email=e.email,
+                        name=e.name,
+                        sync_tags=frozenset(item.fields.get("tags", ()))
+                        | (link.sync_tags if link else frozenset()),
+                        content_hash=digest,
+                        last_synced_at=datetime.now(UTC),
                     )
                     transferred = {
                         "object": obj.value,
                         "fields": dict(item.fields),
                         "created": res.created,
                     }
-                    await self._store.complete(
-                        e.id,
-                        owner=self._owner,
-                        transferred=transferred,
-                        skipped=skipped,
-                        run_id=run_id,
-                    )
+                    synced.append(SyncedRecord(e.id, new_link, transferred, skipped))
                     counts.processed += 1
                     metrics.RECORDS.labels("outbound", obj.value, "processed").inc()
                 else:
@@ -360,6 +377,8 @@ class OutboundPuller:
                     )
                     counts.errors += 1
                     metrics.RECORDS.labels("outbound", obj.value, "error").inc()
+            if synced:
+                await self._store.link_and_complete(synced, owner=self._owner, run_id=run_id)
 
     async def _convert(self, e: QueueEntry, run_id: int, counts: PullCounts) -> None:
         """A converted lead: its hub contact becomes the converted contact's, tags swapped."""
@@ -419,6 +438,27 @@ class OutboundPuller:
         await self._store.complete(e.id, owner=self._owner, transferred=transferred, run_id=run_id)
         counts.converted += 1
         metrics.RECORDS.labels("outbound", "lead", "processed").inc()
+
+
+async def _read_ahead(pages: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """Yield `pages`, reading the next one while the caller writes this one to the hub."""
+    it = aiter(pages)
+    nxt: asyncio.Future[T] = asyncio.ensure_future(anext(it))
+    try:
+        while True:
+            try:
+                page = await nxt
+            except StopAsyncIteration:
+                return
+            nxt = asyncio.ensure_future(anext(it))
+            yield page
+    finally:
+        if not nxt.done():
+            nxt.cancel()
+            with contextlib.suppress(BaseException):
+                await nxt
+        elif not nxt.cancelled():
+            nxt.exception()  # consumed: an error of a page nobody asked for is not "lost"
 
 
 def _minus(cursor: str | None, seconds: float) -> str | None:

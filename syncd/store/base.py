@@ -43,6 +43,16 @@ class RecordLink:
 
 
 @dataclass(frozen=True)
+class SyncedRecord:
+    """One entry written to the other side: the link to record (if any) and what went."""
+
+    entry_id: int
+    link: RecordLink | None
+    transferred: Mapping[str, Any] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EntryFilter:
     """Filters for paging through queue entries (all optional, combined with AND)."""
 
@@ -268,6 +278,15 @@ class StateStore(Protocol):
         email: str | None = None,
     ) -> RecordLink | None:
         """Find a link by hub id, CRM id or (case-insensitive) email."""
+
+    async def get_links(self, obj: ObjectType, crm_ids: Sequence[str]) -> dict[str, RecordLink]:
+        """The links of these CRM ids, keyed by CRM id (one query per chunk, not per id)."""
+
+    async def link_and_complete(
+        self, records: Sequence[SyncedRecord], *, owner: str, run_id: int | None = None
+    ) -> int:
+        """Upsert each record's link (as `upsert_link`) and complete its entry (as `complete`),
+        all in one transaction; how many entries were completed (lease still held)."""
 
     async def list_links(
         self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000

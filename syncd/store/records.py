@@ -16,6 +16,7 @@ from syncd.store.base import (
     RecordLink,
     Run,
     RunFailure,
+    SyncedRecord,
 )
 from syncd.store.dialect import (
     LIKE_ESCAPE,
@@ -37,6 +38,18 @@ RUN_COLS = (
     "id, kind, run_trigger, name, status, started_at, finished_at, counts, error_message, owner"
 )
 DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id"
+_INSERT_LINK = (
+    "INSERT INTO record_links (object, hub_id, crm_id, email, name, sync_tags,"
+    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_LINK = (
+    "UPDATE record_links SET hub_id = COALESCE(?, hub_id),"
+    " crm_id = COALESCE(?, crm_id), email = COALESCE(?, email),"
+    " name = COALESCE(?, name), sync_tags = ?, status = ?, content_hash = ?,"
+    " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?"
+    " WHERE id = ?"
+)
 
 
 class RecordOps(SqlBase):
@@ -69,63 +82,154 @@ class RecordOps(SqlBase):
         """
         if link.hub_id is None and link.crm_id is None:
             raise ValueError("a link needs a hub_id or a crm_id")
-        d = self.dialect
-        email = link.email.lower() if link.email else None
-        tags = dump_json(sorted(link.sync_tags))
 
         async def op(tx: Tx) -> int:
-            now = d.ts(utcnow())
-            row = None
-            for col, val in (("hub_id", link.hub_id), ("crm_id", link.crm_id)):
-                if val is not None and row is None:
-                    row = await self._fetchone(
-                        tx,
-                        f"SELECT id FROM record_links WHERE object = ? AND {col} = ?{d.for_update}",
-                        (str(link.object), val),
-                    )
-            if row is None:
-                return await tx.insert(
-                    "INSERT INTO record_links (object, hub_id, crm_id, email, name, sync_tags,"
-                    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        str(link.object),
-                        link.hub_id,
-                        link.crm_id,
-                        email,
-                        link.name,
-                        tags,
-                        link.status,
-                        link.content_hash,
-                        link.deleted_side,
-                        d.ts(link.last_synced_at),
-                        now,
-                        now,
-                    ),
-                )
-            await tx.execute(
-                "UPDATE record_links SET hub_id = COALESCE(?, hub_id),"
-                " crm_id = COALESCE(?, crm_id), email = COALESCE(?, email),"
-                " name = COALESCE(?, name), sync_tags = ?, status = ?, content_hash = ?,"
-                " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?"
-                " WHERE id = ?",
-                (
-                    link.hub_id,
-                    link.crm_id,
-                    email,
-                    link.name,
-                    tags,
-                    link.status,
-                    link.content_hash,
-                    link.deleted_side,
-                    d.ts(link.last_synced_at),
-                    now,
-                    row[0],
-                ),
-            )
-            return int(row[0])
+            return await self._upsert_link_tx(tx, link)
 
         return await self._run(op, conflict_retry=True)
+
+    def _link_values(self, link: RecordLink, now: str) -> tuple[Any, ...]:
+        """INSERT values of a link (the column order of _INSERT_LINK)."""
+        return (
+            str(link.object),
+            link.hub_id,
+            link.crm_id,
+            link.email.lower() if link.email else None,
+            link.name,
+            dump_json(sorted(link.sync_tags)),
+            link.status,
+            link.content_hash,
+            link.deleted_side,
+            self.dialect.ts(link.last_synced_at),
+            now,
+            now,
+        )
+
+    def _link_update(self, link: RecordLink, now: str, row_id: int) -> tuple[Any, ...]:
+        """UPDATE parameters of a link (the order of _UPDATE_LINK)."""
+        return (
+            link.hub_id,
+            link.crm_id,
+            link.email.lower() if link.email else None,
+            link.name,
+            dump_json(sorted(link.sync_tags)),
+            link.status,
+            link.content_hash,
+            link.deleted_side,
+            self.dialect.ts(link.last_synced_at),
+            now,
+            row_id,
+        )
+
+    async def _upsert_link_tx(self, tx: Tx, link: RecordLink) -> int:
+        d = self.dialect
+        now = d.ts(utcnow())
+        row = None
+        for col, val in (("hub_id", link.hub_id), ("crm_id", link.crm_id)):
+            if val is not None and row is None:
+                row = await self._fetchone(
+                    tx,
+                    f"SELECT id FROM record_links WHERE object = ? AND {col} = ?{d.for_update}",
+                    (str(link.object), val),
+                )
+        if row is None:
+            return await tx.insert(_INSERT_LINK, self._link_values(link, now))
+        await tx.execute(_UPDATE_LINK, self._link_update(link, now, int(row[0])))
+        return int(row[0])
+
+    async def get_links(self, obj: ObjectType, crm_ids: Sequence[str]) -> dict[str, RecordLink]:
+        """The links of these CRM ids, keyed by CRM id (one query per chunk, not per id)."""
+        wanted = sorted(set(crm_ids))
+
+        async def op(tx: Tx) -> dict[str, RecordLink]:
+            out: dict[str, RecordLink] = {}
+            for part in chunks(wanted):
+                rows = await tx.fetchall(
+                    f"SELECT {LINK_COLS} FROM record_links WHERE object = ?"
+                    f" AND crm_id IN ({marks(len(part))})",
+                    (str(obj), *part),
+                )
+                for r in rows:
+                    out[r[3]] = self._link(r)
+            return out
+
+        return await self._run(op, write=False) if wanted else {}
+
+    async def link_and_complete(
+        self, records: Sequence[SyncedRecord], *, owner: str, run_id: int | None = None
+    ) -> int:
+        """Upsert each record's link (as `upsert_link`) and complete its entry (as `complete`),
+        all in one transaction; how many entries were completed (lease still held)."""
+        links = [r.link for r in records if r.link is not None]
+        for link in links:
+            if link.hub_id is None and link.crm_id is None:
+                raise ValueError("a link needs a hub_id or a crm_id")
+        if not records:
+            return 0
+
+        async def op(tx: Tx) -> int:
+            await self._upsert_links_tx(tx, links)
+            now = self.dialect.ts(utcnow())
+            return await tx.executemany(
+                "UPDATE queue_entries SET status = 'processed', transferred = ?, skipped = ?,"
+                " run_id = COALESCE(?, run_id), lease_expires_at = NULL, next_attempt_at = NULL,"
+                " error_category = NULL, error_code = NULL, error_message = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'processing' AND lease_owner = ?",
+                [
+                    (
+                        dump_json(dict(r.transferred)),
+                        dump_json(dict(r.skipped)),
+                        run_id,
+                        now,
+                        r.entry_id,
+                        owner,
+                    )
+                    for r in records
+                ],
+            )
+
+        return await self._run(op, conflict_retry=True)
+
+    async def _upsert_links_tx(self, tx: Tx, links: Sequence[RecordLink]) -> None:
+        """Many upserts with a few set-wise statements; one by one when keys repeat."""
+        hub_keys = [(lk.object, lk.hub_id) for lk in links if lk.hub_id is not None]
+        crm_keys = [(lk.object, lk.crm_id) for lk in links if lk.crm_id is not None]
+        if len(set(hub_keys)) < len(hub_keys) or len(set(crm_keys)) < len(crm_keys):
+            # A later link of the batch may match an earlier one: keep upsert_link's order.
+            for link in links:
+                await self._upsert_link_tx(tx, link)
+            return
+        d = self.dialect
+        found: dict[tuple[str, str, str], int] = {}  # (column, object, value) -> id
+        for col, keys in (("hub_id", hub_keys), ("crm_id", crm_keys)):
+            by_obj: dict[ObjectType, list[str]] = {}
+            for o, v in keys:
+                by_obj.setdefault(o, []).append(str(v))
+            for o, values in by_obj.items():
+                for part in chunks(sorted(values)):
+                    rows = await tx.fetchall(
+                        f"SELECT id, {col} FROM record_links WHERE object = ?"
+                        f" AND {col} IN ({marks(len(part))}) ORDER BY id{d.for_update}",
+                        (str(o), *part),
+                    )
+                    found.update({(col, str(o), r[1]): int(r[0]) for r in rows})
+        now = d.ts(utcnow())
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        for link in links:
+            row_id = None
+            if link.hub_id is not None:
+                row_id = found.get(("hub_id", str(link.object), link.hub_id))
+            if row_id is None and link.crm_id is not None:
+                row_id = found.get(("crm_id", str(link.object), link.crm_id))
+            if row_id is None:
+                inserts.append(self._link_values(link, now))
+            else:
+                updates.append(self._link_update(link, now, row_id))
+        if updates:
+            await tx.executemany(_UPDATE_LINK, updates)
+        if inserts:
+            await tx.executemany(_INSERT_LINK, inserts)
 
     async def get_link(
         self,
