@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint fmt mariadb bench test-faults clean
+.PHONY: demo test lint fmt mariadb system-deps bench test-faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,21 @@ mariadb:
 	fi
 	@mysqladmin --protocol=tcp -h127.0.0.1 -uroot ping
 
-test: $(STAMP) mariadb
+# Debian packages the tests drive for real: promtool (metrics and alert rules), chromium
+# (the overview page) and systemd-analyze (the unit file).
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
+		{ apt-get update >/dev/null && apt-get install -y --no-install-recommends $$missing; }; \
+	fi
+
+test: $(STAMP) mariadb system-deps
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-faults: $(STAMP) mariadb
