@@ -333,7 +333,9 @@ class DbsyncRunner:
             await self._process(p, plan, batch)
             await self._flush_failures(p)
 
-    async def _dedupe(self, p: _Pass, plan: RowPlan, rows: list[MappedRow]) -> list[MappedRow]:
+    async def _dedupe(
+        self, p: _Pass, plan: RowPlan, rows: list[MappedRow], stored: dict[str, DbsyncRow]
+    ) -> list[MappedRow]:
         """Rows whose email no earlier row of this pass had; the others are duplicates.
 
         Earlier batches are known from the store (rows this run wrote or touched carry its
@@ -352,8 +354,7 @@ class DbsyncRunner:
                 [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in firsts if e not in seen]
             )
         else:
-            stored = await self.store.dbsync_rows(p.cfg.name, list(firsts))
-            seen = {e: r for e, r in stored.items() if r.run_id == p.run_id}
+            seen = {e: stored[e] for e in firsts if e in stored and stored[e].run_id == p.run_id}
         out = []
         for email, row in firsts.items():
             if email in seen:
@@ -376,9 +377,9 @@ class DbsyncRunner:
 
     async def _process(self, p: _Pass, plan: RowPlan, batch: _Batch) -> None:
         cfg, tally, name = p.cfg, p.tally, p.cfg.name
-        batch.rows = await self._dedupe(p, plan, batch.rows)
-        keys = [r.email for r in batch.rows] + batch.failed_emails
+        keys = list(dict.fromkeys([r.email for r in batch.rows] + batch.failed_emails))
         stored = await self.store.dbsync_rows(name, keys) if keys else {}
+        batch.rows = await self._dedupe(p, plan, batch.rows, stored)
         touch = [e for e in batch.failed_emails if e in stored]
         if p.test:
             p.seen_ours += sum(1 for e in touch if not stored[e].content_hash.startswith(FOREIGN))

@@ -1,0 +1,243 @@
+"""Admin API of dbsync: list, test, run, and run reports (JSON, or the failed rows as CSV)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from aiohttp import web
+
+from syncd.dbsync_component import DbsyncComponent
+from syncd.engine.dbsync_types import DbsyncBusy
+from syncd.errors import IntegrationError, StoreError
+from syncd.model import RunKind
+from syncd.store.base import Run, RunFailure
+from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry
+
+FAILURE_PAGE = 1000
+COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer"}}
+RUN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "kind": {"type": "string"},
+        "trigger": {"type": "string"},
+        "name": {"type": "string", "nullable": True},
+        "status": {"type": "string"},
+        "started_at": {"type": "string"},
+        "finished_at": {"type": "string", "nullable": True},
+        "counts": COUNTS,
+        "error": {"type": "string", "nullable": True},
+        "progress": {"type": "object", "nullable": True},
+        "failures": {"type": "array", "items": {"type": "object"}},
+    },
+}
+REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "run_id": {"type": "integer"},
+        "status": {"type": "string"},
+        "counts": COUNTS,
+        "first_failures": {"type": "array", "items": {"type": "object"}},
+        "note": {"type": "string", "nullable": True},
+        "error": {"type": "string", "nullable": True},
+    },
+}
+BUSY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, "run_id": {"type": "integer", "nullable": True}},
+}
+CSV_COLUMNS = ("key", "columns", "reason", "category", "email")
+
+
+def component_of(request: web.Request) -> DbsyncComponent:
+    """The dbsync component, or 503 when it is not running."""
+    comp = request.app[CONTROL_KEY].component("dbsync")
+    if not isinstance(comp, DbsyncComponent):
+        raise ApiError(503, "dbsync is not enabled in this daemon")
+    return comp
+
+
+def _name(request: web.Request, comp: DbsyncComponent) -> str:
+    name = request.match_info["name"]
+    if comp.config(name) is None:
+        raise ApiError(404, f"no dbsync named {name!r}")
+    return name
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    """A stored run as JSON."""
+    return {
+        "id": run.id,
+        "kind": run.kind.value,
+        "trigger": run.trigger.value,
+        "name": run.name,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "counts": dict(run.counts),
+        "error": run.error,
+    }
+
+
+def failure_json(f: RunFailure) -> dict[str, Any]:
+    """A failed row as JSON."""
+    return {
+        "key": f.key,
+        "columns": list(f.columns),
+        "reason": f.reason,
+        "category": f.category.value,
+        "email": f.email,
+    }
+
+
+def install(app: web.Application, api: ApiRegistry) -> None:
+    """Route installer for the daemon's app."""
+
+    @api.route(
+        "GET",
+        "/api/v1/dbsyncs",
+        summary="List the configured dbsyncs with their last run",
+        responses={200: {"type": "object"}, 503: ERROR_SCHEMA},
+    )
+    async def list_dbsyncs(request: web.Request) -> web.Response:
+        comp = component_of(request)
+        store = request.app[CONTROL_KEY].store
+        running = {p.name: rid for rid, p in comp.progress.items()}
+        out = []
+        for cfg in request.app[CONTROL_KEY].settings.dbsync:
+            try:
+                runs = await store.list_runs(kind=RunKind.DBSYNC, name=cfg.name, limit=1)
+            except StoreError as exc:
+                raise ApiError(503, f"store unavailable: {exc}") from None
+            out.append(
+                {
+                    "name": cfg.name,
+                    "table": cfg.table,
+                    "list": cfg.list,
+                    "schedule": cfg.schedule,
+                    "delete_missing": cfg.delete_missing,
+                    "update_existing": cfg.update_existing,
+                    "send_last_broadcast": cfg.send_last_broadcast,
+                    "running_run_id": running.get(cfg.name),
+                    "last_run": run_json(runs[0]) if runs else None,
+                }
+            )
+        return web.json_response({"dbsyncs": out})
+
+    @api.route(
+        "POST",
+        "/api/v1/dbsyncs/{name}/test",
+        summary="Count what a run would do, without writing to the hub",
+        responses={200: REPORT_SCHEMA, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
+    )
+    async def test_dbsync(request: web.Request) -> web.Response:
+        comp = component_of(request)
+        name = _name(request, comp)
+        try:
+            report = await comp.test(name)
+        except (IntegrationError, StoreError) as exc:
+            raise ApiError(503, str(exc)) from None
+        return web.json_response(report.as_dict())
+
+    @api.route(
+        "POST",
+        "/api/v1/dbsyncs/{name}/run",
+        summary="Start a run now; 409 with the running run's id when one is going on",
+        responses={202: BUSY_SCHEMA, 404: ERROR_SCHEMA, 409: BUSY_SCHEMA, 503: ERROR_SCHEMA},
+    )
+    async def run_dbsync(request: web.Request) -> web.Response:
+        comp = component_of(request)
+        name = _name(request, comp)
+        try:
+            run_id = await comp.request_run(name)
+        except DbsyncBusy as exc:
+            raise ApiError(409, str(exc), run_id=exc.run_id) from None
+        except (IntegrationError, StoreError) as exc:
+            raise ApiError(503, str(exc)) from None
+        return web.json_response({"status": "started", "run_id": run_id}, status=202)
+
+    @api.route(
+        "GET",
+        "/api/v1/runs/{id}",
+        summary="One run with its failed rows (?format=csv exports the failed rows)",
+        responses={200: RUN_SCHEMA, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA},
+        params=(
+            {
+                "name": "format",
+                "in": "query",
+                "schema": {"type": "string", "enum": ["json", "csv"]},
+            },
+            {"name": "after", "in": "query", "schema": {"type": "integer"}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+        ),
+        content_types={200: "application/json"},
+    )
+    async def get_run(request: web.Request) -> web.StreamResponse:
+        try:
+            run_id = int(request.match_info["id"])
+            after = int(request.query.get("after", "0"))
+            limit = min(max(int(request.query.get("limit", str(FAILURE_PAGE))), 1), 10_000)
+        except ValueError:
+            raise ApiError(400, "id, after and limit must be integers") from None
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "csv"):
+            raise ApiError(400, "format: must be json or csv")
+        store = request.app[CONTROL_KEY].store
+        run = await store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, f"no run {run_id}")
+        if fmt == "csv":
+            return await _csv(request, run_id)
+        failures = await store.run_failures(run_id, after=after, limit=limit)
+        body = run_json(run)
+        comp = request.app[CONTROL_KEY].component("dbsync")
+        prog = comp.progress.get(run_id) if isinstance(comp, DbsyncComponent) else None
+        body["progress"] = prog.as_dict() if prog is not None else None
+        body["failures"] = [failure_json(f) for f in failures]
+        body["failures_next_after"] = after + len(failures) if len(failures) == limit else None
+        return web.json_response(body)
+
+
+async def _csv(request: web.Request, run_id: int) -> web.StreamResponse:
+    """Stream every failed row of a run as CSV, page by page."""
+    store = request.app[CONTROL_KEY].store
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="run-{run_id}-failures.csv"',
+        }
+    )
+    await resp.prepare(request)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_COLUMNS)
+    after = 0
+    while True:
+        page = await store.run_failures(run_id, after=after, limit=FAILURE_PAGE)
+        for f in page:
+            writer.writerow(
+                [
+                    _cell(f.key),
+                    ";".join(f.columns),
+                    _cell(f.reason),
+                    f.category.value,
+                    _cell(f.email or ""),
+                ]
+            )
+        await resp.write(buf.getvalue().encode("utf-8", "surrogatepass"))
+        buf.seek(0)
+        buf.truncate()
+        if len(page) < FAILURE_PAGE:
+            break
+        after += len(page)
+    await resp.write_eof()
+    return resp
+
+
+def _cell(text: str) -> str:
+    # A cell starting with = + - @ is a formula to spreadsheet programs; quote it as text.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

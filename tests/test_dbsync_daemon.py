@@ -1,0 +1,230 @@
+"""dbsync inside a real in-process daemon: the admin API, the CLI, schedules and SIGHUP reload."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from syncd.cli_dbsync import register
+from syncd.config import load_settings
+from syncd.daemon import Daemon
+from syncd.dbsync_component import DbsyncComponent, component_factory
+from syncd.model import RunKind, RunTrigger
+from syncd.web.dbsync_api import install
+from tests.daemon_harness import free_port
+from tests.test_dbsync_support import TOKEN, Env, env
+
+__all__ = ["env"]
+ADMIN = "dbsync-admin-token-0123456789"
+
+
+def write_config(env: Env, path: Path, port: int, schedule: str = "manual") -> None:
+    """A config with the sandbox hub and one dbsync of the people table."""
+    mapping = ", ".join(
+        f'"{k}" = "{v}"' for k, v in {"email": "email", "first_name": "firstName"}.items()
+    )
+    path.write_text(
+        f"""
+[daemon]
+listen = "127.0.0.1:{port}"
+state_dir = "{env.tmp}"
+admin_token = "{ADMIN}"
+log_format = "console"
+
+[hub]
+kind = "activecampaign"
+base_url = "{env.base_url}"
+api_token = "{TOKEN}"
+rate_limit = {{ requests = 10000, per_seconds = 1.0 }}
+http = {{ retry_attempts = 2, retry_base_delay = 0.01 }}
+
+[[dbsync]]
+name = "people"
+dsn = "{env.dsn}"
+table = "people"
+list = "1"
+batch_size = 5
+schedule = "{schedule}"
+mapping = {{ {mapping} }}
+"""
+    )
+
+
+class Running:
+    """A started in-process daemon and an HTTP session to its admin API."""
+
+    def __init__(self, daemon: Daemon, task: asyncio.Task[int], port: int, config: Path) -> None:
+        self.daemon, self.task, self.port, self.config = daemon, task, port, config
+        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"})
+
+    @property
+    def base(self) -> str:
+        """Admin API base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def call(self, method: str, path: str) -> tuple[int, Any]:
+        """One admin call: (status, JSON or text)."""
+        async with self.http.request(method, self.base + path) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text)
+            except ValueError:
+                return resp.status, text
+
+    async def wait_run(self, run_id: int) -> dict[str, Any]:
+        """Poll a run until it is no longer running."""
+        for _ in range(2000):
+            status, body = await self.call("GET", f"/api/v1/runs/{run_id}")
+            assert status == 200, body
+            if body["status"] != "running":
+                return dict(body)
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"run {run_id} did not end")
+
+    def cli(self, *argv: str) -> int:
+        """Run ``syncd dbsync …`` (blocking; call from a thread)."""
+        p = argparse.ArgumentParser(prog="syncd")
+        sub = p.add_subparsers(dest="command", required=True)
+
+        def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+            sp = sub.add_parser(name, help=help_)
+            sp.add_argument("--config")
+            sp.set_defaults(func=fn)
+            return sp
+
+        register(sub, add)
+        args = p.parse_args(["dbsync", *argv, "--config", str(self.config)])
+        return int(args.func(args))
+
+
+@pytest.fixture
+async def running(env: Env) -> AsyncIterator[Running]:
+    """The daemon with only the dbsync component and routes."""
+    port = free_port()
+    config = env.tmp / "syncd.toml"
+    write_config(env, config, port, schedule="every 1s")
+    settings = load_settings(config)
+    daemon = Daemon(
+        settings,
+        config,
+        components=[component_factory(lock_ttl=5.0)],
+        installers=[install],
+    )
+    task = asyncio.get_running_loop().create_task(daemon.run())
+    for _ in range(500):
+        if daemon.accepting:
+            break
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(daemon.wait_store(), 30)
+    r = Running(daemon, task, port, config)
+    try:
+        yield r
+    finally:
+        await r.http.close()
+        daemon.request_stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            assert await asyncio.wait_for(task, 30) == 0
+
+
+async def test_api_test_run_busy_report_and_csv(env: Env, running: Running) -> None:
+    await env.insert([(i, f"a{i}@example.com", f"A{i}") for i in range(1, 31)])
+    await env.insert([(99, "broken@", "Broken,=cmd")])
+    comp = running.daemon.component("dbsync")
+    assert isinstance(comp, DbsyncComponent)
+    # A schedule fired (every 1s) or will: wait for that run, then switch schedules off.
+    running.config.write_text(running.config.read_text().replace("every 1s", "manual"))
+    for _ in range(500):
+        scheduled = [
+            r
+            for r in await running.daemon.store.list_runs(kind=RunKind.DBSYNC, name="people")
+            if r.trigger is RunTrigger.SCHEDULE
+        ]
+        if scheduled and scheduled[0].status != "running":
+            break
+        await asyncio.sleep(0.02)
+    assert scheduled and scheduled[0].counts["created"] == 30
+    os.kill(os.getpid(), signal.SIGHUP)
+    for _ in range(500):
+        if not any(j.id.startswith("dbsync:") for j in running.daemon.scheduler.get_jobs()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(j.id.startswith("dbsync:") for j in running.daemon.scheduler.get_jobs())
+
+    status, body = await running.call("POST", "/api/v1/dbsyncs/nope/test")
+    assert status == 404 and "nope" in body["error"]
+    status, body = await running.call("POST", "/api/v1/dbsyncs/nope/run")
+    assert status == 404
+    await env.sql("UPDATE people SET first_name = CONCAT(first_name, '!') WHERE id <= 10")
+    env.sb.reset()
+    status, body = await running.call("POST", "/api/v1/dbsyncs/people/test")
+    assert status == 200, body
+    assert (body["counts"]["updated"], body["counts"]["skipped"], body["counts"]["failed"]) == (
+        10,
+        20,
+        1,
+    )
+    assert body["first_failures"][0]["key"] == "99" and env.write_requests() == 0
+
+    env.sb.faults.latency = 0.05  # keep the run going long enough to be asked twice
+    status, body = await running.call("POST", "/api/v1/dbsyncs/people/run")
+    assert status == 202, body
+    run_id = body["run_id"]
+    status, busy = await running.call("POST", "/api/v1/dbsyncs/people/run")
+    assert status == 409 and busy["run_id"] == run_id
+    status, live = await running.call("GET", f"/api/v1/runs/{run_id}")
+    assert status == 200 and live["status"] == "running" and live["progress"] is not None
+    done = await running.wait_run(run_id)
+    env.sb.faults.latency = 0.0
+    assert done["status"] == "succeeded" and done["counts"]["updated"] == 10
+    assert done["trigger"] == "manual" and done["finished_at"]
+    assert [f["key"] for f in done["failures"]] == ["99"]
+    status, csv_text = await running.call("GET", f"/api/v1/runs/{run_id}?format=csv")
+    assert status == 200 and csv_text.splitlines()[0] == "key,columns,reason,category,email"
+    assert csv_text.splitlines()[1].startswith("99,email,invalid email")
+    status, listing = await running.call("GET", "/api/v1/dbsyncs")
+    assert status == 200 and listing["dbsyncs"][0]["last_run"]["id"] == run_id
+    status, doc = await running.call("GET", "/api/v1/openapi.json")
+    assert "/api/v1/dbsyncs/{name}/run" in doc["paths"] and "/api/v1/runs/{id}" in doc["paths"]
+    status, _ = await running.call("GET", "/api/v1/runs/999999")
+    assert status == 404
+    async with (
+        aiohttp.ClientSession() as anon,
+        anon.post(running.base + "/api/v1/dbsyncs/people/run") as resp,
+    ):
+        assert resp.status == 401
+
+
+async def test_cli_list_test_run_report(
+    env: Env, running: Running, capsys: pytest.CaptureFixture[str]
+) -> None:
+    running.daemon.scheduler.remove_all_jobs()
+    await env.insert([(i, f"c{i}@example.com", f"C{i}") for i in range(1, 8)])
+    await env.insert([(50, None, "NoMail")])
+    assert await asyncio.to_thread(running.cli, "test", "people") == 0
+    out = capsys.readouterr().out
+    assert "8 matching rows" in out and "would create" in out and "row 50" in out
+    assert await asyncio.to_thread(running.cli, "run", "people", "--progress") == 0
+    captured = capsys.readouterr()
+    assert "created 7" in captured.out and "failed 1" in captured.out
+    summary = next(line for line in captured.out.splitlines() if line.startswith("run "))
+    run_id = int(summary.split()[1])
+    assert await asyncio.to_thread(running.cli, "report", str(run_id)) == 0
+    out = capsys.readouterr().out
+    assert f"run {run_id}" in out and "missing required field: email" in out
+    assert await asyncio.to_thread(running.cli, "report", str(run_id), "--format", "csv") == 0
+    out = capsys.readouterr().out
+    assert "50,email,missing required field" in out
+    assert await asyncio.to_thread(running.cli, "list") == 0
+    out = capsys.readouterr().out
+    assert "people: people -> list 1" in out and f"last run {run_id} succeeded" in out

@@ -1,0 +1,263 @@
+"""dbsync against a real MariaDB table and the ActiveCampaign sandbox: every option, exact state."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.engine.dbsync_types import DbsyncBusy
+from syncd.errors import ConfigError
+from syncd.model import ErrorCategory, RunKind, RunTrigger
+from tests.test_dbsync_support import LIST_ID, Env, env
+
+__all__ = ["env"]
+
+ROWS = [
+    (1, "ada@example.com", "Ada", "Lovelace", "Analytical", "vip, math;; early "),
+    (2, "alan@example.com", "Alan", "Turing", "Bletchley", None),
+    (3, "grace@example.com", "Grace", "Hopper", None, "navy"),
+]
+
+
+async def test_run_creates_contacts_with_fields_tags_and_list(env: Env) -> None:
+    await env.insert(ROWS)
+    before = await env.checksum()
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    c = report.counts
+    assert (c["rows_read"], c["created"], c["updated"], c["skipped"], c["failed"]) == (
+        3,
+        3,
+        0,
+        0,
+        0,
+    )
+    ada = env.contact("ada@example.com")
+    assert ada is not None and (ada.first_name, ada.last_name) == ("Ada", "Lovelace")
+    assert env.company("ada@example.com") == "Analytical"
+    assert env.tags("ada@example.com") == {"vip", "math", "early"}
+    assert env.tags("alan@example.com") == set()
+    for email in ("ada@example.com", "alan@example.com", "grace@example.com"):
+        assert env.status(email) == 1
+        assert env.copies(email) == 1
+    assert await env.checksum() == before
+    run = await env.store.get_run(report.run_id)
+    assert run is not None and run.status == "succeeded" and run.kind is RunKind.DBSYNC
+    assert run.counts["created"] == 3 and run.finished_at is not None
+
+
+async def test_unchanged_second_run_makes_no_write_calls(env: Env) -> None:
+    await env.insert(ROWS)
+    await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    env.sb.reset()
+    ledger = len(env.sb.ledger)
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.counts["unchanged"] == 3 and report.counts["skipped"] == 3
+    assert report.counts["created"] == report.counts["updated"] == 0
+    assert len(env.sb.ledger) == ledger == 0
+    assert env.write_requests() == 0
+    assert report.counts["write_calls"] == 0
+    # A changed row costs exactly its own write.
+    await env.sql("UPDATE people SET first_name = 'Alan M.' WHERE id = 2")
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert (report.counts["updated"], report.counts["unchanged"]) == (1, 2)
+    assert env.contact("alan@example.com").first_name == "Alan M."  # type: ignore[union-attr]
+    alan_id = str(env.contact("alan@example.com").id)  # type: ignore[union-attr]
+    assert {e.record_id.split(":")[0] for e in env.sb.ledger} == {alan_id}
+
+
+async def test_test_mode_writes_nothing_and_predicts_the_run(env: Env) -> None:
+    await env.insert(ROWS)
+    await env.insert([(4, "not-an-email", "X"), (5, None, "Nobody")])
+    env.seed_contact("grace@example.com", "G")  # exists: would be updated, not created
+    env.sb.reset()
+    predicted = await env.runner.test(env.cfg())
+    assert env.write_requests() == 0 and env.sb.ledger == []
+    assert env.contact("ada@example.com") is None
+    assert predicted.mode == "test" and predicted.status == "succeeded"
+    assert {f.key for f in predicted.first_failures} == {"4", "5"}
+    real = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    keys = ("rows_read", "created", "updated", "skipped", "deleted", "failed", "duplicates")
+    assert {k: predicted.counts[k] for k in keys} == {k: real.counts[k] for k in keys}
+    assert (real.counts["created"], real.counts["updated"], real.counts["failed"]) == (2, 1, 2)
+    test_run = await env.store.get_run(predicted.run_id)
+    assert test_run is not None and test_run.kind is RunKind.DBSYNC_TEST
+
+
+async def test_update_existing_off_leaves_existing_contacts_alone(env: Env) -> None:
+    await env.insert(ROWS)
+    env.seed_contact("alan@example.com", "Old")
+    cfg = env.cfg(update_existing=False)
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert (report.counts["created"], report.counts["skipped_existing"]) == (2, 1)
+    alan = env.contact("alan@example.com")
+    assert alan is not None and alan.first_name == "Old" and env.status("alan@example.com") is None
+    assert env.company("alan@example.com") is None
+    # Remembered: the next run costs nothing for it, even after its row changed.
+    await env.sql("UPDATE people SET first_name = 'New' WHERE id = 2")
+    env.sb.reset()
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["skipped_existing"] == 1 and env.write_requests() == 0
+    assert env.contact("alan@example.com").first_name == "Old"  # type: ignore[union-attr]
+    # Turned on, the existing contact gets the values and joins the list.
+    report = await env.runner.run(env.cfg(update_existing=True), RunTrigger.MANUAL)
+    assert report.counts["updated"] == 1
+    assert env.contact("alan@example.com").first_name == "New"  # type: ignore[union-attr]
+    assert env.status("alan@example.com") == 1
+
+
+async def test_update_existing_on_updates_and_unsubscribed_stays_unsubscribed(env: Env) -> None:
+    await env.insert(ROWS)
+    env.seed_contact("alan@example.com", "Old", status=2)
+    report = await env.runner.run(env.cfg(update_existing=True), RunTrigger.MANUAL)
+    assert report.status == "succeeded"
+    assert env.contact("alan@example.com").first_name == "Alan"  # type: ignore[union-attr]
+    assert env.status("alan@example.com") == 2
+    assert env.copies("alan@example.com") == 1
+
+
+async def test_unsubscribed_stays_unsubscribed_through_bulk_import(env: Env) -> None:
+    rows = [(i, f"bulk{i}@example.com", f"N{i}") for i in range(1, 41)]
+    await env.insert(rows)
+    env.seed_contact("bulk7@example.com", "Old", status=2)
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.counts["failed"] == 0 and report.counts["rows_read"] == 40
+    assert any(e.endpoint.endswith("bulk_import") for e in env.sb.ledger)
+    assert env.status("bulk7@example.com") == 2
+    assert env.contact("bulk7@example.com").first_name == "N7"  # type: ignore[union-attr]
+    assert all(env.status(f"bulk{i}@example.com") == 1 for i in range(1, 41) if i != 7)
+
+
+async def test_duplicates_make_one_contact_and_are_reported(env: Env) -> None:
+    await env.insert(
+        [
+            (1, "dup@example.com", "First", None, None, "a"),
+            (2, "  DUP@Example.com ", "Second", "Filled", "Co", "b"),
+            (3, "dup@example.com", "Third", "Other", "Co3", None),
+            (4, "solo@example.com", "Solo"),
+            (8, "late@example.com", "Late1"),
+            (9, "LATE@example.com", "Late2"),
+        ]
+    )
+    # batch_size 2: later duplicates arrive in other batches than their first row.
+    predicted = await env.runner.test(env.cfg(batch_size=2))
+    report = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert (report.counts["created"], report.counts["duplicates"]) == (3, 3)
+    assert predicted.counts["duplicates"] == 3 and predicted.counts["created"] == 3
+    assert report.counts["failed"] == 0
+    c = env.contact("dup@example.com")
+    assert c is not None and (c.first_name, c.last_name) == ("First", "")
+    assert env.tags("dup@example.com") == {"a"}
+    assert env.contact("late@example.com").first_name == "Late1"  # type: ignore[union-attr]
+    assert env.copies("dup@example.com") == 1 and env.copies("late@example.com") == 1
+    failures = await env.store.run_failures(report.run_id)
+    dups = [f for f in failures if f.category is ErrorCategory.DUPLICATE]
+    assert sorted(f.key for f in dups) == ["2", "3", "9"]
+    assert all("duplicate row" in f.reason for f in dups)
+    # Duplicates stay duplicates on the next run, which costs nothing.
+    env.sb.reset()
+    again = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert (again.counts["duplicates"], again.counts["unchanged"]) == (3, 3)
+    assert env.write_requests() == 0
+    assert await env.store.count_dbsync_rows("~test" + str(predicted.run_id) + ":people") == 0
+
+
+async def test_invalid_and_missing_values_are_reported_valid_rows_sync(env: Env) -> None:
+    await env.insert(
+        [
+            (1, "ok@example.com", "Ok"),
+            (2, "broken@", "Broken"),
+            (3, None, "NoEmail"),
+            (4, "   ", "Blank"),
+            (5, "long@example.com", "x" * 300),
+            (6, "fine@example.com", "Fine"),
+        ]
+    )
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert (report.counts["created"], report.counts["failed"]) == (2, 4)
+    failures = {f.key: f for f in await env.store.run_failures(report.run_id)}
+    assert failures["2"].reason.startswith("invalid email") and failures["2"].columns == ("email",)
+    assert failures["3"].reason == "missing required field: email"
+    assert failures["4"].reason == "missing required field: email"
+    assert "too long" in failures["5"].reason and failures["5"].columns == ("first_name",)
+    assert failures["5"].category is ErrorCategory.VALIDATION
+    assert env.contact("ok@example.com") and env.contact("fine@example.com")
+    assert env.contact("long@example.com") is None
+
+
+async def test_delete_missing_removes_only_its_own_contacts(env: Env) -> None:
+    await env.insert(ROWS)
+    foreign = env.seed_contact("foreign@example.com", "F", status=1)
+    env.seed_contact("alan@example.com", "Pre")  # existed before: skipped with update_existing off
+    cfg = env.cfg(delete_missing=True, update_existing=False, delete_safety_threshold=0.3)
+    await env.runner.run(cfg, RunTrigger.MANUAL)
+    await env.sql("DELETE FROM people WHERE id IN (2, 3)")
+    predicted = await env.runner.test(cfg)
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["deleted"] == predicted.counts["deleted"] == 1
+    assert env.status("grace@example.com") == 2  # taken off the list (AC unsubscribes)
+    assert env.status("ada@example.com") == 1
+    assert env.sb.memberships[(foreign, LIST_ID)]["status"] == 1
+    assert env.status("alan@example.com") is None
+    assert env.contact("grace@example.com") is not None  # removed from the list, not deleted
+    assert await env.store.count_dbsync_rows("people") == 1
+
+
+async def test_delete_missing_honours_the_safety_threshold(env: Env) -> None:
+    await env.insert([(i, f"p{i}@example.com", f"P{i}") for i in range(1, 11)])
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.5)
+    await env.runner.run(cfg, RunTrigger.MANUAL)
+    await env.sql("DELETE FROM people WHERE id > 4")  # 4 of 10 left: below 50 %
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.status == "succeeded" and report.counts["deleted"] == 0
+    assert report.counts["delete_refused"] == 6
+    assert report.note is not None and "refused" in report.note and "10 rows" in report.note
+    assert all(env.status(f"p{i}@example.com") == 1 for i in range(1, 11))
+    run = await env.store.get_run(report.run_id)
+    assert run is not None and run.error is not None and "refused" in run.error
+    # The refused run still succeeded, so the next one compares against its 4 rows.
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["deleted"] == 6
+    assert all(env.status(f"p{i}@example.com") == 2 for i in range(5, 11))
+
+
+async def test_send_last_broadcast_goes_to_new_contacts_only(env: Env) -> None:
+    await env.insert(ROWS)
+    env.seed_contact("alan@example.com", "Pre", status=1)
+    report = await env.runner.run(env.cfg(send_last_broadcast=True), RunTrigger.MANUAL)
+    assert (report.counts["created"], report.counts["updated"]) == (2, 1)
+    sent = {env.sb.contacts[c].email for (_, _, c) in env.sb.broadcasts}
+    assert sent == {"ada@example.com", "grace@example.com"}
+
+
+async def test_one_run_at_a_time(env: Env) -> None:
+    await env.insert(ROWS)
+    run_id = await env.runner.begin(env.cfg(), RunTrigger.MANUAL)
+    with pytest.raises(DbsyncBusy) as busy:
+        await env.runner.begin(env.cfg(), RunTrigger.MANUAL)
+    assert busy.value.run_id == run_id
+    # Another instance sharing the store is refused too, and learns the run id.
+    from syncd.dbsync_component import default_source
+    from syncd.engine.dbsync import DbsyncRunner
+
+    other = DbsyncRunner(env.store, env.hub, default_source, owner="other", lock_ttl=5.0)
+    with pytest.raises(DbsyncBusy) as busy:
+        await other.begin(env.cfg(), RunTrigger.MANUAL)
+    assert busy.value.run_id == run_id
+    report = await env.runner.execute(env.cfg(), run_id)
+    assert report.status == "succeeded"
+    assert (await other.run(env.cfg(), RunTrigger.MANUAL)).counts["unchanged"] == 3
+
+
+async def test_unknown_columns_are_config_errors(env: Env) -> None:
+    await env.insert(ROWS)
+    bad_rule = env.cfg(rules={"field": "nope", "op": "=", "value": 1})
+    report = await env.runner.run(bad_rule, RunTrigger.MANUAL)
+    assert report.status == "failed" and "unknown column 'nope'" in (report.error or "")
+    bad_map = env.cfg(mapping={"email": "email", "missing_col": "firstName"})
+    report = await env.runner.run(bad_map, RunTrigger.MANUAL)
+    assert report.status == "failed" and "missing_col" in (report.error or "")
+    bad_field = env.cfg(mapping={"email": "email", "first_name": "NO_SUCH_FIELD"})
+    report = await env.runner.run(bad_field, RunTrigger.MANUAL)
+    assert report.status == "failed" and "NO_SUCH_FIELD" in (report.error or "")
+    assert env.sb.ledger == []
+    assert isinstance(ConfigError("x"), Exception)
