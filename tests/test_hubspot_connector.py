@@ -528,3 +528,29 @@ async def test_update_of_a_missing_record_fails_only_that_record(
     assert [r.ok for r in results] == [False, True]
     assert results[0].error_code == "OBJECT_NOT_FOUND"
     assert sb.objects["contacts"][cid].properties["firstname"] == "Here"
+
+
+async def test_write_with_lists_adds_members_and_keeps_opted_out_out(
+    start: Start, conns: list[HubSpotConnector]
+) -> None:
+    sb, url = await start()
+    c = make(url)
+    conns.append(c)
+    list_id = sb.create_list("Imported")
+    first = await c.write(
+        ObjectType.CONTACT,
+        WriteOp.UPSERT,
+        [WriteItem({"email": "out@x.io", "lastname": "Out"})],
+        match_field="email",
+    )
+    assert first[0].ok and first[0].id
+    sb.opt_out(first[0].id)
+    items = [
+        WriteItem({"email": e, "lastname": "L", "lists": [list_id]})
+        for e in ("a@x.io", "b@x.io", "out@x.io")
+    ]
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email")
+    assert all(r.ok for r in results)
+    members = set(sb.lists[list_id].members)
+    assert members == {results[0].id, results[1].id}
+    assert "lists" not in sb.objects["contacts"][str(results[0].id)].properties

@@ -280,7 +280,23 @@ class HubSpotConnector:
         """Batch-write; contacts match on email, companies on domain then name."""
         if obj is ObjectType.OPPORTUNITY:
             items = translate(items, to_hubspot_deal)
-        return await write_records(self, obj, op, items, match_field)
+        # "lists" is not a property: the contacts are added to those lists after the write
+        # (one memberships call per list and 100 contacts; opted-out contacts stay out).
+        wanted = [[str(x) for x in (i.fields.get("lists") or [])] for i in items]
+        if any(wanted):
+            items = [
+                WriteItem({k: v for k, v in i.fields.items() if k != "lists"}, id=i.id)
+                for i in items
+            ]
+        results = await write_records(self, obj, op, items, match_field)
+        by_list: dict[str, list[str]] = {}
+        for lists, res in zip(wanted, results, strict=True):
+            if res.ok and res.id:
+                for list_id in lists:
+                    by_list.setdefault(list_id, []).append(res.id)
+        for list_id, ids in by_list.items():
+            await self.subscribe(list_id, ids)
+        return results
 
     async def lookup_ids(self, hs_obj: str, prop: str, values: Sequence[str]) -> dict[str, str]:
         """Existing record ids by lower-cased value of `prop` (a search per 100 values)."""
