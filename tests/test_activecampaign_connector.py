@@ -152,6 +152,21 @@ async def test_600_records_take_exactly_3_bulk_imports(env: Env) -> None:
         assert contact.field_values[1] == "Acme"
 
 
+async def test_bulk_results_say_which_contacts_were_created(env: Env) -> None:
+    c = env.make()
+    old = await c.write(
+        ObjectType.CONTACT,
+        WriteOp.UPSERT,
+        [WriteItem({"email": f"old{i}@x.io"}) for i in range(30)],
+    )
+    assert all(r.created for r in old)
+    mixed = [WriteItem({"email": f"old{i}@x.io"}) for i in range(10)] + [
+        WriteItem({"email": f"new{i}@x.io"}) for i in range(25)
+    ]
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, mixed)
+    assert [r.created for r in results] == [False] * 10 + [True] * 25
+
+
 async def test_per_record_failures_map_back_in_input_order(env: Env) -> None:
     env.sandbox.faults.fail_emails = {"reject3@example.com", "reject17@example.com"}
     c = env.make()

@@ -233,6 +233,9 @@ async def _submit(api: AcApi, chunk: list[_Row], results: list[WriteResult | Non
 async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None]) -> None:
     """Submit every chunk first, then poll, so AC works on them while we send the next."""
     batches: list[tuple[str, list[_Row]]] = []
+    # Import results list ids but not whether each contact is new: ids above the highest
+    # one before the import were created by it (one read per write call, not per chunk).
+    high = await _highest_contact_id(api) if api.confirm_imports else None
     for chunk in _chunks(rows):
         batch_id = await _submit(api, chunk, results)
         if batch_id is not None:
@@ -264,7 +267,23 @@ async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None])
                     f"ActiveCampaign's bulk import did not accept {r.email}",
                 )
         for pos, r in enumerate(ok_rows):
-            results[r.index] = WriteResult(ok=True, id=ids[pos] if aligned else None)
+            cid = ids[pos] if aligned else None
+            created = cid is not None and high is not None and cid.isdigit() and int(cid) > high
+            results[r.index] = WriteResult(ok=True, id=cid, created=created)
+
+
+async def _highest_contact_id(api: AcApi) -> int | None:
+    body = await api.call(
+        "GET",
+        "/contacts",
+        endpoint="contacts.list",
+        params={"orders[id]": "DESC", "limit": "1"},
+    )
+    rows = body.get("contacts") if isinstance(body, dict) else None
+    if not rows:
+        return 0
+    raw = str(rows[0].get("id", ""))
+    return int(raw) if raw.isdigit() else None
 
 
 def _chunks(rows: list[_Row]) -> list[list[_Row]]:
