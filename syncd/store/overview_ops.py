@@ -6,11 +6,10 @@ small mixin of `SqlStore`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType
 from syncd.store.base import EntryGroup, LinkFilter
-from syncd.store.dialect import LIKE_ESCAPE, SqlBase, Tx, like_pattern
+from syncd.store.dialect import SqlBase, Tx
+from syncd.store.records import link_conditions
 
 
 class OverviewOps(SqlBase):
@@ -44,27 +43,7 @@ class OverviewOps(SqlBase):
 
     async def count_links(self, filt: LinkFilter) -> int:
         """How many links match `filt`."""
-        d = self.dialect
-        where: list[str] = []
-        params: list[Any] = []
-        for col, val in (
-            ("object", filt.object),
-            ("status", filt.status),
-            ("deleted_side", filt.deleted_side),
-        ):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(str(val))
-        if filt.synced_after is not None:
-            where.append("last_synced_at >= ?")
-            params.append(d.ts(filt.synced_after))
-        if filt.synced_before is not None:
-            where.append("last_synced_at < ?")
-            params.append(d.ts(filt.synced_before))
-        if filt.text:
-            pattern = like_pattern(filt.text)
-            where.append(f"(email LIKE ? {LIKE_ESCAPE} OR LOWER(name) LIKE ? {LIKE_ESCAPE})")
-            params += [pattern, pattern]
+        where, params = link_conditions(self.dialect, filt)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
 
         async def op(tx: Tx) -> int:

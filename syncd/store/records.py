@@ -20,6 +20,7 @@ from syncd.store.base import (
 )
 from syncd.store.dialect import (
     LIKE_ESCAPE,
+    Dialect,
     SqlBase,
     Tx,
     chunks,
@@ -50,6 +51,31 @@ _UPDATE_LINK = (
     " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?"
     " WHERE id = ?"
 )
+
+
+def link_conditions(d: Dialect, filt: LinkFilter) -> tuple[list[str], list[Any]]:
+    """WHERE conditions and parameters of a link filter (shared by list and count)."""
+    where: list[str] = []
+    params: list[Any] = []
+    for col, val in (
+        ("object", filt.object),
+        ("status", filt.status),
+        ("deleted_side", filt.deleted_side),
+    ):
+        if val is not None:
+            where.append(f"{col} = ?")
+            params.append(str(val))
+    if filt.synced_after is not None:
+        where.append("last_synced_at >= ?")
+        params.append(d.ts(filt.synced_after))
+    if filt.synced_before is not None:
+        where.append("last_synced_at < ?")
+        params.append(d.ts(filt.synced_before))
+    if filt.text:
+        pattern = like_pattern(filt.text)
+        where.append(f"(email LIKE ? {LIKE_ESCAPE} OR LOWER(name) LIKE ? {LIKE_ESCAPE})")
+        params += [pattern, pattern]
+    return where, params
 
 
 class RecordOps(SqlBase):
@@ -268,27 +294,7 @@ class RecordOps(SqlBase):
         self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000
     ) -> list[RecordLink]:
         """Links matching `filt` in id order, with id > after_id (streamable)."""
-        d = self.dialect
-        where: list[str] = []
-        params: list[Any] = []
-        for col, val in (
-            ("object", filt.object),
-            ("status", filt.status),
-            ("deleted_side", filt.deleted_side),
-        ):
-            if val is not None:
-                where.append(f"{col} = ?")
-                params.append(str(val))
-        if filt.synced_after is not None:
-            where.append("last_synced_at >= ?")
-            params.append(d.ts(filt.synced_after))
-        if filt.synced_before is not None:
-            where.append("last_synced_at < ?")
-            params.append(d.ts(filt.synced_before))
-        if filt.text:
-            pattern = like_pattern(filt.text)
-            where.append(f"(email LIKE ? {LIKE_ESCAPE} OR LOWER(name) LIKE ? {LIKE_ESCAPE})")
-            params += [pattern, pattern]
+        where, params = link_conditions(self.dialect, filt)
         if after_id is not None:
             where.append("id > ?")
             params.append(after_id)
