@@ -19,25 +19,41 @@ class OverviewOps(SqlBase):
         """Queue entries grouped by object, direction, status, error category and reason."""
 
         async def op(tx: Tx) -> list[EntryGroup]:
-            # Only excluded entries keep their reason: error messages are per record.
-            rows = await tx.fetchall(
-                "SELECT object, direction, status, error_category,"
-                " CASE WHEN status = 'excluded' THEN error_message END AS reason, COUNT(*)"
-                " FROM queue_entries"
-                " GROUP BY object, direction, status, error_category,"
-                " CASE WHEN status = 'excluded' THEN error_message END"
+            # Counts come from the covering index; only excluded entries are read for their
+            # reason (error messages of other statuses are per record, not groups).
+            counts = await tx.fetchall(
+                "SELECT object, direction, status, error_category, COUNT(*) FROM queue_entries"
+                " GROUP BY object, direction, status, error_category"
             )
-            return [
+            reasons = await tx.fetchall(
+                "SELECT object, direction, error_category, error_message, COUNT(*)"
+                " FROM queue_entries WHERE status = 'excluded'"
+                " GROUP BY object, direction, error_category, error_message"
+            )
+            out = [
                 EntryGroup(
                     object=ObjectType(r[0]),
                     direction=Direction(r[1]),
                     status=EntryStatus(r[2]),
                     category=ErrorCategory(r[3]) if r[3] else None,
-                    reason=r[4],
-                    count=int(r[5]),
+                    reason=None,
+                    count=int(r[4]),
                 )
-                for r in rows
+                for r in counts
+                if r[2] != EntryStatus.EXCLUDED.value
             ]
+            out += [
+                EntryGroup(
+                    object=ObjectType(r[0]),
+                    direction=Direction(r[1]),
+                    status=EntryStatus.EXCLUDED,
+                    category=ErrorCategory(r[2]) if r[2] else None,
+                    reason=r[3],
+                    count=int(r[4]),
+                )
+                for r in reasons
+            ]
+            return out
 
         return await self._run(op, write=False)
 
