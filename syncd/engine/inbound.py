@@ -38,7 +38,7 @@ from syncd.model import (
     WriteOp,
     WriteResult,
 )
-from syncd.store.base import RecordLink, StateStore
+from syncd.store.base import PendingStats, RecordLink, StateStore
 
 log = get_logger("syncd.inbound")
 CRM_BATCH = 200
@@ -118,10 +118,10 @@ class InboundFlusher:
     async def run(self) -> None:
         """The trigger loop: size, interval, manual; owned by the engine component."""
         checked = 0.0
+        stats: PendingStats | None = None
         while True:
-            timeout = await self._seconds_until_due()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(self._seconds_until_due(stats)):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -130,30 +130,33 @@ class InboundFlusher:
                 await asyncio.sleep(gap)
             self._wake.clear()
             checked = time.monotonic()
-            await self._maybe_flush()
+            stats = await self._maybe_flush()
 
-    async def _seconds_until_due(self) -> float:
-        interval = self._settings().inbound.flush_interval
+    def _seconds_until_due(self, stats: PendingStats | None) -> float:
+        """How long to sleep, from what the last check saw (no query of its own)."""
         backoff = self._backoff_until - time.monotonic()
-        try:
-            stats = await self._store.pending_stats(Direction.INBOUND)
-        except StoreError:
-            return 2.0
+        if stats is None:
+            # Paused, backing off or the store failed: look again later (or when woken).
+            return min(max(backoff, 2.0), 60.0)
+        interval = self._settings().inbound.flush_interval
         if stats.oldest_created_at is None:
             return max(interval, 1.0)
         age = (datetime.now(UTC) - stats.oldest_created_at).total_seconds()
         return min(max(interval - age, backoff, 0.05), 60.0)
 
-    async def _maybe_flush(self) -> None:
+    async def _maybe_flush(self) -> PendingStats | None:
         manual, self._manual = self._manual, []
         s = self._settings().inbound
+        if not manual and (self.gate.blocked or time.monotonic() < self._backoff_until):
+            # Nothing may be written now: do not count a buffer that may be large.
+            return None
         try:
             stats = await self._store.pending_stats(Direction.INBOUND)
         except StoreError as exc:
             for fut in manual:
                 if not fut.done():
                     fut.set_exception(exc)
-            return
+            return None
         trigger: RunTrigger | None = None
         limit: int | None = None
         age = (
@@ -170,9 +173,7 @@ class InboundFlusher:
         elif stats.count and age >= s.flush_interval:
             trigger = RunTrigger.INTERVAL
         if trigger is None:
-            return
-        if trigger is not RunTrigger.MANUAL and time.monotonic() < self._backoff_until:
-            return
+            return stats
         try:
             counts = await self.flush(trigger, limit=limit)
         except Exception as exc:
@@ -181,11 +182,12 @@ class InboundFlusher:
                     fut.set_exception(exc)
             if isinstance(exc, StoreError):
                 log.warning("flush_store_error", error=str(exc))
-                return
+                return None
             raise
         for fut in manual:
             if not fut.done():
                 fut.set_result(counts)
+        return None  # the buffer changed: the next check reads it again
 
     # -- the flush -----------------------------------------------------------------------
     async def flush(self, trigger: RunTrigger, *, limit: int | None = None) -> FlushCounts:
