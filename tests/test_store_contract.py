@@ -568,6 +568,14 @@ class QueueMachine(RuleBasedStateMachine):
             held = any(e.record_key == key and e.payload.get(fld) == value for e in live)
             assert held or self.delivered.get((key, fld)) == value, (key, fld, value)
 
+    @invariant()
+    def one_entry_in_flight_per_record(self) -> None:
+        # Two claimed entries of one record could reach the CRM in either order, the older
+        # values last: a claim must pass over a record whose older entry is in flight.
+        entries = self.run(self.store.list_entries(EntryFilter(), limit=10_000))
+        flying = [e.record_key for e in entries if e.status is EntryStatus.PROCESSING]
+        assert len(flying) == len(set(flying)), flying
+
 
 def test_queue_state_machine(target: tuple[str, str]) -> None:
     QueueMachine.target = target

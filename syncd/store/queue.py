@@ -33,9 +33,16 @@ ENTRY_COLS = (
 )
 _INSERT_ENTRY = (
     "INSERT INTO queue_entries (direction, object, record_key, source, event, email, name,"
-    " payload, changed_fields, status, attempts, created_at, updated_at, pending_key)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " payload, changed_fields, status, attempts, created_at, updated_at, pending_key, data_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )  # placeholders only: lets aiomysql fold executemany into one multi-row INSERT
+
+
+# Another entry of the same record in flight (correlated on the outer alias ``q``).
+IN_FLIGHT = (
+    "SELECT 1 FROM queue_entries p WHERE p.direction = q.direction"
+    " AND p.record_key = q.record_key AND p.object = q.object AND p.status = 'processing'"
+)
 
 
 def pending_key(direction: str, obj: str, record_key: str) -> str:
@@ -151,6 +158,7 @@ class QueueOps(SqlBase):
                             now,
                             now,
                             key,
+                            now,
                         )
                     )
                     continue
@@ -176,19 +184,29 @@ class QueueOps(SqlBase):
                         m.event,
                         m.source,
                         now,
+                        now,
                     )
                 )
             if updates:
                 await self._bulk_update(
                     tx,
                     "queue_entries",
-                    ("payload", "changed_fields", "email", "name", "event", "source", "updated_at"),
+                    (
+                        "payload",
+                        "changed_fields",
+                        "email",
+                        "name",
+                        "event",
+                        "source",
+                        "updated_at",
+                        "data_at",
+                    ),
                     updates,
                 )
             ids = {key: int(found[key][0]) for key in found}
             if inserts:
                 await tx.executemany(_INSERT_ENTRY, inserts)
-                new_keys = [row[-1] for row in inserts]
+                new_keys = [key for key in ordered if key not in found]
                 for part in chunks(new_keys):
                     rows = await tx.fetchall(
                         f"SELECT id, pending_key FROM queue_entries"
@@ -262,10 +280,14 @@ class QueueOps(SqlBase):
             # Never-tried entries (NULL) sort first; the claim index serves this order.
             only = " AND object = ?" if obj is not None else ""
             params: tuple[Any, ...] = (str(direction), *((str(obj),) if obj else ()), d.ts(at))
+            # A record whose older entry is still being sent waits: were both in flight at
+            # once (two instances, or a dead owner's lease), the older values could land last.
+            # Once that entry finishes or is reclaimed (merging into this one), it is claimable.
             rows = await tx.fetchall(
-                f"SELECT {ENTRY_COLS} FROM queue_entries WHERE status = 'pending'"
+                f"SELECT {ENTRY_COLS} FROM queue_entries q WHERE status = 'pending'"
                 f" AND direction = ?{only}"
                 " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+                f" AND NOT EXISTS ({IN_FLIGHT})"
                 f" ORDER BY next_attempt_at, id LIMIT ?{d.skip_locked}",
                 (*params, limit),
             )
@@ -439,12 +461,15 @@ class QueueOps(SqlBase):
             )
             for r in found:
                 members[r[23]].append(r[:23])
+        arrived = await self._data_times(tx, [int(r[0]) for g in members.values() for r in g])
         now = d.ts(utcnow())
         doomed: list[tuple[Sequence[Any], str]] = []
         updates: list[tuple[Any, ...]] = []
         for key in keys:
-            group = sorted(members[key], key=lambda r: int(r[0]))
-            survivor = group[0]
+            # The oldest entry survives (its attempts, error and age), but values are merged
+            # in the order they arrived, so the newest win even after earlier merges.
+            survivor = min(members[key], key=lambda r: int(r[0]))
+            group = sorted(members[key], key=lambda r: (arrived[int(r[0])], int(r[0])))
             if keep_due:
                 dues = [r[12] for r in group]
                 next_at = None if any(v is None for v in dues) else min(dues)
@@ -468,7 +493,7 @@ class QueueOps(SqlBase):
                     email=member[6],
                     name=member[7],
                 )
-            doomed += [(r, f"merged into {survivor[0]}") for r in group[1:]]
+            doomed += [(r, f"merged into {survivor[0]}") for r in group if r is not survivor]
             updates.append(
                 (
                     survivor[0],
@@ -484,6 +509,7 @@ class QueueOps(SqlBase):
                     m.event,
                     m.source,
                     now,
+                    arrived[int(group[-1][0])],
                 )
             )
         if doomed:
@@ -504,9 +530,22 @@ class QueueOps(SqlBase):
                 "event",
                 "source",
                 "updated_at",
+                "data_at",
             ),
             updates,
         )
+
+    async def _data_times(self, tx: Tx, ids: Sequence[int]) -> dict[int, Any]:
+        """When each entry's values arrived (created_at for rows older than the column)."""
+        out: dict[int, Any] = {}
+        for part in chunks(list(ids)):
+            rows = await tx.fetchall(
+                "SELECT id, COALESCE(data_at, created_at) FROM queue_entries"
+                f" WHERE id IN ({marks(len(part))})",
+                part,
+            )
+            out.update({int(r[0]): r[1] for r in rows})
+        return out
 
     async def _delete_entries(self, tx: Tx, doomed: Sequence[tuple[Sequence[Any], str]]) -> None:
         """Delete entries (full ENTRY_COLS rows), recording each with its reason."""

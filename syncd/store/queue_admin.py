@@ -9,7 +9,7 @@ from typing import Any
 from syncd.model import Direction, EntryStatus, ObjectType, QueueEntry
 from syncd.store.base import EntryFilter, PendingStats
 from syncd.store.dialect import LIKE_ESCAPE, Tx, chunks, like_pattern, marks
-from syncd.store.queue import ENTRY_COLS, QueueOps
+from syncd.store.queue import ENTRY_COLS, IN_FLIGHT, QueueOps
 
 _RETRY_CHUNK = 500
 
@@ -24,8 +24,9 @@ class QueueAdminOps(QueueOps):
         async def op(tx: Tx) -> PendingStats:
             row = await self._fetchone(
                 tx,
-                "SELECT COUNT(*), MIN(created_at) FROM queue_entries"
-                " WHERE status = 'pending' AND direction = ?",
+                # Only what a claim could take now: records with an entry in flight wait.
+                "SELECT COUNT(*), MIN(created_at) FROM queue_entries q"
+                f" WHERE status = 'pending' AND direction = ? AND NOT EXISTS ({IN_FLIGHT})",
                 (str(direction),),
             )
             assert row is not None

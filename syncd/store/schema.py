@@ -297,6 +297,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ON queue_entries (object, direction, status, error_category)",
         ),
     ),
+    Migration(
+        3,
+        "when an entry's field values last arrived",
+        # Merging entries of one record must let the newest values win; ids do not say which
+        # are newest once a change has coalesced into an older pending entry.
+        sqlite=("ALTER TABLE queue_entries ADD COLUMN data_at TEXT",),
+        mysql=("ALTER TABLE queue_entries ADD COLUMN IF NOT EXISTS data_at DATETIME(6) NULL",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

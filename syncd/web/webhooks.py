@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -135,19 +136,32 @@ async def activecampaign(request: web.Request) -> web.Response:
     if expected is None or not hmac.compare_digest(given, expected.get_secret_value().encode()):
         raise ApiError(404, "not found")
     engine = _engine(request)
-    try:
-        form = await request.post()
-    except ValueError:
-        raise ApiError(
-            400, "body must be form-encoded (application/x-www-form-urlencoded)"
-        ) from None
+    # Checked before reading: a multipart or oddly-charset body must not reach a parser
+    # that fails with something other than ValueError (a 500).
     if request.content_type != "application/x-www-form-urlencoded":
         raise ApiError(400, "body must be form-encoded (application/x-www-form-urlencoded)")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8", "us-ascii"):
+        raise ApiError(400, "body must be UTF-8 form-encoded data")
+    _check_length(request)
+    raw = await request.read()
     try:
-        change = parse_activecampaign({k: str(v) for k, v in form.items()})
+        # Strict UTF-8, escapes included: a wrongly encoded name is refused, not mangled.
+        text = raw.decode("utf-8")
+        form = dict(urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict"))
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "body must be UTF-8 form-encoded data") from None
+    try:
+        change = parse_activecampaign(form)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     return await _submit(engine, [change])
+
+
+def _check_length(request: web.Request) -> None:
+    """413 at once for a declared length over the limit (don't wait for a body to come)."""
+    limit = request.app[CONTROL_KEY].settings.daemon.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"body larger than {limit} bytes (daemon.max_body_bytes)")
 
 
 async def hubspot(request: web.Request) -> web.Response:
@@ -156,6 +170,7 @@ async def hubspot(request: web.Request) -> web.Response:
     hub = control.settings.hub
     if hub is None or hub.kind != "hubspot" or hub.webhook_secret is None:
         raise ApiError(404, "not found")
+    _check_length(request)
     raw = await request.read()
     # HubSpot signs the URL it called; behind a proxy that is daemon.public_url + the path.
     public = control.settings.daemon.public_url
