@@ -311,9 +311,14 @@ class Daemon:
             else:
                 self._store_opened.set()
                 self._store_check = Check(True, "ok")
+        pause = 2.0
         while True:
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
             await self.refresh_store_check()
+            # With a very large queue the counts take a while; keep this check under ~10 %
+            # of the store's time so it never crowds out webhooks and API requests.
+            pause = max(2.0, 10 * (time.monotonic() - started))
 
     async def refresh_store_check(self) -> None:
         """Ping the store and refresh the queue gauges."""
