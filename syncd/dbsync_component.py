@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiomysql
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -23,10 +21,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd.config import DbsyncSettings, HubSettings, MysqlDsn, Settings, parse_schedule
 from syncd.connectors.base import HubConnector
 from syncd.connectors.mysql_source import MySqlSource
-from syncd.connectors.sql_rules import compile_where, quote_ident
 from syncd.engine.dbsync import DbsyncRunner
 from syncd.engine.dbsync_types import DbsyncBusy, DbsyncReport
-from syncd.engine.rules import Rule
 from syncd.errors import ConfigError, IntegrationError, StoreError
 from syncd.logging import get_logger
 from syncd.model import RunTrigger
@@ -38,109 +34,9 @@ JOB_PREFIX = "dbsync:"
 HubFactory = Callable[[HubSettings], HubConnector]
 
 
-class DbsyncMySqlSource(MySqlSource):
-    """MySqlSource plus the fast stream dbsync needs: pages in key order, one JSON row each.
-
-    When the key column is the table's primary key, every page is one keyset query
-    (``key > last ORDER BY key LIMIT n``) whose rows the server packs into one
-    ``JSON_ARRAYAGG`` value: decoding that in C is several times faster than the driver's
-    row-by-row protocol parsing, and memory stays one page. Other keys fall back to an
-    unbuffered ``ORDER BY key`` stream.
-    """
-
-    group_concat_max_len = 64 * 1024 * 1024
-
-    async def stream_rows(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rule: Rule | None,
-        *,
-        key_column: str,
-        batch_size: int,
-    ) -> AsyncIterator[list[Sequence[Any]]]:
-        """Matching rows in key order, in pages of at most `batch_size`."""
-        real, cols = await self._table_columns(table)
-        by_lower = {c.name.lower(): c.name for c in cols}
-        missing = [c for c in (*columns, key_column) if c.lower() not in by_lower]
-        if missing:
-            raise ConfigError(f"mysql {self.where}: unknown column {missing[0]!r} in {real!r}")
-        where, params = compile_where(rule, {c.name: c.type for c in cols})
-        names = [by_lower[c.lower()] for c in columns]
-        key = by_lower[key_column.lower()]
-        if await self._primary_key(real) != [key] or key not in names:
-            async for chunk in self._ordered(real, names, key, where, params, batch_size):
-                yield chunk
-            return
-        await self._query("SET SESSION group_concat_max_len = %s", [self.group_concat_max_len])
-        select = ", ".join(quote_ident(n) for n in names)
-        k = quote_ident(key)
-        packed = f"JSON_ARRAYAGG(JSON_ARRAY({select}) ORDER BY {k})"
-        after: Any = None
-        size = max(batch_size, 1)
-        while True:
-            cond = f"({where})" if after is None else f"({where}) AND {k} > %s"
-            args = list(params) if after is None else [*params, after]
-            sql = (
-                f"SELECT MAX({k}), COUNT(*), {packed} FROM (SELECT {select} "
-                f"FROM {quote_ident(real)} WHERE {cond} ORDER BY {k} LIMIT {int(size)}) AS page"
-            )
-            last, count, blob = (await self._query(sql, args))[0]
-            if not count:
-                return
-            rows: list[Sequence[Any]] | None
-            try:
-                rows = json.loads(blob, parse_float=str)
-            except (TypeError, ValueError):
-                rows = None
-            if rows is None or len(rows) != count:
-                # The page outgrew group_concat_max_len (huge values): take smaller pages.
-                if size == 1:
-                    raise ConfigError(
-                        f"mysql {self.where}: a row of {real!r} is larger than "
-                        f"{self.group_concat_max_len} bytes"
-                    )
-                size = max(size // 8, 1)
-                continue
-            yield rows
-            after = last
-            size = max(batch_size, 1)
-
-    async def _ordered(
-        self,
-        real: str,
-        names: Sequence[str],
-        key: str,
-        where: str,
-        params: Sequence[Any],
-        batch_size: int,
-    ) -> AsyncIterator[list[Sequence[Any]]]:
-        select = ", ".join(quote_ident(n) for n in names)
-        sql = f"SELECT {select} FROM {quote_ident(real)} WHERE {where} ORDER BY {quote_ident(key)}"
-        self._check_idle()
-        async with self._lock:
-            conn = await self._ensure_conn()
-            self._streaming = True
-            finished = False
-            try:
-                cur = await conn.cursor(aiomysql.SSCursor)
-                await self._guard(cur.execute(sql, list(params)))
-                while True:
-                    rows = await self._guard(cur.fetchmany(batch_size))
-                    if not rows:
-                        break
-                    yield list(rows)
-                await self._guard(cur.close())
-                finished = True
-            finally:
-                self._streaming = False
-                if not finished:
-                    self._drop()
-
-
-def default_source(cfg: DbsyncSettings) -> DbsyncMySqlSource:
+def default_source(cfg: DbsyncSettings) -> MySqlSource:
     """The read-only source of one dbsync."""
-    return DbsyncMySqlSource(MysqlDsn.parse(cfg.dsn.get_secret_value()))
+    return MySqlSource(MysqlDsn.parse(cfg.dsn.get_secret_value()))
 
 
 def default_hub(settings: HubSettings) -> HubConnector:

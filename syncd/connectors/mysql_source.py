@@ -14,6 +14,7 @@ made while a `MySqlSource.stream` is being consumed.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -61,6 +62,8 @@ class ColumnInfo:
 
 class MySqlSource:
     """A read-only view of one MySQL/MariaDB database (the ``dbsync`` source)."""
+
+    group_concat_max_len = 64 * 1024 * 1024
 
     def __init__(
         self,
@@ -368,3 +371,97 @@ class MySqlSource:
             # Replacing a very short password would mangle the text and still hint at it.
             return "(driver message withheld)" if pw in text else text
         return text.replace(pw, "***")
+
+    # -- streaming in key order (dbsync) ------------------------------------------------
+    # When the key column is the table's primary key, every page is one keyset query
+    # (``key > last ORDER BY key LIMIT n``) whose rows the server packs into one
+    # ``JSON_ARRAYAGG`` value: decoding that in C is several times faster than the driver's
+    # row-by-row protocol parsing, and memory stays one page. Other keys fall back to an
+    # unbuffered ``ORDER BY key`` stream.
+
+    async def stream_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rule: Rule | None,
+        *,
+        key_column: str,
+        batch_size: int,
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        """Matching rows in key order, in pages of at most `batch_size`."""
+        real, cols = await self._table_columns(table)
+        by_lower = {c.name.lower(): c.name for c in cols}
+        missing = [c for c in (*columns, key_column) if c.lower() not in by_lower]
+        if missing:
+            raise ConfigError(f"mysql {self.where}: unknown column {missing[0]!r} in {real!r}")
+        where, params = compile_where(rule, {c.name: c.type for c in cols})
+        names = [by_lower[c.lower()] for c in columns]
+        key = by_lower[key_column.lower()]
+        if await self._primary_key(real) != [key] or key not in names:
+            async for chunk in self._ordered(real, names, key, where, params, batch_size):
+                yield chunk
+            return
+        await self._query("SET SESSION group_concat_max_len = %s", [self.group_concat_max_len])
+        select = ", ".join(quote_ident(n) for n in names)
+        k = quote_ident(key)
+        packed = f"JSON_ARRAYAGG(JSON_ARRAY({select}) ORDER BY {k})"
+        after: Any = None
+        size = max(batch_size, 1)
+        while True:
+            cond = f"({where})" if after is None else f"({where}) AND {k} > %s"
+            args = list(params) if after is None else [*params, after]
+            sql = (
+                f"SELECT MAX({k}), COUNT(*), {packed} FROM (SELECT {select} "
+                f"FROM {quote_ident(real)} WHERE {cond} ORDER BY {k} LIMIT {int(size)}) AS page"
+            )
+            last, count, blob = (await self._query(sql, args))[0]
+            if not count:
+                return
+            rows: list[Sequence[Any]] | None
+            try:
+                rows = json.loads(blob, parse_float=str)
+            except (TypeError, ValueError):
+                rows = None
+            if rows is None or len(rows) != count:
+                # The page outgrew group_concat_max_len (huge values): take smaller pages.
+                if size == 1:
+                    raise ConfigError(
+                        f"mysql {self.where}: a row of {real!r} is larger than "
+                        f"{self.group_concat_max_len} bytes"
+                    )
+                size = max(size // 8, 1)
+                continue
+            yield rows
+            after = last
+            size = max(batch_size, 1)
+
+    async def _ordered(
+        self,
+        real: str,
+        names: Sequence[str],
+        key: str,
+        where: str,
+        params: Sequence[Any],
+        batch_size: int,
+    ) -> AsyncIterator[list[Sequence[Any]]]:
+        select = ", ".join(quote_ident(n) for n in names)
+        sql = f"SELECT {select} FROM {quote_ident(real)} WHERE {where} ORDER BY {quote_ident(key)}"
+        self._check_idle()
+        async with self._lock:
+            conn = await self._ensure_conn()
+            self._streaming = True
+            finished = False
+            try:
+                cur = await conn.cursor(aiomysql.SSCursor)
+                await self._guard(cur.execute(sql, list(params)))
+                while True:
+                    rows = await self._guard(cur.fetchmany(batch_size))
+                    if not rows:
+                        break
+                    yield list(rows)
+                await self._guard(cur.close())
+                finished = True
+            finally:
+                self._streaming = False
+                if not finished:
+                    self._drop()
