@@ -14,6 +14,7 @@ from syncd import metrics
 from syncd.config import Settings
 from syncd.connectors.base import CrmConnector, HubConnector
 from syncd.engine.conflicts import resolve
+from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import Excluded, inbound_target, parse_tags
 from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
@@ -50,7 +51,7 @@ _CHECK_GAP = 0.2
 
 
 @dataclass
-class FlushCounts:
+class FlushCounts(RunCounts):
     """What one flush did."""
 
     claimed: int = 0
@@ -60,10 +61,6 @@ class FlushCounts:
     excluded: int = 0
     retried: int = 0
     crm_calls: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """For the run record."""
-        return dict(self.__dict__)
 
 
 @dataclass

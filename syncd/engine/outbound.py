@@ -18,6 +18,7 @@ from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
 from syncd.connectors.base import CrmConnector, HubConnector
 from syncd.engine.conflicts import resolve
+from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import tags_after_conversion
 from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
@@ -56,7 +57,7 @@ NEW_TAG = {
 
 
 @dataclass
-class PullCounts:
+class PullCounts(RunCounts):
     """What one pull did."""
 
     read: int = 0
@@ -65,10 +66,6 @@ class PullCounts:
     excluded: int = 0
     errors: int = 0
     converted: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """For the run record."""
-        return dict(self.__dict__)
 
 
 class PullBusy(Exception):
