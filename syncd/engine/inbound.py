@@ -13,6 +13,7 @@ from typing import Any
 from syncd import metrics
 from syncd.config import Settings
 from syncd.connectors.base import CrmConnector, HubConnector
+from syncd.engine.claims import log_claimed
 from syncd.engine.conflicts import resolve
 from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import Excluded, inbound_target, parse_tags
@@ -232,17 +233,7 @@ class InboundFlusher:
             )
             if not entries:
                 return
-            # One line per claim (at debug): lets an operator, and the scale-out test, see
-            # that no entry is ever held by two instances at once.
-            log.debug(
-                "claimed",
-                direction="inbound",
-                owner=self._owner,
-                ids=[e.id for e in entries],
-                lease_expires=entries[0].lease_expires_at.isoformat()
-                if entries[0].lease_expires_at
-                else None,
-            )
+            log_claimed(Direction.INBOUND, self._owner, entries)
             counts.claimed += len(entries)
             try:
                 await self._process(entries, run_id, counts)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
 from syncd.connectors.base import CrmConnector, HubConnector
+from syncd.engine.claims import log_claimed
 from syncd.engine.conflicts import resolve
 from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import tags_after_conversion
@@ -209,17 +210,7 @@ class OutboundPuller:
             )
             if not entries:
                 return
-            # One line per claim (at debug): lets an operator, and the scale-out test, see
-            # that no entry is ever held by two instances at once.
-            log.debug(
-                "claimed",
-                direction="outbound",
-                owner=self._owner,
-                ids=[e.id for e in entries],
-                lease_expires=entries[0].lease_expires_at.isoformat()
-                if entries[0].lease_expires_at
-                else None,
-            )
+            log_claimed(Direction.OUTBOUND, self._owner, entries)
             try:
                 await self._write_batch(entries, settings, run_id, counts)
             except (IntegrationError, asyncio.CancelledError):
