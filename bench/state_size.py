@@ -114,6 +114,11 @@ async def fill(path: Path, links: int, entries: int, batch: int) -> tuple[float,
             " transferred = '{}' WHERE id <= (SELECT MAX(id) FROM queue_entries) - ?",
             (PENDING,),
         )
+    # The statuses were set by hand above: rebuild the store's maintained counts.
+    store = SqliteStore(path)
+    await store.open()
+    await store.recount_tallies()
+    await store.close()
     return links_s, time.perf_counter() - started
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,11 +29,20 @@ from syncd.model import (
     RunKind,
     RunTrigger,
 )
-from syncd.store.base import DbsyncRow, EntryFilter, LinkFilter, RecordLink, RunFailure, StateStore
+from syncd.store.base import (
+    DbsyncRow,
+    EntryFilter,
+    LinkFilter,
+    RecordLink,
+    RunFailure,
+    StateStore,
+    SyncedRecord,
+)
 from syncd.store.mysql import MysqlStore
 from syncd.store.schema import LATEST_VERSION
 from syncd.store.sql import SqlStore
 from syncd.store.sqlite import SqliteStore
+from syncd.store.tallies import tally_key
 
 T = TypeVar("T")
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND
@@ -477,6 +487,61 @@ async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: Sq
     assert e is not None and e.next_attempt_at == at
 
 
+async def test_maintained_counts_follow_every_move_and_rebuild_alike(store: SqlStore) -> None:
+    ids = await store.enqueue([change("a"), change("b"), change("c"), change("d")])
+    got = await store.claim_pending(IN, limit=4, owner="w1", lease_seconds=60)
+    assert len(got) == 4
+    await store.complete(ids[0], owner="w1", transferred={})
+    await store.fail(ids[1], owner="w1", category=ErrorCategory.VALIDATION, code="E", message="bad")
+    await store.exclude(ids[2], owner="w1", reason="filtered: no sync tag")
+    await store.enqueue([change("d", {"x": 2}), change("e")])  # d in flight: a 2nd entry
+    await store.release([ids[3]], owner="w1")  # merges into d's new pending entry
+    c = "contact"
+    want = {
+        (c, "inbound", "processed", "", ""): 1,
+        (c, "inbound", "error", "validation", ""): 1,
+        (c, "inbound", "excluded", "", "filtered: no sync tag"): 1,
+        (c, "inbound", "pending", "", ""): 2,
+    }
+    assert await store.queue_tallies() == want
+    assert await store.counts() == {
+        (IN, EntryStatus.PROCESSED): 1,
+        (IN, EntryStatus.ERROR): 1,
+        (IN, EntryStatus.EXCLUDED): 1,
+        (IN, EntryStatus.PENDING): 2,
+    }
+    await store._run(lambda tx: tx.execute("DELETE FROM queue_tallies"))
+    assert await store.queue_tallies() == {}
+    await store.recount_tallies()  # what migration 4 does on an existing queue
+    assert await store.queue_tallies() == want
+
+
+async def test_maintained_link_counts_follow_inserts_and_status_changes(store: SqlStore) -> None:
+    await store.upsert_link(RecordLink(CONTACT, hub_id="1", crm_id="003A", email="a@x.io"))
+    await store.upsert_link(RecordLink(CONTACT, hub_id="2", crm_id="003B", email="b@x.io"))
+    await store.upsert_link(RecordLink(LEAD, hub_id=None, crm_id="00QA", email="c@x.io"))
+    await store.upsert_link(
+        RecordLink(CONTACT, hub_id="2", crm_id="003B", status="deleted", deleted_side="hub")
+    )
+    ids = await store.enqueue([change("00QA", direction=OUT), change("00QB", direction=OUT)])
+    await store.claim_pending(OUT, limit=5, owner="w1", lease_seconds=60)
+    synced = [
+        SyncedRecord(ids[0], RecordLink(LEAD, hub_id="3", crm_id="00QA", status="converted")),
+        SyncedRecord(ids[1], RecordLink(LEAD, hub_id="4", crm_id="00QB")),
+    ]
+    assert await store.link_and_complete(synced, owner="w1") == 2
+    want = {
+        (CONTACT, "linked"): 1,
+        (CONTACT, "deleted"): 1,
+        (LEAD, "converted"): 1,
+        (LEAD, "linked"): 1,
+    }
+    assert await store.link_counts() == want
+    await store._run(lambda tx: tx.execute("DELETE FROM link_tallies"))
+    await store.recount_tallies()
+    assert await store.link_counts() == want
+
+
 # a random walk through the queue ------------------------------------------------------------
 class QueueMachine(RuleBasedStateMachine):
     """Random intake, claims and outcomes; nothing enqueued is ever lost or duplicated."""
@@ -490,7 +555,7 @@ class QueueMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.store = make_store(self.target)
         self.run(self.store.open())
-        for table in ("queue_entries", "queue_deletions"):
+        for table in ("queue_entries", "queue_deletions", "queue_tallies"):
             self.run(self.store._run(lambda tx, t=table: tx.execute(f"DELETE FROM {t}")))
         self.counter = 0
         self.latest: dict[tuple[str, str], int] = {}
@@ -504,7 +569,11 @@ class QueueMachine(RuleBasedStateMachine):
         self.run(self.store.close())
         self.loop.close()
 
-    @rule(batch=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(FIELDS)), max_size=4))
+    @rule(
+        batch=st.lists(
+            st.tuples(st.sampled_from(KEYS), st.sampled_from(FIELDS)), min_size=1, max_size=4
+        )
+    )
     def enqueue(self, batch: list[tuple[str, str]]) -> None:
         changes = []
         for key, fld in batch:
@@ -521,7 +590,10 @@ class QueueMachine(RuleBasedStateMachine):
             self.claimed[e.id] = owner
 
     @precondition(lambda self: bool(self.claimed))
-    @rule(data=st.data(), outcome=st.sampled_from(["complete", "retry", "error", "wrong"]))
+    @rule(
+        data=st.data(),
+        outcome=st.sampled_from(["complete", "retry", "error", "exclude", "wrong"]),
+    )
     def finish(self, data: st.DataObject, outcome: str) -> None:
         entry_id = data.draw(st.sampled_from(sorted(self.claimed)))
         owner = self.claimed[entry_id]
@@ -531,6 +603,12 @@ class QueueMachine(RuleBasedStateMachine):
             assert not self.run(self.store.complete(entry_id, owner="intruder", transferred={}))
             return
         del self.claimed[entry_id]
+        if outcome == "exclude":
+            assert self.run(self.store.exclude(entry_id, owner=owner, reason="filtered: test"))
+            for fld, value in entry.payload.items():
+                if self.latest[(entry.record_key, fld)] == value:
+                    self.delivered[(entry.record_key, fld)] = value  # excluded on purpose
+            return
         if outcome == "complete":
             assert self.run(self.store.complete(entry_id, owner=owner, transferred=entry.payload))
             for fld, value in entry.payload.items():
@@ -558,6 +636,32 @@ class QueueMachine(RuleBasedStateMachine):
     def retry_errors(self) -> None:
         self.run(self.store.retry_matching(EntryFilter()))
 
+    @rule(data=st.data())
+    def delete_pending(self, data: st.DataObject) -> None:
+        entries = self.run(self.store.list_entries(EntryFilter(status=(EntryStatus.PENDING,))))
+        if not entries:
+            return
+        entry = data.draw(st.sampled_from(entries))
+        assert self.run(self.store.delete_pending(entry.id)) is EntryStatus.PENDING
+        for fld, value in entry.payload.items():
+            if self.latest[(entry.record_key, fld)] == value:
+                self.delivered[(entry.record_key, fld)] = value  # the operator dropped it
+
+    @invariant()
+    def maintained_counts_match_the_entries(self) -> None:
+        entries = self.run(self.store.list_entries(EntryFilter(), limit=10_000))
+        want = Counter(
+            tally_key(
+                e.object.value,
+                e.direction.value,
+                e.status.value,
+                e.error_category.value if e.error_category else None,
+                e.error_message,
+            )
+            for e in entries
+        )
+        assert self.run(self.store.queue_tallies()) == dict(want)
+
     @invariant()
     def one_pending_entry_per_record_and_nothing_lost(self) -> None:
         entries = self.run(self.store.list_entries(EntryFilter(), limit=10_000))
@@ -582,8 +686,8 @@ def test_queue_state_machine(target: tuple[str, str]) -> None:
     run_state_machine_as_test(
         QueueMachine,
         settings=settings(
-            max_examples=25,
-            stateful_step_count=15,
+            max_examples=50,
+            stateful_step_count=30,
             deadline=None,
             suppress_health_check=list(HealthCheck),
         ),

@@ -16,7 +16,6 @@ from typing import Any
 
 from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
 from syncd.store.dialect import (
-    SqlBase,
     Tx,
     as_utc,
     chunks,
@@ -25,6 +24,7 @@ from syncd.store.dialect import (
     marks,
     utcnow,
 )
+from syncd.store.tallies import TallyDelta, TallyKey, TallyOps, entry_key, tally_key
 
 ENTRY_COLS = (
     "id, direction, object, record_key, source, event, email, name, payload, changed_fields,"
@@ -81,7 +81,7 @@ class _Merged:
         self.name = name if name is not None else self.name
 
 
-class QueueOps(SqlBase):
+class QueueOps(TallyOps):
     """Queue methods of the StateStore protocol, shared by both SQL backends."""
 
     def _entry(self, r: Sequence[Any]) -> QueueEntry:
@@ -206,6 +206,10 @@ class QueueOps(SqlBase):
             ids = {key: int(found[key][0]) for key in found}
             if inserts:
                 await tx.executemany(_INSERT_ENTRY, inserts)
+                delta = TallyDelta[TallyKey]()
+                for row in inserts:
+                    delta.add(tally_key(row[1], row[0], "pending", None, None))
+                await self._apply_tallies(tx, delta)
                 new_keys = [key for key in ordered if key not in found]
                 for part in chunks(new_keys):
                     rows = await tx.fetchall(
@@ -301,6 +305,10 @@ class QueueOps(SqlBase):
                 f" WHERE id IN ({marks(len(ids))})",
                 (owner, d.ts(expires), d.ts(stamp), *ids),
             )
+            delta = TallyDelta[TallyKey]()
+            for r in rows:
+                delta.move(entry_key(r), entry_key(r, "processing"))
+            await self._apply_tallies(tx, delta)
             out = []
             for r in rows:
                 row = list(r)
@@ -328,6 +336,9 @@ class QueueOps(SqlBase):
         d = self.dialect
 
         async def op(tx: Tx) -> bool:
+            held = await self._held_tallies(tx, [entry_id], owner)
+            if not held:
+                return False
             n = await tx.execute(
                 "UPDATE queue_entries SET status = 'processed', transferred = ?, skipped = ?,"
                 " run_id = COALESCE(?, run_id), lease_expires_at = NULL, next_attempt_at = NULL,"
@@ -342,6 +353,7 @@ class QueueOps(SqlBase):
                     owner,
                 ),
             )
+            await self._moved(tx, held, "processed")
             return n > 0
 
         return await self._run(op)
@@ -362,6 +374,9 @@ class QueueOps(SqlBase):
 
         async def op(tx: Tx) -> bool:
             status = "processing" if retry_at is not None else "error"
+            held = await self._held_tallies(tx, [entry_id], owner)
+            if not held:
+                return False
             n = await tx.execute(
                 "UPDATE queue_entries SET status = ?, attempts = attempts + 1,"
                 " error_category = ?, error_code = ?, error_message = ?,"
@@ -372,6 +387,7 @@ class QueueOps(SqlBase):
             )
             if n == 0:
                 return False
+            await self._moved(tx, held, status, str(category))
             if retry_at is not None:
                 await self._to_pending(tx, [entry_id], due=retry_at)
             return True
@@ -385,6 +401,9 @@ class QueueOps(SqlBase):
         d = self.dialect
 
         async def op(tx: Tx) -> bool:
+            held = await self._held_tallies(tx, [entry_id], owner)
+            if not held:
+                return False
             n = await tx.execute(
                 "UPDATE queue_entries SET status = 'excluded', error_category = NULL,"
                 " error_code = 'excluded', error_message = ?, run_id = COALESCE(?, run_id),"
@@ -392,6 +411,7 @@ class QueueOps(SqlBase):
                 " WHERE id = ? AND status = 'processing' AND lease_owner = ?",
                 (reason, run_id, d.ts(utcnow()), entry_id, owner),
             )
+            await self._moved(tx, held, "excluded", None, reason)
             return n > 0
 
         return await self._run(op)
@@ -463,6 +483,7 @@ class QueueOps(SqlBase):
                 members[r[23]].append(r[:23])
         arrived = await self._data_times(tx, [int(r[0]) for g in members.values() for r in g])
         now = d.ts(utcnow())
+        delta = TallyDelta[TallyKey]()
         doomed: list[tuple[Sequence[Any], str]] = []
         updates: list[tuple[Any, ...]] = []
         for key in keys:
@@ -494,6 +515,7 @@ class QueueOps(SqlBase):
                     name=member[7],
                 )
             doomed += [(r, f"merged into {survivor[0]}") for r in group if r is not survivor]
+            delta.move(entry_key(survivor), entry_key(survivor, "pending"))
             updates.append(
                 (
                     survivor[0],
@@ -534,6 +556,7 @@ class QueueOps(SqlBase):
             ),
             updates,
         )
+        await self._apply_tallies(tx, delta)
 
     async def _data_times(self, tx: Tx, ids: Sequence[int]) -> dict[int, Any]:
         """When each entry's values arrived (created_at for rows older than the column)."""
@@ -562,3 +585,7 @@ class QueueOps(SqlBase):
         ids = [int(r[0]) for r, _ in doomed]
         for part in chunks(ids):
             await tx.execute(f"DELETE FROM queue_entries WHERE id IN ({marks(len(part))})", part)
+        delta = TallyDelta[TallyKey]()
+        for r, _ in doomed:
+            delta.add(entry_key(r), -1)
+        await self._apply_tallies(tx, delta)

@@ -35,28 +35,20 @@ class QueueAdminOps(QueueOps):
         return await self._run(op, write=False)
 
     async def counts(self) -> dict[tuple[Direction, EntryStatus], int]:
-        """Entries by direction and status."""
-
-        async def op(tx: Tx) -> dict[tuple[Direction, EntryStatus], int]:
-            rows = await tx.fetchall(
-                "SELECT direction, status, COUNT(*) FROM queue_entries GROUP BY status, direction"
-            )
-            return {(Direction(r[0]), EntryStatus(r[1])): int(r[2]) for r in rows}
-
-        return await self._run(op, write=False)
+        """Entries by direction and status (from the maintained counts)."""
+        out: dict[tuple[Direction, EntryStatus], int] = {}
+        for (_obj, direction, status, _cat, _reason), n in (await self.queue_tallies()).items():
+            key = (Direction(direction), EntryStatus(status))
+            out[key] = out.get(key, 0) + n
+        return out
 
     async def pending_by_object(self, direction: Direction) -> dict[ObjectType, int]:
-        """Pending entries of a direction by object."""
-
-        async def op(tx: Tx) -> dict[ObjectType, int]:
-            rows = await tx.fetchall(
-                "SELECT object, COUNT(*) FROM queue_entries"
-                " WHERE status = 'pending' AND direction = ? GROUP BY object",
-                (str(direction),),
-            )
-            return {ObjectType(r[0]): int(r[1]) for r in rows}
-
-        return await self._run(op, write=False)
+        """Pending entries of a direction by object (from the maintained counts)."""
+        out: dict[ObjectType, int] = {}
+        for (obj, d, status, _cat, _reason), n in (await self.queue_tallies()).items():
+            if d == direction.value and status == EntryStatus.PENDING.value:
+                out[ObjectType(obj)] = out.get(ObjectType(obj), 0) + n
+        return out
 
     async def get_entry(self, entry_id: int) -> QueueEntry | None:
         """One entry, or None."""

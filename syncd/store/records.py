@@ -21,7 +21,6 @@ from syncd.store.base import (
 from syncd.store.dialect import (
     LIKE_ESCAPE,
     Dialect,
-    SqlBase,
     Tx,
     chunks,
     dump_json,
@@ -30,6 +29,7 @@ from syncd.store.dialect import (
     marks,
     utcnow,
 )
+from syncd.store.tallies import LinkKey, TallyDelta, TallyOps
 
 LINK_COLS = (
     "id, object, hub_id, crm_id, email, name, sync_tags, status, content_hash, deleted_side,"
@@ -78,7 +78,7 @@ def link_conditions(d: Dialect, filt: LinkFilter) -> tuple[list[str], list[Any]]
     return where, params
 
 
-class RecordOps(SqlBase):
+class RecordOps(TallyOps):
     """Links, runs, cursors, integration errors, dbsync rows and job locks."""
 
     # record links ------------------------------------------------------------------------
@@ -155,13 +155,21 @@ class RecordOps(SqlBase):
             if val is not None and row is None:
                 row = await self._fetchone(
                     tx,
-                    f"SELECT id FROM record_links WHERE object = ? AND {col} = ?{d.for_update}",
+                    f"SELECT id, status FROM record_links WHERE object = ? AND {col} = ?"
+                    f"{d.for_update}",
                     (str(link.object), val),
                 )
+        delta = TallyDelta[LinkKey]()
+        obj = str(link.object)
         if row is None:
-            return await tx.insert(_INSERT_LINK, self._link_values(link, now))
-        await tx.execute(_UPDATE_LINK, self._link_update(link, now, int(row[0])))
-        return int(row[0])
+            row_id = await tx.insert(_INSERT_LINK, self._link_values(link, now))
+            delta.add((obj, link.status))
+        else:
+            row_id = int(row[0])
+            await tx.execute(_UPDATE_LINK, self._link_update(link, now, row_id))
+            delta.move((obj, str(row[1])), (obj, link.status))
+        await self._apply_link_tallies(tx, delta)
+        return row_id
 
     async def get_links(self, obj: ObjectType, crm_ids: Sequence[str]) -> dict[str, RecordLink]:
         """The links of these CRM ids, keyed by CRM id (one query per chunk, not per id)."""
@@ -195,7 +203,9 @@ class RecordOps(SqlBase):
 
         async def op(tx: Tx) -> int:
             await self._upsert_links_tx(tx, links)
+            held = await self._held_tallies(tx, [r.entry_id for r in records], owner)
             now = self.dialect.ts(utcnow())
+            await self._moved(tx, held, "processed")
             return await tx.executemany(
                 "UPDATE queue_entries SET status = 'processed', transferred = ?, skipped = ?,"
                 " run_id = COALESCE(?, run_id), lease_expires_at = NULL, next_attempt_at = NULL,"
@@ -227,6 +237,7 @@ class RecordOps(SqlBase):
             return
         d = self.dialect
         found: dict[tuple[str, str, str], int] = {}  # (column, object, value) -> id
+        status_of: dict[int, str] = {}  # id -> status, as the batch's updates leave it
         for col, keys in (("hub_id", hub_keys), ("crm_id", crm_keys)):
             by_obj: dict[ObjectType, list[str]] = {}
             for o, v in keys:
@@ -234,28 +245,35 @@ class RecordOps(SqlBase):
             for o, values in by_obj.items():
                 for part in chunks(sorted(values)):
                     rows = await tx.fetchall(
-                        f"SELECT id, {col} FROM record_links WHERE object = ?"
+                        f"SELECT id, {col}, status FROM record_links WHERE object = ?"
                         f" AND {col} IN ({marks(len(part))}) ORDER BY id{d.for_update}",
                         (str(o), *part),
                     )
                     found.update({(col, str(o), r[1]): int(r[0]) for r in rows})
+                    status_of.update({int(r[0]): str(r[2]) for r in rows})
         now = d.ts(utcnow())
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
+        delta = TallyDelta[LinkKey]()
         for link in links:
             row_id = None
             if link.hub_id is not None:
                 row_id = found.get(("hub_id", str(link.object), link.hub_id))
             if row_id is None and link.crm_id is not None:
                 row_id = found.get(("crm_id", str(link.object), link.crm_id))
+            obj = str(link.object)
             if row_id is None:
                 inserts.append(self._link_values(link, now))
+                delta.add((obj, link.status))
             else:
                 updates.append(self._link_update(link, now, row_id))
+                delta.move((obj, status_of[row_id]), (obj, link.status))
+                status_of[row_id] = link.status
         if updates:
             await tx.executemany(_UPDATE_LINK, updates)
         if inserts:
             await tx.executemany(_INSERT_LINK, inserts)
+        await self._apply_link_tallies(tx, delta)
 
     async def get_link(
         self,
@@ -306,17 +324,6 @@ class RecordOps(SqlBase):
                 (*params, max(limit, 0)),
             )
             return [self._link(r) for r in rows]
-
-        return await self._run(op, write=False)
-
-    async def link_counts(self) -> dict[tuple[ObjectType, str], int]:
-        """Links by object and status."""
-
-        async def op(tx: Tx) -> dict[tuple[ObjectType, str], int]:
-            rows = await tx.fetchall(
-                "SELECT object, status, COUNT(*) FROM record_links GROUP BY object, status"
-            )
-            return {(ObjectType(r[0]), str(r[1])): int(r[2]) for r in rows}
 
         return await self._run(op, write=False)
 

@@ -259,6 +259,55 @@ _V1_TABLES = [
 ]
 
 
+TALLY_REASON_MAX = 255  # exclusion reasons are short sentences
+# Rebuilds the maintained counts from the entries: the keys of `tallies.tally_key`, in SQL.
+_TALLY_CATEGORY = "CASE WHEN status = 'error' THEN COALESCE(error_category, '') ELSE '' END"
+_TALLY_REASON = (
+    "CASE WHEN status = 'excluded'"
+    f" THEN SUBSTR(COALESCE(error_message, ''), 1, {TALLY_REASON_MAX}) ELSE '' END"
+)
+RECOUNT_TALLIES_SQL = (
+    "INSERT INTO queue_tallies (object, direction, status, category, reason, n)"
+    f" SELECT object, direction, status, {_TALLY_CATEGORY}, {_TALLY_REASON}, COUNT(*)"
+    f" FROM queue_entries GROUP BY object, direction, status, {_TALLY_CATEGORY}, {_TALLY_REASON}"
+)
+RECOUNT_LINK_TALLIES_SQL = (
+    "INSERT INTO link_tallies (object, status, n)"
+    " SELECT object, status, COUNT(*) FROM record_links GROUP BY object, status"
+)
+
+# Re-runnable: an interrupted step (MySQL commits DDL on its own) starts the counts afresh.
+TALLY_REBUILD = (
+    "DELETE FROM queue_tallies",
+    RECOUNT_TALLIES_SQL,
+    "DELETE FROM link_tallies",
+    RECOUNT_LINK_TALLIES_SQL,
+)
+_LINK_TALLY_TABLE = Table(
+    "link_tallies",
+    [
+        _c("object", "str:16", null=False),
+        _c("status", "str:32", null=False),
+        _c("n", "bigint", null=False),
+    ],
+    surrogate_id=False,
+    primary_key=("object", "status"),
+)
+_TALLY_TABLE = Table(
+    "queue_tallies",
+    [
+        _c("object", "str:16", null=False),
+        _c("direction", "str:16", null=False),
+        _c("status", "str:16", null=False),
+        _c("category", "str:32", null=False),  # error entries only, else ''
+        _c("reason", "str:255", null=False),  # excluded entries only, else ''
+        _c("n", "bigint", null=False),
+    ],
+    surrogate_id=False,
+    primary_key=("object", "direction", "status", "category", "reason"),
+)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One forward schema step: its version, a description and per-dialect statements."""
@@ -304,6 +353,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         # are newest once a change has coalesced into an older pending entry.
         sqlite=("ALTER TABLE queue_entries ADD COLUMN data_at TEXT",),
         mysql=("ALTER TABLE queue_entries ADD COLUMN IF NOT EXISTS data_at DATETIME(6) NULL",),
+    ),
+    Migration(
+        4,
+        "maintained queue and link counts",
+        # Status and health read these rows instead of counting every entry and link; the
+        # store keeps them in step in the transaction of each change. Rebuilt here from what
+        # is already stored.
+        sqlite=(
+            *_TALLY_TABLE.render("sqlite"),
+            *_LINK_TALLY_TABLE.render("sqlite"),
+            *TALLY_REBUILD,
+        ),
+        mysql=(
+            *_TALLY_TABLE.render("mysql"),
+            *_LINK_TALLY_TABLE.render("mysql"),
+            *TALLY_REBUILD,
+        ),
     ),
 )
 
