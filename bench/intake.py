@@ -236,8 +236,10 @@ def syncd_run(
                     str(out),
                     "-d",
                     str(int(args.duration)),
-                    "-n",
                     "-s",
+                    "--nonblocking",
+                    "--rate",
+                    "500",
                 ],
                 stdout=subprocess.DEVNULL,
             )

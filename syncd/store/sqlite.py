@@ -12,7 +12,7 @@ import contextlib
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
@@ -26,36 +26,66 @@ _BUSY_RETRIES = 5
 
 
 class _SqliteTx:
-    """The transaction handle over the single aiosqlite connection."""
+    """The transaction handle, used on aiosqlite's thread: every call completes at once."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, tuple(params))
-        n = cur.rowcount
-        await cur.close()
-        return n
+        return self._conn.execute(sql, tuple(params)).rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
-        cur = await self._conn.executemany(sql, [tuple(r) for r in rows])
-        n = cur.rowcount
-        await cur.close()
-        return n
+        return self._conn.executemany(sql, [tuple(r) for r in rows]).rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows = await self._conn.execute_fetchall(sql, tuple(params))
-        return [tuple(r) for r in rows]
+        return [tuple(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
 
     async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self._conn.execute(sql, tuple(params))
-        rowid = cur.lastrowid
-        await cur.close()
+        rowid = self._conn.execute(sql, tuple(params)).lastrowid
         if rowid is None:
             raise StoreError("sqlite store: insert returned no row id")
         return int(rowid)
+
+
+class _Transaction(Generic[T]):
+    """One transaction function run to its end on the connection's thread, in one hop.
+
+    aiosqlite hops to its thread and back once per statement; an intake commit has eight
+    statements, and every hop is a GIL hand-over that stalls the event loop serving the
+    webhooks. Here the store's (async) transaction function is driven on that thread instead:
+    its awaits are all `_SqliteTx` calls, which finish without suspending.
+    """
+
+    def __init__(self, fn: Callable[[Tx], Awaitable[T]], write: bool) -> None:
+        self.fn = fn
+        self.write = write
+        self.abandoned = False  # the caller was cancelled: roll back rather than commit
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+        try:
+            result = _drive(self.fn(_SqliteTx(conn)))
+            if self.abandoned:
+                raise asyncio.CancelledError
+            conn.execute("COMMIT")
+            return result
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _drive(coro: Awaitable[T]) -> T:
+    """Run a coroutine that never suspends to its result (off the event loop)."""
+    gen = coro.__await__()
+    try:
+        gen.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    gen.close()
+    raise RuntimeError("a store transaction awaited something other than its statements")
 
 
 class SqliteStore(SqlStore):
@@ -115,9 +145,10 @@ class SqliteStore(SqlStore):
             conn = self._conn
             if conn is None:
                 raise StoreError("sqlite store is not open")
+            txn = _Transaction(fn, write)
             try:
                 async with self._lock:
-                    return await self._transaction(conn, fn, write)
+                    return await self._in_thread(conn, txn)
             except sqlite3.OperationalError as exc:
                 # Another process (a CLI, a backup) held the file past busy_timeout.
                 busy = "locked" in str(exc) or "busy" in str(exc)
@@ -133,18 +164,17 @@ class SqliteStore(SqlStore):
         raise StoreError("sqlite store: retries exhausted")  # pragma: no cover
 
     @staticmethod
-    async def _transaction(
-        conn: aiosqlite.Connection, fn: Callable[[Tx], Awaitable[T]], write: bool
-    ) -> T:
-        await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    async def _in_thread(conn: aiosqlite.Connection, txn: _Transaction[T]) -> T:
+        # aiosqlite runs functions given to _execute on its connection thread, in order; the
+        # public API offers that per statement only (see _Transaction).
+        job: Awaitable[T] = conn._execute(txn, conn._conn)  # type: ignore[no-untyped-call]
+        fut = asyncio.ensure_future(job)
         try:
-            result = await fn(_SqliteTx(conn))
-            await conn.execute("COMMIT")
-            return result
-        except BaseException:
-            # Also on cancellation: the connection is shared, never leave it mid-transaction.
-            # Unconditional: a cancelled BEGIN may still be queued on aiosqlite's thread, and
-            # requests run there in order, so this ROLLBACK always lands after it.
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await asyncio.shield(conn.execute("ROLLBACK"))
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # The connection is shared: let the transaction end (rolled back) before the
+            # next one can start, then pass the cancellation on.
+            txn.abandoned = True
+            with contextlib.suppress(BaseException):
+                await fut
             raise
