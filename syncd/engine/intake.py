@@ -69,8 +69,11 @@ class InboundIntake:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        by_source: dict[str, int] = {}
         for c in changes:
-            metrics.CHANGES_RECEIVED.labels(c.source).inc()
+            by_source[c.source] = by_source.get(c.source, 0) + 1
+        for source, n in by_source.items():
+            metrics.CHANGES_RECEIVED.labels(source).inc(n)
         for _, fut in batch:
             if not fut.done():
                 fut.set_result(None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
 from syncd import metrics
 from syncd.logging import get_logger
@@ -33,8 +35,16 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = exc.status
         raise
     finally:
-        metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
-        metrics.HTTP_DURATION.labels(route).observe(time.perf_counter() - started)
+        counter, timer = _route_metrics(route, status)
+        counter.inc()
+        timer.observe(time.perf_counter() - started)
+
+
+@functools.cache
+def _route_metrics(route: str, status: int) -> tuple[Counter, Histogram]:
+    # Looking children up by label costs more than the rest of a webhook's bookkeeping;
+    # routes and status codes are a small fixed set, so each pair is resolved once.
+    return metrics.HTTP_REQUESTS.labels(route, str(status)), metrics.HTTP_DURATION.labels(route)
 
 
 @web.middleware

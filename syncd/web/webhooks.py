@@ -31,6 +31,7 @@ AC_STANDARD = {
     "last_name": "lastName",
     "phone": "phone",
 }
+_ACCEPTED_ONE = json.dumps({"accepted": 1}).encode()  # the answer to nearly every webhook
 HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "contact.deletion"})
 
 
@@ -48,6 +49,26 @@ def _object_for(tags: frozenset[str]) -> ObjectType:
     if tags & LEAD_TAGS and not tags & CONTACT_TAGS:
         return ObjectType.LEAD
     return ObjectType.CONTACT
+
+
+def parse_form(text: str) -> dict[str, str]:
+    """``application/x-www-form-urlencoded`` text as a dict (the last value of a key wins).
+
+    What ``parse_qsl(keep_blank_values=True, errors="strict")`` returns, without decoding the
+    parts that hold no escapes: most of a webhook body is plain text, and this runs on every
+    request. Bad %-escapes of UTF-8 raise UnicodeDecodeError.
+    """
+    out: dict[str, str] = {}
+    for part in text.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in key or "+" in key:
+            key = urllib.parse.unquote(key.replace("+", " "), errors="strict")
+        if "%" in value or "+" in value:
+            value = urllib.parse.unquote(value.replace("+", " "), errors="strict")
+        out[key] = value
+    return out
 
 
 def parse_activecampaign(form: dict[str, str]) -> Change:
@@ -124,6 +145,8 @@ async def _submit(engine: SyncEngine, changes: list[Change]) -> web.Response:
         await engine.intake.submit(changes)
     except StoreError:
         raise ApiError(503, "could not store the change; retry later") from None
+    if len(changes) == 1:
+        return web.Response(body=_ACCEPTED_ONE, content_type="application/json")
     return web.json_response({"accepted": len(changes)})
 
 
@@ -147,7 +170,7 @@ async def activecampaign(request: web.Request) -> web.Response:
     try:
         # Strict UTF-8, escapes included: a wrongly encoded name is refused, not mangled.
         text = raw.decode("utf-8")
-        form = dict(urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict"))
+        form = parse_form(text)
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "body must be UTF-8 form-encoded data") from None
     try:
