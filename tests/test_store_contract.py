@@ -120,6 +120,18 @@ async def test_hundred_changes_of_one_record_coalesce(store: SqlStore) -> None:
     assert (await store.pending_stats(IN)).count == 1
 
 
+async def test_enqueue_answers_each_changes_own_entry_in_big_mixed_batches(
+    store: SqlStore,
+) -> None:
+    await store.enqueue([change(f"k{i}", {"v": 0}) for i in range(0, 1200, 3)])  # some exist
+    keys = [f"k{i}" for i in range(1200)]
+    ids = await store.enqueue([change(k, {"v": 1}) for k in reversed(keys)])
+    assert len(set(ids)) == 1200
+    for key, entry_id in zip(reversed(keys), ids, strict=True):
+        entry = await store.get_entry(entry_id)
+        assert entry is not None and entry.record_key == key and entry.payload == {"v": 1}
+
+
 async def test_batch_with_two_changes_of_one_record(store: SqlStore) -> None:
     ids = await store.enqueue(
         [

@@ -206,21 +206,31 @@ class QueueOps(TallyOps):
             ids = {key: int(found[key][0]) for key in found}
             if inserts:
                 await tx.executemany(_INSERT_ENTRY, inserts)
+                ids.update(await self._inserted_ids(tx, [k for k in ordered if k not in found]))
                 delta = TallyDelta[TallyKey]()
                 for row in inserts:
                     delta.add(tally_key(row[1], row[0], "pending", None, None))
                 await self._apply_tallies(tx, delta)
-                new_keys = [key for key in ordered if key not in found]
-                for part in chunks(new_keys):
-                    rows = await tx.fetchall(
-                        f"SELECT id, pending_key FROM queue_entries"
-                        f" WHERE pending_key IN ({marks(len(part))})",
-                        part,
-                    )
-                    ids.update({r[1]: int(r[0]) for r in rows})
             return [ids[k] for k in keys]
 
         return await self._run(op, conflict_retry=True)
+
+    async def _inserted_ids(self, tx: Tx, new_keys: Sequence[str]) -> dict[str, int]:
+        """The ids of the pending entries just inserted for `new_keys` (in that order)."""
+        if self.dialect.name == "sqlite":
+            # One writer and AUTOINCREMENT: the rows took consecutive ids in the order given.
+            last = int((await tx.fetchall("SELECT last_insert_rowid()"))[0][0])
+            first = last - len(new_keys) + 1
+            return {key: first + i for i, key in enumerate(new_keys)}
+        out: dict[str, int] = {}
+        for part in chunks(new_keys):
+            rows = await tx.fetchall(
+                "SELECT id, pending_key FROM queue_entries"
+                f" WHERE pending_key IN ({marks(len(part))})",
+                part,
+            )
+            out.update({r[1]: int(r[0]) for r in rows})
+        return out
 
     async def _pending_by_key(self, tx: Tx, keys: Sequence[str]) -> dict[str, tuple[Any, ...]]:
         """Pending rows (id, source, event, email, name, payload, changed, key) by key, locked."""

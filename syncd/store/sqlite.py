@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,9 @@ from syncd.store.sql import SqlStore
 T = TypeVar("T")
 
 _BUSY_RETRIES = 5
+_PLAIN_INSERT = re.compile(r"^INSERT INTO \w+ \([\w, ]+\) VALUES (\((?:\?, )*\?\))$")
+_ROWS_PER_INSERT = 500
+_MAX_PARAMS = 30_000  # SQLite allows 32,766 bound parameters per statement
 
 
 class _SqliteTx:
@@ -37,7 +41,19 @@ class _SqliteTx:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
             return 0
-        return self._conn.executemany(sql, [tuple(r) for r in rows]).rowcount
+        values = _PLAIN_INSERT.match(sql)
+        if values is None or len(rows) == 1:
+            return self._conn.executemany(sql, [tuple(r) for r in rows]).rowcount
+        # A plain INSERT becomes multi-row statements (as aiomysql does for MySQL): one step
+        # per chunk instead of one per row, and every step hands the GIL over once.
+        group = values.group(1)
+        per = max(1, min(_ROWS_PER_INSERT, _MAX_PARAMS // max(1, group.count("?"))))
+        n = 0
+        for i in range(0, len(rows), per):
+            part = rows[i : i + per]
+            text = sql + ", " + ", ".join(group for _ in range(len(part) - 1))
+            n += self._conn.execute(text, [v for r in part for v in r]).rowcount
+        return n
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return [tuple(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
