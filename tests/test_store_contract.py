@@ -20,6 +20,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from syncd.engine.claims import keep_leases
 from syncd.model import (
     Change,
     Direction,
@@ -266,6 +267,31 @@ async def test_expired_leases_are_reclaimed(store: SqlStore) -> None:
     assert not await store.complete(a, owner="dead", transferred={})
     eb = await store.get_entry(b)
     assert eb is not None and eb.status is EntryStatus.PROCESSING
+
+
+async def test_extended_leases_outlive_their_first_end_for_their_owner_only(
+    store: SqlStore,
+) -> None:
+    [a, b] = await store.enqueue([change("a"), change("b")])
+    await store.claim_pending(IN, limit=2, owner="w1", lease_seconds=1)
+    assert await store.extend_leases([a, b], owner="intruder", lease_seconds=3600) == 0
+    assert await store.extend_leases([a], owner="w1", lease_seconds=3600) == 1
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    assert await store.reclaim_expired(later) == 1  # b only
+    ea, eb = await store.get_entry(a), await store.get_entry(b)
+    assert ea is not None and ea.status is EntryStatus.PROCESSING and ea.lease_owner == "w1"
+    assert eb is not None and eb.status is EntryStatus.PENDING
+    assert await store.extend_leases([b], owner="w1", lease_seconds=3600) == 0  # not held
+
+
+async def test_kept_leases_survive_a_call_longer_than_the_lease(store: SqlStore) -> None:
+    await store.enqueue([change("slow")])
+    entries = await store.claim_pending(IN, limit=1, owner="w1", lease_seconds=0.4)
+    async with keep_leases(store, entries, "w1", 0.4):
+        await asyncio.sleep(1.2)  # three lease lengths: a vendor call running long
+        assert await store.reclaim_expired() == 0
+    await asyncio.sleep(0.6)  # no longer kept: the lease runs out
+    assert await store.reclaim_expired() == 1
 
 
 # reading and operator actions ---------------------------------------------------------------

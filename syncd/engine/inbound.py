@@ -13,7 +13,7 @@ from typing import Any
 from syncd import metrics
 from syncd.config import Settings
 from syncd.connectors.base import CrmConnector, HubConnector
-from syncd.engine.claims import log_claimed
+from syncd.engine.claims import keep_leases, log_claimed
 from syncd.engine.conflicts import resolve
 from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import Excluded, inbound_target, parse_tags
@@ -236,7 +236,8 @@ class InboundFlusher:
             log_claimed(Direction.INBOUND, self._owner, entries)
             counts.claimed += len(entries)
             try:
-                await self._process(entries, run_id, counts)
+                async with keep_leases(self._store, entries, self._owner, lease):
+                    await self._process(entries, run_id, counts)
             except (IntegrationError, asyncio.CancelledError):
                 # Unfinished claims go back at once rather than waiting for their lease;
                 # entries already completed stay completed (release only moves processing).

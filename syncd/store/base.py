@@ -228,6 +228,11 @@ class StateStore(Protocol):
     async def release(self, entry_ids: Sequence[int], *, owner: str) -> int:
         """Give claimed entries back to pending without counting an attempt."""
 
+    async def extend_leases(
+        self, entry_ids: Sequence[int], *, owner: str, lease_seconds: float
+    ) -> int:
+        """Push the lease end of entries `owner` still holds to now + `lease_seconds`; how many."""
+
     async def reclaim_expired(self, now: datetime | None = None) -> int:
         """Return processing entries whose lease expired to pending; how many."""
 

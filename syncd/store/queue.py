@@ -445,6 +445,28 @@ class QueueOps(TallyOps):
 
         return await self._run(op, conflict_retry=True)
 
+    async def extend_leases(
+        self, entry_ids: Sequence[int], *, owner: str, lease_seconds: float
+    ) -> int:
+        """Push the lease end of entries `owner` still holds to now + `lease_seconds`; how many."""
+        if not entry_ids:
+            return 0
+        d = self.dialect
+        until = d.ts(utcnow() + timedelta(seconds=lease_seconds))
+
+        async def op(tx: Tx) -> int:
+            n = 0
+            for part in chunks(list(entry_ids)):
+                n += await tx.execute(
+                    "UPDATE queue_entries SET lease_expires_at = ?"
+                    f" WHERE id IN ({marks(len(part))})"
+                    " AND status = 'processing' AND lease_owner = ?",
+                    (until, *part, owner),
+                )
+            return n
+
+        return await self._run(op)
+
     async def reclaim_expired(self, now: datetime | None = None) -> int:
         """Return processing entries whose lease expired to pending; how many."""
         at = as_utc(now) if now is not None else utcnow()
