@@ -310,3 +310,18 @@ async def test_contact_list_and_tags_round_trip(server: Server) -> None:
     assert status == 200 and body["contactList"]["status"] == "1"
     _, _, lists = await _send(server, "GET", "/api/3/contacts/3/contactLists")
     assert {(x["list"], x["status"]) for x in lists["contactLists"]} >= {("2", "1")}
+
+
+async def test_contact_list_newest_first_and_totals_follow_deletes(server: Server) -> None:
+    """``orders[id]=DESC`` pages from the newest contact; meta.total counts live contacts."""
+    status, _, _ = await _send(server, "DELETE", "/api/3/contacts/30")
+    assert status == 200
+    _, _, body = await _send(server, "GET", "/api/3/contacts?orders[id]=DESC&limit=2")
+    assert [c["id"] for c in body["contacts"]] == ["29", "28"]
+    assert body["meta"]["total"] == "29"
+    _, _, body = await _send(
+        server, "GET", "/api/3/contacts?orders[id]=DESC&limit=3&offset=2&id_greater=24"
+    )
+    assert [c["id"] for c in body["contacts"]] == ["27", "26", "25"]
+    _, _, body = await _send(server, "GET", "/api/3/contacts?filters[deleted]=1")
+    assert [c["id"] for c in body["contacts"]] == ["30"] and body["meta"]["total"] == "1"

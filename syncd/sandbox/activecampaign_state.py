@@ -124,6 +124,8 @@ class ActiveCampaignSandbox(SandboxBase):
         self.campaigns: dict[int, dict[str, Any]] = {}  # id -> {name, list, sdate}
         self.broadcasts: list[tuple[int, int, int]] = []  # (campaign, list, contact) sends
         self.imports: dict[str, ImportJob] = {}
+        self._queued: list[ImportJob] = []  # imports not yet applied, oldest first
+        self.live_count = 0  # contacts not deleted: meta.total of the unfiltered list
         self.request_times: list[float] = []  # wall clock of every API request received
         self._next: dict[str, int] = {}
         self.version = 0  # bumps on every change; keys the meta.total cache
@@ -158,6 +160,7 @@ class ActiveCampaignSandbox(SandboxBase):
         self.contacts[c.id] = c
         self._ids.append(c.id)
         self.by_email[email.lower()] = c.id
+        self.live_count += 0 if c.deleted else 1
         self.touch()
         return c
 
@@ -199,6 +202,8 @@ class ActiveCampaignSandbox(SandboxBase):
 
     def delete_contact(self, c: Contact) -> None:
         """AC keeps deleted contacts flagged; they leave lists and searches."""
+        if not c.deleted:
+            self.live_count -= 1
         c.deleted = True
         c.udate = self.now()
         self.by_email.pop(c.email.lower(), None)
@@ -210,6 +215,12 @@ class ActiveCampaignSandbox(SandboxBase):
         start = bisect.bisect_right(self._ids, id_greater)
         for cid in self._ids[start:]:
             yield self.contacts[cid]
+
+    def contacts_before_end(self, id_greater: int) -> Iterable[Contact]:
+        """Contacts in descending id order, down to (excluding) `id_greater`."""
+        start = bisect.bisect_right(self._ids, id_greater)
+        for pos in range(len(self._ids) - 1, start - 1, -1):
+            yield self.contacts[self._ids[pos]]
 
     def cached_total(self, key: tuple[Any, ...], compute: Any) -> int:
         """meta.total for a filter set, recomputed only after data changed."""
@@ -322,14 +333,24 @@ class ActiveCampaignSandbox(SandboxBase):
         self.imports[job.batch_id] = job
         if self.import_delay <= 0:
             self.run_import(job)
+        else:
+            self._queued.append(job)
         return job
 
     def process_due_imports(self) -> None:
-        """Apply queued imports whose time has come."""
+        """Apply queued imports whose time has come (only the queued ones are looked at)."""
+        if not self._queued:
+            return
         now = self.now()
-        for job in self.imports.values():
-            if not job.done and job.ready_at <= now:
+        waiting = []
+        for job in self._queued:
+            if job.done:
+                continue
+            if job.ready_at <= now:
                 self.run_import(job)
+            else:
+                waiting.append(job)
+        self._queued = waiting
 
     def run_import(self, job: ImportJob) -> None:
         """Apply one import: upsert by email, tags, fields, list (un)subscriptions."""
