@@ -58,6 +58,9 @@ log = get_logger("syncd.dbsync")
 # (update_existing off): remembered so it costs nothing next time, never deleted from the list.
 FOREIGN = "x:"
 PAGE = 5000  # source rows per read
+LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
+FLUSH_CALLS = 20  # write calls' worth of recorded or seen rows per store commit
+IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
 MAX_BODY = 300_000  # bytes per write call; AC refuses bulk bodies over 400 kB
 FAILURE_FLUSH = 500
 EXAMPLES = 10
@@ -91,6 +94,17 @@ class _Pass:
         self.seen_ours = 0  # test mode: stored rows of ours met by the pass
         # Test mode remembers the emails it met here (no real row may be touched).
         self.scratch = f"~test{run_id}:{cfg.name}"[:64]
+        # Rows of this run not yet committed to the store, so later batches still see them:
+        # emails in hub write calls not yet answered, and emails recorded or seen since the
+        # last commit (with what to commit). Bounded by IN_FLIGHT and FLUSH_CALLS.
+        self.inflight: set[str] = set()
+        self.buffered: set[str] = set()
+        self.record: list[DbsyncRow] = []
+        self.seen_keys: list[str] = []
+
+    def met(self, email: str) -> bool:
+        """Whether an earlier row of this run had `email` and is not in the store yet."""
+        return email in self.inflight or email in self.buffered
 
     def fail(
         self,
@@ -316,7 +330,7 @@ class DbsyncRunner:
                         batch.failed_emails.append(row.email)
                     continue
                 batch.rows.append(row)
-                if len(batch.rows) >= cfg.batch_size:
+                if len(batch.rows) >= cfg.batch_size * LOOKUP_CALLS:
                     await queue.put(batch)
                     batch = _Batch()
             if progress is not None:
@@ -326,12 +340,31 @@ class DbsyncRunner:
         await queue.put(None)
 
     async def _consume(self, p: _Pass, plan: RowPlan, queue: asyncio.Queue[_Batch | None]) -> None:
-        while True:
-            batch = await queue.get()
-            if batch is None:
-                return
-            await self._process(p, plan, batch)
-            await self._flush_failures(p)
+        limit = asyncio.Semaphore(IN_FLIGHT)
+        try:
+            async with asyncio.TaskGroup() as writers:
+                while True:
+                    batch = await queue.get()
+                    if batch is None:
+                        break
+                    await self._process(p, plan, batch, writers, limit)
+                    await self._flush_failures(p)
+                    if len(p.buffered) >= FLUSH_CALLS * p.cfg.batch_size:
+                        await self._flush_rows(p)
+        except Exception:
+            # What the hub accepted before the failure is kept, so a rerun need not resend it.
+            with contextlib.suppress(StoreError):
+                await self._flush_rows(p)
+            raise
+        await self._flush_rows(p)
+
+    async def _flush_rows(self, p: _Pass) -> None:
+        """Commit the recorded and seen rows; only the consumer calls it (no lookup races)."""
+        if p.test or not (p.record or p.seen_keys):
+            return
+        rows, seen = p.record, p.seen_keys
+        p.record, p.seen_keys, p.buffered = [], [], set()
+        await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
 
     async def _dedupe(
         self, p: _Pass, plan: RowPlan, rows: list[MappedRow], stored: dict[str, DbsyncRow]
@@ -339,7 +372,8 @@ class DbsyncRunner:
         """Rows whose email no earlier row of this pass had; the others are duplicates.
 
         Earlier batches are known from the store (rows this run wrote or touched carry its
-        id; test mode keeps a scratch set), so memory does not grow with the table.
+        id; test mode keeps a scratch set) and, until their next commit, from the pass's
+        in-flight and buffered emails, so memory does not grow with the table.
         """
         firsts: dict[str, MappedRow] = {}
         for row in rows:
@@ -348,13 +382,14 @@ class DbsyncRunner:
                 firsts[row.email] = row
             else:
                 self._duplicate(p, plan, row, f"also in row {head.key}")
+        seen: set[str]
         if p.test:
-            seen = await self.store.dbsync_rows(p.scratch, list(firsts))
+            seen = set(await self.store.dbsync_rows(p.scratch, list(firsts)))
             await self.store.upsert_dbsync_rows(
                 [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in firsts if e not in seen]
             )
         else:
-            seen = {e: stored[e] for e in firsts if e in stored and stored[e].run_id == p.run_id}
+            seen = {e for e in firsts if p.met(e) or (e in stored and stored[e].run_id == p.run_id)}
         out = []
         for email, row in firsts.items():
             if email in seen:
@@ -375,7 +410,14 @@ class DbsyncRunner:
             counted=False,
         )
 
-    async def _process(self, p: _Pass, plan: RowPlan, batch: _Batch) -> None:
+    async def _process(
+        self,
+        p: _Pass,
+        plan: RowPlan,
+        batch: _Batch,
+        writers: asyncio.TaskGroup,
+        limit: asyncio.Semaphore,
+    ) -> None:
         cfg, tally, name = p.cfg, p.tally, p.cfg.name
         keys = list(dict.fromkeys([r.email for r in batch.rows] + batch.failed_emails))
         stored = await self.store.dbsync_rows(name, keys) if keys else {}
@@ -430,24 +472,43 @@ class DbsyncRunner:
                 else:
                     tally.updated += 1
             return
-        done, created_ids = await self._write(p, plan, writes, touch)
-        if done or foreign:
-            await self.store.upsert_dbsync_rows(done + foreign)
-        if touch:
-            await self.store.touch_dbsync_rows(name, touch, p.run_id)
-        if created_ids and cfg.send_last_broadcast:
-            tally.write_calls += 1
-            await self.hub.send_last_broadcast(cfg.list, created_ids)
+        p.seen_keys += touch
+        p.record += foreign
+        p.buffered.update(touch)
+        p.buffered.update(r.email for r in foreign)
+        for chunk in _chunks(writes, cfg.batch_size):
+            await limit.acquire()
+            p.inflight.update(w.row.email for w in chunk)
+            writers.create_task(self._write_call(p, plan, chunk, limit))
+
+    async def _write_call(
+        self, p: _Pass, plan: RowPlan, chunk: list[_Write], limit: asyncio.Semaphore
+    ) -> None:
+        """One hub write call; accepted rows are buffered for the next store commit."""
+        try:
+            touch: list[str] = []
+            done, created_ids = await self._write(p, plan, chunk, touch)
+            emails = [w.row.email for w in chunk]
+            # Buffered before leaving inflight, with no await between: never unseen.
+            p.record += done
+            p.seen_keys += touch
+            p.buffered.update(emails)
+            p.inflight.difference_update(emails)
+            if created_ids and p.cfg.send_last_broadcast:
+                p.tally.write_calls += 1
+                await self.hub.send_last_broadcast(p.cfg.list, created_ids)
+        finally:
+            limit.release()
 
     def _dbrow(self, p: _Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
         return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
-        self, p: _Pass, plan: RowPlan, writes: list[_Write], touch: list[str]
+        self, p: _Pass, plan: RowPlan, chunk: list[_Write], touch: list[str]
     ) -> tuple[list[DbsyncRow], list[str]]:
         done: list[DbsyncRow] = []
         created_ids: list[str] = []
-        for chunk in _chunks(writes, p.cfg.batch_size):
+        if chunk:
             items = [WriteItem(self._fields(plan, w.row), w.hub_id) for w in chunk]
             p.tally.write_calls += 1
             results = await self.hub.write(

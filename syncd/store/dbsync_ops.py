@@ -41,24 +41,31 @@ class DbsyncOps(SqlBase):
         """Record what a run wrote (batched)."""
         if not rows:
             return
-        sql = self.dialect.upsert(
-            "dbsync_rows",
-            ("dbsync", "row_key", "email", "hub_id", "content_hash", "run_id"),
-            ("dbsync", "row_key"),
-            ("email", "hub_id", "content_hash", "run_id"),
-        )
-        # The last value for a key wins, as if the rows were applied one by one.
-        latest = {(r.dbsync, r.row_key): r for r in rows}
-        params = [
-            (r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, r.run_id)
-            for _, r in sorted(latest.items())
-        ]
+        sql = self._upsert_dbsync_sql()
+        params = self._upsert_dbsync_params(rows)
 
         async def op(tx: Tx) -> None:
             for part in chunks(params, 1000):
                 await tx.executemany(sql, part)
 
         await self._run(op, conflict_retry=True)
+
+    def _upsert_dbsync_sql(self) -> str:
+        return self.dialect.upsert(
+            "dbsync_rows",
+            ("dbsync", "row_key", "email", "hub_id", "content_hash", "run_id"),
+            ("dbsync", "row_key"),
+            ("email", "hub_id", "content_hash", "run_id"),
+        )
+
+    @staticmethod
+    def _upsert_dbsync_params(rows: Sequence[DbsyncRow]) -> list[tuple[Any, ...]]:
+        # The last value for a key wins, as if the rows were applied one by one.
+        latest = {(r.dbsync, r.row_key): r for r in rows}
+        return [
+            (r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, r.run_id)
+            for _, r in sorted(latest.items())
+        ]
 
     async def dbsync_rows_not_seen(
         self, dbsync: str, run_id: int, *, after_key: str = "", limit: int = 1000
@@ -88,6 +95,32 @@ class DbsyncOps(SqlBase):
                 )
 
         await self._run(op)
+
+    async def record_dbsync_rows(
+        self, dbsync: str, run_id: int, rows: Sequence[DbsyncRow], seen: Sequence[str]
+    ) -> None:
+        """Record written rows and mark `seen` keys as met by `run_id`, in one transaction.
+
+        One commit for many batches: a commit per batch (upsert, then touch) was most of a
+        dbsync run's store time.
+        """
+        upsert = self._upsert_dbsync_params(rows)
+        keys = sorted(set(seen))
+        if not upsert and not keys:
+            return
+        sql = self._upsert_dbsync_sql()
+
+        async def op(tx: Tx) -> None:
+            for part in chunks(upsert, 1000):
+                await tx.executemany(sql, part)
+            for kpart in chunks(keys):
+                await tx.execute(
+                    f"UPDATE dbsync_rows SET run_id = ? WHERE dbsync = ?"
+                    f" AND row_key IN ({marks(len(kpart))})",
+                    (run_id, dbsync, *kpart),
+                )
+
+        await self._run(op, conflict_retry=True)
 
     async def delete_dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> None:
         """Forget rows removed from the list."""
