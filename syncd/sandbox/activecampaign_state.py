@@ -354,9 +354,11 @@ class ActiveCampaignSandbox(SandboxBase):
 
     def run_import(self, job: ImportJob) -> None:
         """Apply one import: upsert by email, tags, fields, list (un)subscriptions."""
+        fail_emails = self.faults.fail_emails
+        tag_ids: dict[str, int] = {}  # lower-cased name -> id: one tag lookup per import
         for row in job.contacts:
             email = str(row["email"]).strip()
-            if email.lower() in self.faults.fail_emails:
+            if email.lower() in fail_emails:
                 job.failure.append(email)
                 continue
             attrs: dict[str, Any] = {
@@ -375,7 +377,12 @@ class ActiveCampaignSandbox(SandboxBase):
                 c = self.insert_contact(email)
             changed = self.apply_contact(c, attrs)
             for name in row.get("tags") or []:
-                tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                low = str(name).strip().lower()
+                tid = tag_ids.get(low)
+                if tid is None:
+                    tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                    if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
+                        tag_ids[low] = tid
                 self.add_contact_tag(c.id, tid)
             for sub in row.get("subscribe") or []:
                 lid = int(sub["listid"])
