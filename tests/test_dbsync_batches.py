@@ -17,16 +17,16 @@ ROWS = [
 
 
 async def test_first_row_wins_across_lookups_commits_and_calls_in_flight(env: Env) -> None:
-    # batch_size 2: a lookup covers 16 rows and a commit ~40, so the later rows of an email
+    # batch_size 2: a lookup covers 16 rows and a commit ~160, so the later rows of an email
     # meet its first one in flight, buffered or already in the store.
-    rows = [(i, f"p{i}@example.com", f"First{i}") for i in range(1, 121)]
-    later = {5: 1, 20: 3, 37: 30, 60: 44, 95: 7, 119: 2, 120: 118}  # key -> key of first row
+    rows = [(i, f"p{i}@example.com", f"First{i}") for i in range(1, 401)]
+    later = {5: 1, 20: 3, 37: 30, 60: 44, 95: 7, 119: 2, 120: 118, 250: 100, 399: 180}
     for key, first in later.items():
         rows[key - 1] = (key, f"  P{first}@Example.com", f"Dup{key}")
     await env.insert(rows)
     report = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
     assert report.status == "succeeded", report.error
-    assert (report.counts["created"], report.counts["duplicates"]) == (120 - len(later), 7)
+    assert (report.counts["created"], report.counts["duplicates"]) == (400 - len(later), 9)
     failures = await env.store.run_failures(report.run_id)
     dups = sorted(int(f.key) for f in failures if f.category is ErrorCategory.DUPLICATE)
     assert dups == sorted(later)
@@ -34,10 +34,10 @@ async def test_first_row_wins_across_lookups_commits_and_calls_in_flight(env: En
         email = f"p{first}@example.com"
         assert env.copies(email) == 1
         assert env.contact(email).first_name == f"First{first}"  # type: ignore[union-attr]
-    assert await env.store.count_dbsync_rows("people") == 120 - len(later)
+    assert await env.store.count_dbsync_rows("people") == 400 - len(later)
     env.sb.reset()
     again = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
-    assert (again.counts["unchanged"], again.counts["duplicates"]) == (113, 7)
+    assert (again.counts["unchanged"], again.counts["duplicates"]) == (391, 9)
     assert env.write_requests() == 0
 
 

@@ -67,7 +67,7 @@ SOURCE_MARK = "/"
 FOREIGN = "x:"
 PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
-FLUSH_CALLS = 20  # write calls' worth of recorded or seen rows per store commit
+FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit (an fsync)
 IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
 FAILURE_FLUSH = 500
 
