@@ -1,7 +1,8 @@
 """Benchmark: a 1,000,000-row MariaDB table into an ActiveCampaign sandbox list, twice.
 
 Prints, for the first (full) run and a second run with nothing changed: wall seconds, rows/s,
-peak RSS of this process and the API calls the sandbox received; plus the time the plain
+peak RSS of this process, the API calls the sandbox received and the CPU seconds of this
+process and of the sandbox's; plus the time the plain
 ``mariadb --quick`` client needs to stream the same columns. Figures only, no assertions.
 
     .venv/bin/python -m bench.dbsync [--rows 1000000] [--keep]
@@ -124,6 +125,12 @@ def reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one by default), from /proc."""
+    fields = Path(f"/proc/{pid or 'self'}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sandbox_stats(port: int) -> dict[str, Any]:
     """Request counts per endpoint from the sandbox."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/stats") as resp:
@@ -139,7 +146,7 @@ def calls(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:
     return sum(delta.values()), writes
 
 
-async def run_bench(rows: int, port: int, state: Path) -> None:
+async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None:
     """Two runs; prints one line per run."""
     from syncd.config import DbsyncSettings, HttpSettings, HubSettings, RateLimitSettings
     from syncd.connectors.activecampaign import ActiveCampaignConnector
@@ -179,9 +186,11 @@ async def run_bench(rows: int, port: int, state: Path) -> None:
         for label in ("first run", "second run (unchanged)"):
             reset_peak_rss()
             before = sandbox_stats(port)
+            cpu0, sb_cpu0 = cpu_seconds(), cpu_seconds(sandbox_pid)
             started = time.perf_counter()
             report = await runner.run(cfg, RunTrigger.MANUAL)
             wall = time.perf_counter() - started
+            cpu, sb_cpu = cpu_seconds() - cpu0, cpu_seconds(sandbox_pid) - sb_cpu0
             total, writes = calls(before, sandbox_stats(port))
             c = report.counts
             print(
@@ -189,7 +198,7 @@ async def run_bench(rows: int, port: int, state: Path) -> None:
                 f"peak RSS {peak_rss_mb():6.1f} MB  API calls {total:,} (writes {writes:,})  "
                 f"created {c['created']:,} updated {c['updated']:,} unchanged "
                 f"{c['unchanged']:,} failed {c['failed']:,} duplicates {c['duplicates']:,} "
-                f"[{report.status}]",
+                f"[{report.status}]  CPU s: daemon {cpu:.1f}, sandbox {sb_cpu:.1f}",
                 flush=True,
             )
     finally:
@@ -219,7 +228,7 @@ def main() -> None:
         out = sandbox.stdout
         threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
         with tempfile.TemporaryDirectory() as state:
-            asyncio.run(run_bench(args.rows, port, Path(state)))
+            asyncio.run(run_bench(args.rows, port, Path(state), sandbox.pid))
     finally:
         sandbox.kill()
         sandbox.wait()

@@ -310,3 +310,38 @@ async def test_contact_list_and_tags_round_trip(server: Server) -> None:
     assert status == 200 and body["contactList"]["status"] == "1"
     _, _, lists = await _send(server, "GET", "/api/3/contacts/3/contactLists")
     assert {(x["list"], x["status"]) for x in lists["contactLists"]} >= {("2", "1")}
+
+
+async def test_contact_list_newest_first_and_totals_follow_deletes(server: Server) -> None:
+    """``orders[id]=DESC`` pages from the newest contact; meta.total counts live contacts."""
+    status, _, _ = await _send(server, "DELETE", "/api/3/contacts/30")
+    assert status == 200
+    _, _, body = await _send(server, "GET", "/api/3/contacts?orders[id]=DESC&limit=2")
+    assert [c["id"] for c in body["contacts"]] == ["29", "28"]
+    assert body["meta"]["total"] == "29"
+    _, _, body = await _send(
+        server, "GET", "/api/3/contacts?orders[id]=DESC&limit=3&offset=2&id_greater=24"
+    )
+    assert [c["id"] for c in body["contacts"]] == ["27", "26", "25"]
+    _, _, body = await _send(server, "GET", "/api/3/contacts?filters[deleted]=1")
+    assert [c["id"] for c in body["contacts"]] == ["30"] and body["meta"]["total"] == "1"
+
+
+async def test_bulk_import_reuses_tags_case_insensitively(server: Server) -> None:
+    sb = server.sandbox
+    rows = [
+        {"email": "t1@example.com", "tags": ["VIP", "new"]},
+        {"email": "t2@example.com", "tags": ["vip"]},
+        {"email": "t3@example.com", "tags": ["New", "VIP"]},
+    ]
+    status, _, body = await _send(server, "POST", "/api/3/import/bulk_import", {"contacts": rows})
+    assert status == 200
+    await asyncio.sleep(0.1)
+    _, _, info = await _send(server, "GET", f"/api/3/import/info?batchId={body['batchId']}")
+    assert info["status"] == "completed"
+    vip, new = sb.tag_by_name("vip"), sb.tag_by_name("NEW")
+    assert vip is not None and new is not None
+    assert sum(1 for t in sb.tags.values() if str(t["tag"]).lower() in ("vip", "new")) == 2
+    tagged = {e: set(sb.tags_of[sb.by_email[e]]) for e in ("t1@example.com", "t2@example.com")}
+    assert tagged == {"t1@example.com": {vip, new}, "t2@example.com": {vip}}
+    assert set(sb.tags_of[sb.by_email["t3@example.com"]]) == {vip, new}

@@ -499,6 +499,25 @@ async def test_dbsync_rows(store: SqlStore) -> None:
     assert await store.count_dbsync_rows("other") == 1
 
 
+async def test_record_dbsync_rows_upserts_and_marks_seen_together(store: SqlStore) -> None:
+    old = [DbsyncRow("shop", f"{i:03}", f"u{i}@x.io", f"h{i}", f"c{i}", 1) for i in range(6)]
+    await store.upsert_dbsync_rows([*old, DbsyncRow("other", "000", "o@x.io", "h", "c", 1)])
+    written = [
+        DbsyncRow("shop", "001", "u1@x.io", "h1", "c1b", 3),
+        DbsyncRow("shop", "100", "n@x.io", "h9", "n", 3),
+    ]
+    await store.record_dbsync_rows("shop", 3, written, ["002", "003", "003", "zzz"])
+    found = await store.dbsync_rows("shop", ["001", "002", "003", "004", "100"])
+    assert found["001"] == written[0] and found["100"] == written[1]
+    assert (found["002"].run_id, found["003"].run_id, found["004"].run_id) == (3, 3, 1)
+    assert found["002"].content_hash == "c2"  # seen only: what was written stays
+    gone = await store.dbsync_rows_not_seen("shop", 3)
+    assert [r.row_key for r in gone] == ["000", "004", "005"]
+    assert (await store.dbsync_rows("other", ["000"]))["000"].run_id == 1
+    await store.record_dbsync_rows("shop", 4, [], [])
+    assert await store.count_dbsync_rows("shop") == 7
+
+
 async def test_job_lock_exclusivity_and_expiry(store: SqlStore) -> None:
     assert await store.try_job_lock("pull:contact", "a", ttl_seconds=60)
     assert not await store.try_job_lock("pull:contact", "b", ttl_seconds=60)

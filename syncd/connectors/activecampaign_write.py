@@ -77,6 +77,7 @@ class _Row:
     tags: list[str] = field(default_factory=list)
     lists: list[str] = field(default_factory=list)
     id: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)  # its bulk_import entry, once built
 
 
 def _as_list(value: Any) -> list[str]:
@@ -205,7 +206,7 @@ async def _submit(api: AcApi, chunk: list[_Row], results: list[WriteResult | Non
                 "POST",
                 "/import/bulk_import",
                 endpoint="import.bulk",
-                json_body={"contacts": [_bulk_payload(r) for r in chunk]},
+                json_body={"contacts": [r.payload or _bulk_payload(r) for r in chunk]},
             )
             return str(body["batchId"])
         except Rejected as exc:
@@ -291,7 +292,9 @@ def _chunks(rows: list[_Row]) -> list[list[_Row]]:
     out: list[list[_Row]] = [[]]
     size = 0
     for row in rows:
-        n = len(json.dumps(_bulk_payload(row))) + 2
+        # Built once here and sent as is by _submit.
+        row.payload = _bulk_payload(row)
+        n = len(json.dumps(row.payload)) + 2
         if out[-1] and (len(out[-1]) >= BULK_MAX or size + n > BULK_MAX_BYTES):
             out.append([])
             size = 0

@@ -10,6 +10,12 @@ contact twice. Two rows with one email make one contact: the first (lowest key) 
 later ones are reported as duplicates; earlier batches are recognised through the store (the
 rows this run recorded carry its id), again without memory growing with the table.
 
+Speed: a few hub write calls are in flight while the next rows are read, looked up and
+mapped; accepted and seen rows are committed to the store many batches at a time (rows not
+yet committed stay visible to later batches through the pass's bounded in-flight/buffered
+sets). The stored hash also carries a fingerprint of the raw source values, so an unchanged
+row is recognised without being mapped or hashed again.
+
 Existence in the hub is looked up (``find_by_emails``) only for rows this dbsync has not
 written before, and only when it matters: in test mode, with ``update_existing`` off (existing
 contacts are left alone and remembered as such) and with ``send_last_broadcast`` (to know who
@@ -25,88 +31,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from syncd.config import DbsyncSettings
 from syncd.connectors.base import HubConnector
+from syncd.engine.dbsync_pass import Pass, Raws, Write, chunk_writes, first_error
 from syncd.engine.dbsync_rows import (
     MappedRow,
     RowPlan,
     build_plan,
+    key_and_email,
     map_row,
-    payload_size,
     row_hash,
+    source_fingerprint,
+    source_hasher,
 )
 from syncd.engine.dbsync_types import (
     DbsyncBusy,
     DbsyncReport,
     DbsyncSource,
-    FailureExample,
     ProgressFn,
     SourceFactory,
-    Tally,
 )
 from syncd.errors import IntegrationError, StoreError
 from syncd.logging import get_logger
 from syncd.model import ErrorCategory, ObjectType, RunKind, RunTrigger, WriteItem, WriteOp
-from syncd.store.base import DbsyncRow, RunFailure, StateStore
+from syncd.store.base import DbsyncRow, StateStore
 
 log = get_logger("syncd.dbsync")
 
+# A stored content hash is "<hash of what was sent>/<source fingerprint>": the second part
+# lets an unchanged row be recognised without mapping it (hashes of older versions lack it).
+SOURCE_MARK = "/"
 # Marks a row whose email already belonged to a hub contact this dbsync did not write
 # (update_existing off): remembered so it costs nothing next time, never deleted from the list.
 FOREIGN = "x:"
 PAGE = 5000  # source rows per read
-MAX_BODY = 300_000  # bytes per write call; AC refuses bulk bodies over 400 kB
+LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
+FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit (an fsync)
+IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
 FAILURE_FLUSH = 500
-EXAMPLES = 10
-
-
-@dataclass
-class _Batch:
-    rows: list[MappedRow] = field(default_factory=list)
-    failed_emails: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Write:
-    row: MappedRow
-    digest: str
-    hub_id: str | None
-    kind: str  # create | update | upsert (existence unknown)
-    stored: bool
-
-
-class _Pass:
-    """State of one test or run pass."""
-
-    def __init__(self, cfg: DbsyncSettings, run_id: int, test: bool) -> None:
-        self.cfg = cfg
-        self.run_id = run_id
-        self.test = test
-        self.tally = Tally()
-        self.failures: list[RunFailure] = []
-        self.examples: list[FailureExample] = []
-        self.seen_ours = 0  # test mode: stored rows of ours met by the pass
-        # Test mode remembers the emails it met here (no real row may be touched).
-        self.scratch = f"~test{run_id}:{cfg.name}"[:64]
-
-    def fail(
-        self,
-        key: str,
-        columns: tuple[str, ...],
-        reason: str,
-        category: ErrorCategory,
-        email: str | None,
-        *,
-        counted: bool = True,
-    ) -> None:
-        if counted:
-            self.tally.failed += 1
-            if len(self.examples) < EXAMPLES:
-                self.examples.append(FailureExample(key, columns, reason))
-        self.failures.append(RunFailure(self.run_id, key[:255], columns, reason, category, email))
 
 
 class DbsyncRunner:
@@ -211,7 +174,7 @@ class DbsyncRunner:
     async def _execute(
         self, cfg: DbsyncSettings, run_id: int, *, test: bool, progress: ProgressFn | None
     ) -> DbsyncReport:
-        p = _Pass(cfg, run_id, test)
+        p = Pass(cfg, run_id, test)
         calls0 = self._api_calls()
         status, error, note = "succeeded", None, None
         try:
@@ -244,7 +207,7 @@ class DbsyncRunner:
             error,
         )
 
-    async def _finish(self, p: _Pass, calls0: int, status: str, message: str | None) -> None:
+    async def _finish(self, p: Pass, calls0: int, status: str, message: str | None) -> None:
         p.tally.api_calls = self._api_calls() - calls0
         with contextlib.suppress(StoreError):
             await self._flush_failures(p, force=True)
@@ -255,12 +218,12 @@ class DbsyncRunner:
             "dbsync_finished", dbsync=p.cfg.name, run=p.run_id, status=status, **p.tally.as_dict()
         )
 
-    async def _flush_failures(self, p: _Pass, *, force: bool = False) -> None:
+    async def _flush_failures(self, p: Pass, *, force: bool = False) -> None:
         if p.failures and (force or len(p.failures) >= FAILURE_FLUSH):
             batch, p.failures = p.failures, []
             await self.store.add_run_failures(batch)
 
-    async def _read_and_write(self, p: _Pass, progress: ProgressFn | None) -> None:
+    async def _read_and_write(self, p: Pass, progress: ProgressFn | None) -> None:
         cfg = p.cfg
         source = self._sources(cfg)
         try:
@@ -270,26 +233,29 @@ class DbsyncRunner:
                 p.tally.total = await source.count(cfg.table, cfg.rules)
                 if progress is not None:
                     progress(0, p.tally.total)
-                queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=2)
+                p.hasher = source_hasher(plan)
+                queue: asyncio.Queue[Raws | None] = asyncio.Queue(maxsize=4)
                 try:
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._consume(p, plan, queue))
                         await self._produce(p, plan, source, queue, progress)
                 except BaseExceptionGroup as group:
-                    raise _first(group) from None
+                    raise first_error(group) from None
         finally:
             await source.close()
 
     async def _produce(
         self,
-        p: _Pass,
+        p: Pass,
         plan: RowPlan,
         source: DbsyncSource,
-        queue: asyncio.Queue[_Batch | None],
+        queue: asyncio.Queue[Raws | None],
         progress: ProgressFn | None,
     ) -> None:
+        """Read pages and hand them on in lookup-sized slices; the queue lets the next page
+        be read while the consumer maps the previous one."""
         cfg, tally = p.cfg, p.tally
-        batch = _Batch()
+        per_lookup = cfg.batch_size * LOOKUP_CALLS
         stream = source.stream_rows(
             cfg.table,
             plan.columns,
@@ -298,73 +264,134 @@ class DbsyncRunner:
             batch_size=max(cfg.batch_size, PAGE),
         )
         async for rows in stream:
-            for raw in rows:
-                tally.rows_read += 1
-                row = map_row(plan, raw)
-                if row.problems:
-                    first = row.problems[0]
-                    for prob in row.problems:
-                        p.fail(
-                            row.key,
-                            prob.columns,
-                            prob.reason,
-                            ErrorCategory.VALIDATION,
-                            row.email or None,
-                            counted=prob is first,
-                        )
-                    if row.email:
-                        batch.failed_emails.append(row.email)
-                    continue
-                batch.rows.append(row)
-                if len(batch.rows) >= cfg.batch_size:
-                    await queue.put(batch)
-                    batch = _Batch()
+            tally.rows_read += len(rows)
+            for i in range(0, len(rows), per_lookup):
+                await queue.put(list(rows[i : i + per_lookup]))
             if progress is not None:
                 progress(tally.rows_read, tally.total)
-        if batch.rows or batch.failed_emails:
-            await queue.put(batch)
         await queue.put(None)
 
-    async def _consume(self, p: _Pass, plan: RowPlan, queue: asyncio.Queue[_Batch | None]) -> None:
-        while True:
-            batch = await queue.get()
-            if batch is None:
-                return
-            await self._process(p, plan, batch)
-            await self._flush_failures(p)
+    async def _consume(self, p: Pass, plan: RowPlan, queue: asyncio.Queue[Raws | None]) -> None:
+        limit = asyncio.Semaphore(IN_FLIGHT)
+        try:
+            async with asyncio.TaskGroup() as writers:
+                while True:
+                    raws = await queue.get()
+                    if raws is None:
+                        await self._send(p, plan, writers, limit, final=True)
+                        break
+                    await self._process(p, plan, raws, writers, limit)
+                    await self._flush_failures(p)
+                    if len(p.buffered) >= FLUSH_CALLS * p.cfg.batch_size:
+                        await self._flush_rows(p)
+        except Exception:
+            # What the hub accepted before the failure is kept, so a rerun need not resend it.
+            with contextlib.suppress(StoreError):
+                await self._flush_rows(p)
+            raise
+        await self._flush_rows(p)
 
-    async def _dedupe(
-        self, p: _Pass, plan: RowPlan, rows: list[MappedRow], stored: dict[str, DbsyncRow]
-    ) -> list[MappedRow]:
-        """Rows whose email no earlier row of this pass had; the others are duplicates.
+    async def _flush_rows(self, p: Pass) -> None:
+        """Commit the recorded and seen rows; only the consumer calls it (no lookup races)."""
+        if p.test or not (p.record or p.seen_keys):
+            return
+        rows, seen = p.record, p.seen_keys
+        p.record, p.seen_keys, p.buffered = [], [], set()
+        await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+
+    def _map_batch(
+        self,
+        p: Pass,
+        plan: RowPlan,
+        raws: Raws,
+        peeks: list[tuple[str, str, str]],
+        stored: dict[str, DbsyncRow],
+    ) -> tuple[list[tuple[MappedRow, str]], list[str]]:
+        """Map a batch in key order: first rows per email with their source fingerprints,
+        and the emails to mark seen. A run's unchanged row is known by its stored source
+        fingerprint and never mapped; later rows of an email in the batch are duplicates."""
+        firsts: dict[str, str] = {}  # email -> key of its first row in the batch
+        rows: list[tuple[MappedRow, str]] = []
+        touch: list[str] = []
+        failed: list[str] = []
+        for raw, (key, _, email) in zip(raws, peeks, strict=True):
+            s = stored.get(email)
+            fp = ""
+            if s is not None and not p.test and email not in firsts:
+                fp = source_fingerprint(p.hasher, raw)
+                if self._unchanged_source(p, s, email, fp):
+                    firsts[email] = key
+                    p.tally.unchanged += 1
+                    touch.append(email)
+                    continue
+            row = map_row(plan, raw)
+            if row.problems:
+                first = row.problems[0]
+                for prob in row.problems:
+                    p.fail(
+                        row.key,
+                        prob.columns,
+                        prob.reason,
+                        ErrorCategory.VALIDATION,
+                        row.email or None,
+                        counted=prob is first,
+                    )
+                if row.email:
+                    failed.append(row.email)
+                continue
+            head = firsts.get(row.email)
+            if head is not None:
+                self._duplicate(p, plan, row, f"also in row {head}")
+                continue
+            firsts[row.email] = row.key
+            rows.append((row, fp or source_fingerprint(p.hasher, raw)))
+        return rows, touch + [e for e in failed if e in stored]
+
+    @staticmethod
+    def _unchanged_source(p: Pass, s: DbsyncRow, email: str, fp: str) -> bool:
+        """Whether the stored row was written from exactly these source values and nothing
+        of this run has met its email yet (then it is a duplicate, reported by the slow path)."""
+        digest, _, written_from = s.content_hash.partition(SOURCE_MARK)
+        if written_from != fp or s.run_id == p.run_id or p.met(email):
+            return False
+        return not (digest.startswith(FOREIGN) and p.cfg.update_existing)
+
+    async def _drop_seen(
+        self,
+        p: Pass,
+        plan: RowPlan,
+        rows: list[tuple[MappedRow, str]],
+        stored: dict[str, DbsyncRow],
+    ) -> list[tuple[MappedRow, str]]:
+        """Rows whose email no earlier batch of this pass had; the others are duplicates.
 
         Earlier batches are known from the store (rows this run wrote or touched carry its
-        id; test mode keeps a scratch set), so memory does not grow with the table.
+        id; test mode keeps a scratch set) and, until their next commit, from the pass's
+        in-flight and buffered emails, so memory does not grow with the table.
         """
-        firsts: dict[str, MappedRow] = {}
-        for row in rows:
-            head = firsts.get(row.email)
-            if head is None:
-                firsts[row.email] = row
-            else:
-                self._duplicate(p, plan, row, f"also in row {head.key}")
+        seen: set[str]
         if p.test:
-            seen = await self.store.dbsync_rows(p.scratch, list(firsts))
+            emails = [r.email for r, _ in rows]
+            seen = set(await self.store.dbsync_rows(p.scratch, emails)) if emails else set()
             await self.store.upsert_dbsync_rows(
-                [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in firsts if e not in seen]
+                [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in emails if e not in seen]
             )
         else:
-            seen = {e: stored[e] for e in firsts if e in stored and stored[e].run_id == p.run_id}
+            seen = {
+                r.email
+                for r, _ in rows
+                if p.met(r.email) or (r.email in stored and stored[r.email].run_id == p.run_id)
+            }
         out = []
-        for email, row in firsts.items():
-            if email in seen:
+        for row, fp in rows:
+            if row.email in seen:
                 self._duplicate(p, plan, row, "already synced from an earlier row of this run")
             else:
-                out.append(row)
+                out.append((row, fp))
         return out
 
     @staticmethod
-    def _duplicate(p: _Pass, plan: RowPlan, row: MappedRow, where: str) -> None:
+    def _duplicate(p: Pass, plan: RowPlan, row: MappedRow, where: str) -> None:
         p.tally.duplicates += 1
         p.fail(
             row.key,
@@ -375,54 +402,64 @@ class DbsyncRunner:
             counted=False,
         )
 
-    async def _process(self, p: _Pass, plan: RowPlan, batch: _Batch) -> None:
-        cfg, tally, name = p.cfg, p.tally, p.cfg.name
-        keys = list(dict.fromkeys([r.email for r in batch.rows] + batch.failed_emails))
-        stored = await self.store.dbsync_rows(name, keys) if keys else {}
-        batch.rows = await self._dedupe(p, plan, batch.rows, stored)
-        touch = [e for e in batch.failed_emails if e in stored]
+    async def _process(
+        self,
+        p: Pass,
+        plan: RowPlan,
+        raws: Raws,
+        writers: asyncio.TaskGroup,
+        limit: asyncio.Semaphore,
+    ) -> None:
+        cfg, tally = p.cfg, p.tally
+        peeks = [key_and_email(plan, r) for r in raws]
+        emails = list(dict.fromkeys(e for _, _, e in peeks if e))
+        stored = await self.store.dbsync_rows(cfg.name, emails) if emails else {}
+        mapped, touch = self._map_batch(p, plan, raws, peeks, stored)
+        rows = await self._drop_seen(p, plan, mapped, stored)
         if p.test:
             p.seen_ours += sum(1 for e in touch if not stored[e].content_hash.startswith(FOREIGN))
-        writes: list[_Write] = []
-        foreign: list[DbsyncRow] = []
+        writes: list[Write] = []
+        keep: list[DbsyncRow] = []  # recorded without a hub write
         new: list[tuple[MappedRow, str]] = []
-        for row in batch.rows:
+        for row, fp in rows:
             digest = row_hash(row, plan.list_id)
+            stamp = f"{digest}{SOURCE_MARK}{fp}"
             s = stored.get(row.email)
             if s is None:
-                new.append((row, digest))
+                new.append((row, stamp))
                 continue
-            if s.content_hash.startswith(FOREIGN):
+            written = s.content_hash.partition(SOURCE_MARK)[0]
+            if written.startswith(FOREIGN):
                 if cfg.update_existing:
-                    writes.append(_Write(row, digest, s.hub_id, "update", True))
-                elif s.content_hash == FOREIGN + digest:
+                    writes.append(Write(row, stamp, s.hub_id, "update", True))
+                elif written == FOREIGN + digest:
                     tally.unchanged += 1
-                    touch.append(row.email)
+                    self._unchanged(p, row, s, FOREIGN + stamp, touch, keep)
                 else:
                     tally.skipped_existing += 1
-                    foreign.append(self._dbrow(p, row, s.hub_id, FOREIGN + digest))
+                    keep.append(self._dbrow(p, row, s.hub_id, FOREIGN + stamp))
                 continue
             if p.test:
                 p.seen_ours += 1
-            if s.content_hash == digest:
+            if written == digest:
                 tally.unchanged += 1
-                touch.append(row.email)
+                self._unchanged(p, row, s, stamp, touch, keep)
             else:
-                writes.append(_Write(row, digest, s.hub_id, "update", True))
+                writes.append(Write(row, stamp, s.hub_id, "update", True))
         if new:
             if p.test or not cfg.update_existing or cfg.send_last_broadcast:
                 found = await self.hub.find_by_emails([r.email for r, _ in new])
-                for row, digest in new:
+                for row, stamp in new:
                     rec = found.get(row.email)
                     if rec is None:
-                        writes.append(_Write(row, digest, None, "create", False))
+                        writes.append(Write(row, stamp, None, "create", False))
                     elif cfg.update_existing:
-                        writes.append(_Write(row, digest, rec.id, "update", False))
+                        writes.append(Write(row, stamp, rec.id, "update", False))
                     else:
                         tally.skipped_existing += 1
-                        foreign.append(self._dbrow(p, row, rec.id, FOREIGN + digest))
+                        keep.append(self._dbrow(p, row, rec.id, FOREIGN + stamp))
             else:
-                writes.extend(_Write(row, digest, None, "upsert", False) for row, digest in new)
+                writes.extend(Write(row, stamp, None, "upsert", False) for row, stamp in new)
         if p.test:
             for w in writes:
                 if w.kind == "create":
@@ -430,24 +467,77 @@ class DbsyncRunner:
                 else:
                     tally.updated += 1
             return
-        done, created_ids = await self._write(p, plan, writes, touch)
-        if done or foreign:
-            await self.store.upsert_dbsync_rows(done + foreign)
-        if touch:
-            await self.store.touch_dbsync_rows(name, touch, p.run_id)
-        if created_ids and cfg.send_last_broadcast:
-            tally.write_calls += 1
-            await self.hub.send_last_broadcast(cfg.list, created_ids)
+        p.seen_keys += touch
+        p.record += keep
+        p.buffered.update(touch)
+        p.buffered.update(r.email for r in keep)
+        p.unsent += writes
+        p.inflight.update(w.row.email for w in writes)
+        await self._send(p, plan, writers, limit, final=False)
 
-    def _dbrow(self, p: _Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
+    async def _send(
+        self,
+        p: Pass,
+        plan: RowPlan,
+        writers: asyncio.TaskGroup,
+        limit: asyncio.Semaphore,
+        *,
+        final: bool,
+    ) -> None:
+        """Start hub write calls for the waiting rows; a part-filled call waits for the next
+        batch's rows unless this is the end (full calls: no more calls than rows need)."""
+        chunks = chunk_writes(p.unsent, p.cfg.batch_size)
+        p.unsent = []
+        if chunks and not final and len(chunks[-1]) < p.cfg.batch_size:
+            p.unsent = chunks.pop()
+        for chunk in chunks:
+            await limit.acquire()
+            writers.create_task(self._write_call(p, plan, chunk, limit))
+
+    def _unchanged(
+        self,
+        p: Pass,
+        row: MappedRow,
+        s: DbsyncRow,
+        stamp: str,
+        touch: list[str],
+        keep: list[DbsyncRow],
+    ) -> None:
+        """An unchanged row costs no API call; a stored hash without this source fingerprint
+        is rewritten (store only) so the next run can skip mapping the row."""
+        if s.content_hash == stamp:
+            touch.append(row.email)
+        else:
+            keep.append(self._dbrow(p, row, s.hub_id, stamp))
+
+    async def _write_call(
+        self, p: Pass, plan: RowPlan, chunk: list[Write], limit: asyncio.Semaphore
+    ) -> None:
+        """One hub write call; accepted rows are buffered for the next store commit."""
+        try:
+            touch: list[str] = []
+            done, created_ids = await self._write(p, plan, chunk, touch)
+            emails = [w.row.email for w in chunk]
+            # Buffered before leaving inflight, with no await between: never unseen.
+            p.record += done
+            p.seen_keys += touch
+            p.buffered.update(emails)
+            p.inflight.difference_update(emails)
+            if created_ids and p.cfg.send_last_broadcast:
+                p.tally.write_calls += 1
+                await self.hub.send_last_broadcast(p.cfg.list, created_ids)
+        finally:
+            limit.release()
+
+    def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
         return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
-        self, p: _Pass, plan: RowPlan, writes: list[_Write], touch: list[str]
+        self, p: Pass, plan: RowPlan, chunk: list[Write], touch: list[str]
     ) -> tuple[list[DbsyncRow], list[str]]:
         done: list[DbsyncRow] = []
         created_ids: list[str] = []
-        for chunk in _chunks(writes, p.cfg.batch_size):
+        if chunk:
             items = [WriteItem(self._fields(plan, w.row), w.hub_id) for w in chunk]
             p.tally.write_calls += 1
             results = await self.hub.write(
@@ -473,7 +563,7 @@ class DbsyncRunner:
                         created_ids.append(res.id)
                 else:
                     p.tally.updated += 1
-                done.append(self._dbrow(p, w.row, res.id or w.hub_id, w.digest))
+                done.append(self._dbrow(p, w.row, res.id or w.hub_id, w.stamp))
         return done, created_ids
 
     @staticmethod
@@ -491,7 +581,7 @@ class DbsyncRunner:
                 return int(run.counts.get("rows_read", 0))
         return None
 
-    async def _delete_missing(self, p: _Pass) -> str | None:
+    async def _delete_missing(self, p: Pass) -> str | None:
         cfg, tally = p.cfg, p.tally
         page = max(cfg.batch_size, 100)
         # Test mode touched nothing: every stored row looks unseen; subtract those it met.
@@ -528,7 +618,7 @@ class DbsyncRunner:
             await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in rows])
             tally.deleted += len(ours)
 
-    async def _drop_scratch(self, p: _Pass) -> None:
+    async def _drop_scratch(self, p: Pass) -> None:
         while True:
             rows = await self.store.dbsync_rows_not_seen(p.scratch, sys.maxsize, limit=1000)
             if not rows:
@@ -543,38 +633,3 @@ class DbsyncRunner:
                 return n
             after = rows[-1].row_key
             n += sum(1 for r in rows if not r.content_hash.startswith(FOREIGN))
-
-
-def _chunks(writes: Sequence[_Write], count: int) -> list[list[_Write]]:
-    """Split writes into calls of at most `count` items and MAX_BODY estimated bytes."""
-    out: list[list[_Write]] = []
-    cur: list[_Write] = []
-    size = 0
-    for w in writes:
-        n = payload_size(w.row)
-        if cur and (len(cur) >= count or size + n > MAX_BODY):
-            out.append(cur)
-            cur, size = [], 0
-        cur.append(w)
-        size += n
-    if cur:
-        out.append(cur)
-    return out
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error of a task group (cancellations only when nothing else)."""
-    flat: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                flat.append(e)
-
-    walk(group)
-    for e in flat:
-        if not isinstance(e, asyncio.CancelledError):
-            return e
-    return flat[0] if flat else group

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
 
 from syncd.config import DbsyncSettings
-from syncd.engine.matching import is_valid_email, normalize_email
+from syncd.engine.matching import is_valid_email
 from syncd.engine.rules import rule_fields
 from syncd.errors import ConfigError
 from syncd.model import FieldInfo
@@ -23,6 +23,11 @@ from syncd.model import FieldInfo
 TAGS = "tags"
 TAG_MAX = 255  # ActiveCampaign's tag name column; HubSpot option labels are shorter still
 _TAG_SPLIT = re.compile(r"[,;]")
+# The hash's JSON settings, built once: json.dumps with options makes an encoder per call.
+_HASH_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# Bump when map_row gives another result for the same values and plan: stored source
+# fingerprints then stop matching and every row is mapped and compared once more.
+_MAPPING_VERSION = "1"
 
 
 class SourceColumn(Protocol):
@@ -150,6 +155,8 @@ def build_plan(
 
 def as_text(value: Any) -> str:
     """A source value as the text the hub receives."""
+    if type(value) is str:  # the common case first: an exact type check is cheapest
+        return value
     if isinstance(value, str):
         return value
     if isinstance(value, bytes | bytearray):
@@ -168,19 +175,51 @@ def parse_tags(raw: Any) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for part in _TAG_SPLIT.split(as_text(raw)):
         tag = part.strip()
-        if tag and tag.lower() not in seen:
-            seen[tag.lower()] = tag
+        if tag:
+            seen.setdefault(tag.lower(), tag)
     return tuple(seen.values())
+
+
+def key_and_email(plan: RowPlan, row: Sequence[Any]) -> tuple[str, str, str]:
+    """A source row's key, its email as given (trimmed) and normalised: what map_row uses."""
+    raw_key = row[plan.key_pos]
+    key = as_text(raw_key) if raw_key is not None else ""
+    raw_email = row[plan.email_pos]
+    email_text = as_text(raw_email).strip() if raw_email is not None else ""
+    return key, email_text, email_text.lower()  # normalize_email of trimmed text
+
+
+def source_hasher(plan: RowPlan) -> Any:
+    """The start of every source fingerprint of a pass: everything but the values that
+    decides what map_row makes of a row (copied per row, see `source_fingerprint`)."""
+    seed = _HASH_JSON.encode(
+        [
+            _MAPPING_VERSION,
+            list(plan.columns),
+            [plan.key_pos, plan.email_pos, plan.tags_pos],
+            [list(f) for f in plan.fields],
+            sorted(plan.limits.items()),
+            sorted(plan.required),
+            plan.list_id,
+        ]
+    )
+    return hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=16)
+
+
+def source_fingerprint(hasher: Any, row: Sequence[Any]) -> str:
+    """Hash of a row's raw values under a plan: equal fingerprints mean map_row would
+    give the same result, so an unchanged row need not be mapped at all."""
+    h = hasher.copy()
+    h.update(repr(row).encode("utf-8", "surrogatepass"))
+    return str(h.hexdigest())
 
 
 def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
     """Map one source row; problems (invalid email, missing or too long values) are listed."""
-    key = as_text(row[plan.key_pos]) if row[plan.key_pos] is not None else ""
+    # Runs once per changed source row: kept to plain local operations.
+    key, email_text, norm = key_and_email(plan, row)
     problems: list[RowProblem] = []
     fields: dict[str, str] = {}
-    raw_email = row[plan.email_pos]
-    email_text = as_text(raw_email).strip() if raw_email is not None else ""
-    norm = normalize_email(email_text) or ""
     if not norm:
         problems.append(
             RowProblem((plan.email_column,), "missing required field: email", "MISSING_REQUIRED")
@@ -195,14 +234,15 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
         )
     else:
         fields["email"] = email_text
+    limits = plan.limits
     for position, column, hub in plan.fields:
         value = row[position]
         if value is None:
             continue
-        text = as_text(value)
+        text = value if type(value) is str else as_text(value)
         if text == "":
             continue
-        limit = plan.limits.get(hub)
+        limit = limits.get(hub)
         if limit is not None and len(text) > limit:
             problems.append(
                 RowProblem(
@@ -214,7 +254,7 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
             )
             continue
         fields[hub] = text
-    for _pos, column, hub in plan.fields:
+    for _pos, column, hub in plan.fields if len(plan.required) > 1 else ():
         if hub in plan.required and hub not in fields and not _has(problems, column):
             problems.append(
                 RowProblem((column,), f"missing required field: {hub}", "MISSING_REQUIRED")
@@ -236,11 +276,7 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
 
 def row_hash(row: MappedRow, list_id: str) -> str:
     """Hash of everything a write would send; equal hashes mean nothing to do."""
-    blob = json.dumps(
-        [list_id, sorted(row.fields.items()), list(row.tags)],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    blob = _HASH_JSON.encode([list_id, sorted(row.fields.items()), list(row.tags)])
     return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 

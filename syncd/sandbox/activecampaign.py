@@ -196,22 +196,23 @@ async def list_contacts(request: web.Request) -> web.Response:
         page = rows[offset : offset + limit]
     else:
         key = (upd, crt, tagid, listid, status, deleted)
-        total = sb.cached_total(key, lambda: sum(1 for c in sb.contacts_after(0) if match(c)))
-        if descending:
-            rows = [c for c in sb.contacts_after(id_greater) if match(c)]
-            rows.reverse()
-            page = rows[offset : offset + limit]
+        if upd is None and crt is None and tagid is None and listid is None:
+            # Unfiltered: the count is kept as contacts come and go (no scan per request).
+            total = len(sb.contacts) - sb.live_count if deleted else sb.live_count
         else:
-            page, skipped = [], 0
-            for c in sb.contacts_after(id_greater):
-                if not match(c):
-                    continue
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                page.append(c)
-                if len(page) >= limit:
-                    break
+            total = sb.cached_total(key, lambda: sum(1 for c in sb.contacts_after(0) if match(c)))
+        page, skipped = [], 0
+        # Walk from the wanted end and stop at the page's last row, as an index scan would.
+        walk = sb.contacts_before_end if descending else sb.contacts_after
+        for c in walk(id_greater):
+            if not match(c):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            page.append(c)
+            if len(page) >= limit:
+                break
     return web.json_response(
         {"scoreValues": [], "contacts": [c.to_json() for c in page], "meta": meta(total)}
     )

@@ -124,6 +124,8 @@ class ActiveCampaignSandbox(SandboxBase):
         self.campaigns: dict[int, dict[str, Any]] = {}  # id -> {name, list, sdate}
         self.broadcasts: list[tuple[int, int, int]] = []  # (campaign, list, contact) sends
         self.imports: dict[str, ImportJob] = {}
+        self._queued: list[ImportJob] = []  # imports not yet applied, oldest first
+        self.live_count = 0  # contacts not deleted: meta.total of the unfiltered list
         self.request_times: list[float] = []  # wall clock of every API request received
         self._next: dict[str, int] = {}
         self.version = 0  # bumps on every change; keys the meta.total cache
@@ -158,6 +160,7 @@ class ActiveCampaignSandbox(SandboxBase):
         self.contacts[c.id] = c
         self._ids.append(c.id)
         self.by_email[email.lower()] = c.id
+        self.live_count += 0 if c.deleted else 1
         self.touch()
         return c
 
@@ -199,6 +202,8 @@ class ActiveCampaignSandbox(SandboxBase):
 
     def delete_contact(self, c: Contact) -> None:
         """AC keeps deleted contacts flagged; they leave lists and searches."""
+        if not c.deleted:
+            self.live_count -= 1
         c.deleted = True
         c.udate = self.now()
         self.by_email.pop(c.email.lower(), None)
@@ -210,6 +215,12 @@ class ActiveCampaignSandbox(SandboxBase):
         start = bisect.bisect_right(self._ids, id_greater)
         for cid in self._ids[start:]:
             yield self.contacts[cid]
+
+    def contacts_before_end(self, id_greater: int) -> Iterable[Contact]:
+        """Contacts in descending id order, down to (excluding) `id_greater`."""
+        start = bisect.bisect_right(self._ids, id_greater)
+        for pos in range(len(self._ids) - 1, start - 1, -1):
+            yield self.contacts[self._ids[pos]]
 
     def cached_total(self, key: tuple[Any, ...], compute: Any) -> int:
         """meta.total for a filter set, recomputed only after data changed."""
@@ -322,20 +333,32 @@ class ActiveCampaignSandbox(SandboxBase):
         self.imports[job.batch_id] = job
         if self.import_delay <= 0:
             self.run_import(job)
+        else:
+            self._queued.append(job)
         return job
 
     def process_due_imports(self) -> None:
-        """Apply queued imports whose time has come."""
+        """Apply queued imports whose time has come (only the queued ones are looked at)."""
+        if not self._queued:
+            return
         now = self.now()
-        for job in self.imports.values():
-            if not job.done and job.ready_at <= now:
+        waiting = []
+        for job in self._queued:
+            if job.done:
+                continue
+            if job.ready_at <= now:
                 self.run_import(job)
+            else:
+                waiting.append(job)
+        self._queued = waiting
 
     def run_import(self, job: ImportJob) -> None:
         """Apply one import: upsert by email, tags, fields, list (un)subscriptions."""
+        fail_emails = self.faults.fail_emails
+        tag_ids: dict[str, int] = {}  # lower-cased name -> id: one tag lookup per import
         for row in job.contacts:
             email = str(row["email"]).strip()
-            if email.lower() in self.faults.fail_emails:
+            if email.lower() in fail_emails:
                 job.failure.append(email)
                 continue
             attrs: dict[str, Any] = {
@@ -354,7 +377,12 @@ class ActiveCampaignSandbox(SandboxBase):
                 c = self.insert_contact(email)
             changed = self.apply_contact(c, attrs)
             for name in row.get("tags") or []:
-                tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                low = str(name).strip().lower()
+                tid = tag_ids.get(low)
+                if tid is None:
+                    tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                    if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
+                        tag_ids[low] = tid
                 self.add_contact_tag(c.id, tid)
             for sub in row.get("subscribe") or []:
                 lid = int(sub["listid"])

@@ -8,6 +8,7 @@ runs transactions with its locking and retry rules, and turns driver errors into
 from __future__ import annotations
 
 from syncd.errors import StoreError
+from syncd.store.dbsync_ops import DbsyncOps
 from syncd.store.dialect import Tx, utcnow
 from syncd.store.overview_ops import OverviewOps
 from syncd.store.queue_admin import QueueAdminOps
@@ -15,7 +16,7 @@ from syncd.store.records import RecordOps
 from syncd.store.schema import LATEST_VERSION, Migration, pending_migrations, schema_version_ddl
 
 
-class SqlStore(QueueAdminOps, RecordOps, OverviewOps):
+class SqlStore(QueueAdminOps, RecordOps, OverviewOps, DbsyncOps):
     """All SQL of the state store; subclasses provide connections and transactions."""
 
     async def ping(self) -> None:

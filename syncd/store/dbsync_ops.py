@@ -1,0 +1,147 @@
+"""The dbsync rows of the SQL store: what each dbsync last wrote per source row.
+
+Kept apart from records.py so dbsync's store work stays in one small mixin of `SqlStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from syncd.store.base import DbsyncRow
+from syncd.store.dialect import SqlBase, Tx, chunks, marks
+
+DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id"
+
+
+class DbsyncOps(SqlBase):
+    """Read, record, mark seen and forget the rows a dbsync wrote."""
+
+    @staticmethod
+    def _dbsync_row(r: Sequence[Any]) -> DbsyncRow:
+        return DbsyncRow(r[0], r[1], r[2], r[3], r[4], int(r[5]))
+
+    async def dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> dict[str, DbsyncRow]:
+        """What the last runs wrote for these source rows."""
+
+        async def op(tx: Tx) -> dict[str, DbsyncRow]:
+            out: dict[str, DbsyncRow] = {}
+            for part in chunks(list(row_keys)):
+                rows = await tx.fetchall(
+                    f"SELECT {DBSYNC_COLS} FROM dbsync_rows WHERE dbsync = ?"
+                    f" AND row_key IN ({marks(len(part))})",
+                    (dbsync, *part),
+                )
+                out.update({r[1]: self._dbsync_row(r) for r in rows})
+            return out
+
+        return await self._run(op, write=False)
+
+    async def upsert_dbsync_rows(self, rows: Sequence[DbsyncRow]) -> None:
+        """Record what a run wrote (batched)."""
+        if not rows:
+            return
+        sql = self._upsert_dbsync_sql()
+        params = self._upsert_dbsync_params(rows)
+
+        async def op(tx: Tx) -> None:
+            for part in chunks(params, 1000):
+                await tx.executemany(sql, part)
+
+        await self._run(op, conflict_retry=True)
+
+    def _upsert_dbsync_sql(self) -> str:
+        return self.dialect.upsert(
+            "dbsync_rows",
+            ("dbsync", "row_key", "email", "hub_id", "content_hash", "run_id"),
+            ("dbsync", "row_key"),
+            ("email", "hub_id", "content_hash", "run_id"),
+        )
+
+    @staticmethod
+    def _upsert_dbsync_params(rows: Sequence[DbsyncRow]) -> list[tuple[Any, ...]]:
+        # The last value for a key wins, as if the rows were applied one by one.
+        latest = {(r.dbsync, r.row_key): r for r in rows}
+        return [
+            (r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, r.run_id)
+            for _, r in sorted(latest.items())
+        ]
+
+    async def dbsync_rows_not_seen(
+        self, dbsync: str, run_id: int, *, after_key: str = "", limit: int = 1000
+    ) -> list[DbsyncRow]:
+        """Rows of this dbsync whose last run is older than `run_id` (gone from the source)."""
+
+        async def op(tx: Tx) -> list[DbsyncRow]:
+            rows = await tx.fetchall(
+                f"SELECT {DBSYNC_COLS} FROM dbsync_rows WHERE dbsync = ? AND run_id < ?"
+                " AND row_key > ? ORDER BY row_key LIMIT ?",
+                (dbsync, run_id, after_key, max(limit, 0)),
+            )
+            return [self._dbsync_row(r) for r in rows]
+
+        return await self._run(op, write=False)
+
+    async def touch_dbsync_rows(self, dbsync: str, row_keys: Sequence[str], run_id: int) -> None:
+        """Mark rows as seen by `run_id` without changing what was written."""
+        keys = sorted(set(row_keys))
+
+        async def op(tx: Tx) -> None:
+            for part in chunks(keys):
+                await tx.execute(
+                    f"UPDATE dbsync_rows SET run_id = ? WHERE dbsync = ?"
+                    f" AND row_key IN ({marks(len(part))})",
+                    (run_id, dbsync, *part),
+                )
+
+        await self._run(op)
+
+    async def record_dbsync_rows(
+        self, dbsync: str, run_id: int, rows: Sequence[DbsyncRow], seen: Sequence[str]
+    ) -> None:
+        """Record written rows and mark `seen` keys as met by `run_id`, in one transaction.
+
+        One commit for many batches: a commit per batch (upsert, then touch) was most of a
+        dbsync run's store time.
+        """
+        upsert = self._upsert_dbsync_params(rows)
+        keys = sorted(set(seen))
+        if not upsert and not keys:
+            return
+        sql = self._upsert_dbsync_sql()
+
+        async def op(tx: Tx) -> None:
+            for part in chunks(upsert, 1000):
+                await tx.executemany(sql, part)
+            for kpart in chunks(keys):
+                await tx.execute(
+                    f"UPDATE dbsync_rows SET run_id = ? WHERE dbsync = ?"
+                    f" AND row_key IN ({marks(len(kpart))})",
+                    (run_id, dbsync, *kpart),
+                )
+
+        await self._run(op, conflict_retry=True)
+
+    async def delete_dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> None:
+        """Forget rows removed from the list."""
+        keys = sorted(set(row_keys))
+
+        async def op(tx: Tx) -> None:
+            for part in chunks(keys):
+                await tx.execute(
+                    f"DELETE FROM dbsync_rows WHERE dbsync = ? AND row_key IN ({marks(len(part))})",
+                    (dbsync, *part),
+                )
+
+        await self._run(op)
+
+    async def count_dbsync_rows(self, dbsync: str) -> int:
+        """How many source rows this dbsync has written."""
+
+        async def op(tx: Tx) -> int:
+            row = await self._fetchone(
+                tx, "SELECT COUNT(*) FROM dbsync_rows WHERE dbsync = ?", (dbsync,)
+            )
+            return int(row[0]) if row is not None else 0
+
+        return await self._run(op, write=False)

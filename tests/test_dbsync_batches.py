@@ -1,0 +1,81 @@
+"""dbsync's batching: duplicates across lookup batches, store commits and hub calls in
+flight; unchanged rows recognised by their source fingerprint, also from older hashes."""
+
+from __future__ import annotations
+
+from syncd.engine.dbsync import SOURCE_MARK
+from syncd.model import ErrorCategory, RunTrigger
+from tests.test_dbsync_support import Env, env
+
+__all__ = ["env"]
+
+ROWS = [
+    (1, "ada@example.com", "Ada", "Lovelace", "Analytical", "vip, math"),
+    (2, "alan@example.com", "Alan", "Turing", "Bletchley", None),
+    (3, "grace@example.com", "Grace", "Hopper", None, "navy"),
+]
+
+
+async def test_first_row_wins_across_lookups_commits_and_calls_in_flight(env: Env) -> None:
+    # batch_size 2: a lookup covers 16 rows and a commit ~160, so the later rows of an email
+    # meet its first one in flight, buffered or already in the store.
+    rows = [(i, f"p{i}@example.com", f"First{i}") for i in range(1, 401)]
+    later = {5: 1, 20: 3, 37: 30, 60: 44, 95: 7, 119: 2, 120: 118, 250: 100, 399: 180}
+    for key, first in later.items():
+        rows[key - 1] = (key, f"  P{first}@Example.com", f"Dup{key}")
+    await env.insert(rows)
+    report = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    assert (report.counts["created"], report.counts["duplicates"]) == (400 - len(later), 9)
+    failures = await env.store.run_failures(report.run_id)
+    dups = sorted(int(f.key) for f in failures if f.category is ErrorCategory.DUPLICATE)
+    assert dups == sorted(later)
+    for first in set(later.values()):
+        email = f"p{first}@example.com"
+        assert env.copies(email) == 1
+        assert env.contact(email).first_name == f"First{first}"  # type: ignore[union-attr]
+    assert await env.store.count_dbsync_rows("people") == 400 - len(later)
+    env.sb.reset()
+    again = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert (again.counts["unchanged"], again.counts["duplicates"]) == (391, 9)
+    assert env.write_requests() == 0
+
+
+async def test_hashes_without_source_fingerprint_are_completed_without_calls(env: Env) -> None:
+    await env.insert(ROWS)
+    await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    stored = await env.store.dbsync_rows("people", [r[1] for r in ROWS])
+    assert all(SOURCE_MARK in r.content_hash for r in stored.values())
+    # As an earlier syncd left them: the hash of what was sent only.
+    await env.store.upsert_dbsync_rows(
+        [
+            type(r)(r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash.split("/")[0], r.run_id)
+            for r in stored.values()
+        ]
+    )
+    env.sb.reset()
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.counts["unchanged"] == 3 and env.write_requests() == 0
+    assert await env.store.dbsync_rows("people", [r[1] for r in ROWS]) == {
+        e: type(r)(r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, report.run_id)
+        for e, r in stored.items()
+    }
+
+
+async def test_source_change_that_maps_the_same_costs_no_call(env: Env) -> None:
+    await env.insert(ROWS)
+    await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    before = (await env.store.dbsync_rows("people", ["grace@example.com"]))["grace@example.com"]
+    await env.sql("UPDATE people SET tag_list = ' navy ;' WHERE id = 3")
+    env.sb.reset()
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.counts["unchanged"] == 3 and env.write_requests() == 0
+    after = (await env.store.dbsync_rows("people", ["grace@example.com"]))["grace@example.com"]
+    sent_before, _, source_before = before.content_hash.partition(SOURCE_MARK)
+    sent_after, _, source_after = after.content_hash.partition(SOURCE_MARK)
+    assert sent_after == sent_before and source_after != source_before
+    # A real change still goes out.
+    await env.sql("UPDATE people SET tag_list = 'navy, retired' WHERE id = 3")
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert (report.counts["updated"], report.counts["unchanged"]) == (1, 2)
+    assert env.tags("grace@example.com") == {"navy", "retired"}
