@@ -302,14 +302,10 @@ class QueueOps(SqlBase):
                 (owner, d.ts(expires), d.ts(stamp), *ids),
             )
             out = []
+            lease_until, updated = d.ts(expires), d.ts(stamp)  # once, not per row
             for r in rows:
                 row = list(r)
-                row[10], row[13], row[14], row[22] = (
-                    "processing",
-                    owner,
-                    d.ts(expires),
-                    d.ts(stamp),
-                )
+                row[10], row[13], row[14], row[22] = "processing", owner, lease_until, updated
                 out.append(self._entry(row))
             return out
 
