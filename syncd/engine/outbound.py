@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
 log = get_logger("syncd.outbound")
 T = TypeVar("T")
-HUB_BATCH = 250
+HUB_BATCH = 500  # two AC bulk imports or five HubSpot batch calls: fewer store round trips
 LEAD_CONVERSION_FIELDS = (
     "IsConverted",
     "ConvertedDate",
@@ -97,34 +98,57 @@ class _HubWrite:
 
 
 class _InFlight:
-    """The one batch being sent to the hub while the next is claimed and planned."""
+    """Batches on their way: at most one writing to the hub, the one before it perhaps still
+    recording its outcome, while the next is claimed and planned."""
 
     def __init__(self) -> None:
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []  # oldest first; each awaits the one before
+        self._written = asyncio.Event()  # set once the newest is done with the hub
 
     @property
     def busy(self) -> bool:
-        """A batch is on its way."""
-        return self._task is not None
+        """A batch is on its way (or finished with an error nobody has seen yet)."""
+        return bool(self._tasks)
 
-    def start(self, send: Coroutine[Any, Any, None]) -> None:
-        """Send a batch in the background (the previous one must be waited for first)."""
-        assert self._task is None
-        self._task = asyncio.ensure_future(send)
+    def start(self, send: _Send) -> None:
+        """Send a batch: `send(previous, written)` sets `written` after its hub writes went
+        through and awaits `previous` before recording its outcome (claim order)."""
+        previous = self._tasks[-1] if self._tasks else None
+        # Finished batches need no watching: a failure also fails every later batch.
+        self._tasks = [t for t in self._tasks if not t.done() or t is previous]
+        self._written = asyncio.Event()
+        self._tasks.append(asyncio.ensure_future(send(previous, self._written)))
+
+    async def hub_free(self) -> None:
+        """Wait until the newest batch is done with the hub; raise its error if it failed."""
+        if not self._tasks:
+            return
+        newest = self._tasks[-1]
+        written = asyncio.ensure_future(self._written.wait())
+        try:
+            await asyncio.wait({newest, written}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            written.cancel()
+        if newest.done():
+            newest.result()
 
     async def wait(self) -> None:
-        """Wait for the batch on its way; its error (if any) is raised here."""
-        task, self._task = self._task, None
-        if task is not None:
+        """Wait for every batch on its way, oldest first; the first error raises here."""
+        for task in self._tasks:
             await task
+        self._tasks = []
 
     async def abandon(self) -> None:
-        """Cancel the batch on its way (it gives its claims back) and wait for it to stop."""
-        task, self._task = self._task, None
-        if task is not None:
+        """Cancel the batches on their way (they give their claims back); wait for them."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+
+
+_Send = Callable[[asyncio.Task[None] | None, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def _is_conversion(e: QueueEntry) -> bool:
@@ -266,7 +290,7 @@ class OutboundPuller:
                         object=obj,
                         record_key=r.id,
                         source="pull",
-                        fields=dict(r.fields),
+                        fields=r.fields,  # the page's own dict: nothing else holds it
                         email=normalize_email(r.email),
                         name=_name_of(r.fields),
                         event="converted" if r.fields.get("IsConverted") else "update",
@@ -309,15 +333,15 @@ class OutboundPuller:
             log_claimed(Direction.OUTBOUND, self._owner, entries)
             try:
                 if flight.busy and any(_is_conversion(e) for e in entries):
-                    # A conversion reads the converted contact's link: let the batch that
+                    # A conversion reads the converted contact's link: let the batches that
                     # may be writing it land first.
                     await flight.wait()
                 plans = await self._plan_batch(entries, settings, run_id, counts)
-                await flight.wait()
+                await flight.hub_free()
             except (IntegrationError, asyncio.CancelledError):
                 await asyncio.shield(self._release(entries))
                 raise
-            flight.start(self._send_batch(entries, plans, settings, run_id, counts))
+            flight.start(functools.partial(self._send_batch, entries, plans, run_id, counts))
 
     async def _release(self, entries: list[QueueEntry]) -> None:
         """Unfinished claims go back at once rather than waiting for their lease."""
@@ -327,13 +351,20 @@ class OutboundPuller:
         self,
         entries: list[QueueEntry],
         plans: list[_HubWrite],
-        settings: Settings,
         run_id: int,
         counts: PullCounts,
+        previous: asyncio.Task[None] | None,
+        written: asyncio.Event,
     ) -> None:
+        """Write a planned batch to the hub, then record its outcome after the previous
+        batch recorded its own (so the store sees outcomes in claim order)."""
         try:
-            for plan in plans:
-                await self._send(plan, run_id, counts)
+            results = [await self._write_hub(plan) for plan in plans]
+            written.set()
+            if previous is not None:
+                await previous
+            for plan, res in zip(plans, results, strict=True):
+                await self._record(plan, res, run_id, counts)
         except (IntegrationError, asyncio.CancelledError):
             await asyncio.shield(self._release(entries))
             raise
@@ -434,8 +465,8 @@ class OutboundPuller:
             metrics.RECORDS.labels("outbound", obj.value, "skipped").inc(len(unchanged))
         return [w for w in (updates, creates) if w.rows]
 
-    async def _send(self, plan: _HubWrite, run_id: int, counts: PullCounts) -> None:
-        """One hub write of a planned batch, then its outcome per record in the store."""
+    async def _write_hub(self, plan: _HubWrite) -> list[WriteResult]:
+        """One hub write of a planned batch; a result per item."""
         obj, op, items = plan.object, plan.op, plan.items
         match = "email" if obj in NEW_TAG else None
         try:
@@ -453,6 +484,13 @@ class OutboundPuller:
                 for _ in items
             ]
         await self.gate.recovered()
+        return results
+
+    async def _record(
+        self, plan: _HubWrite, results: list[WriteResult], run_id: int, counts: PullCounts
+    ) -> None:
+        """A hub write's outcome per record in the store: links and completions, failures."""
+        obj, items = plan.object, plan.items
         synced: list[SyncedRecord] = []
         errors = 0
         now = datetime.now(UTC)
