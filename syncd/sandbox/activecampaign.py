@@ -197,21 +197,19 @@ async def list_contacts(request: web.Request) -> web.Response:
     else:
         key = (upd, crt, tagid, listid, status, deleted)
         total = sb.cached_total(key, lambda: sum(1 for c in sb.contacts_after(0) if match(c)))
-        if descending:
-            rows = [c for c in sb.contacts_after(id_greater) if match(c)]
-            rows.reverse()
-            page = rows[offset : offset + limit]
-        else:
-            page, skipped = [], 0
-            for c in sb.contacts_after(id_greater):
-                if not match(c):
-                    continue
-                if skipped < offset:
-                    skipped += 1
-                    continue
-                page.append(c)
-                if len(page) >= limit:
-                    break
+        # Walk from the right end and stop at the page's last row: "the highest id" is one
+        # step, not a scan of every contact.
+        walk = sb.contacts_desc if descending else sb.contacts_after
+        page, skipped = [], 0
+        for c in walk(id_greater):
+            if not match(c):
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            page.append(c)
+            if len(page) >= limit:
+                break
     return web.json_response(
         {"scoreValues": [], "contacts": [c.to_json() for c in page], "meta": meta(total)}
     )

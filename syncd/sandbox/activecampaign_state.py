@@ -211,6 +211,12 @@ class ActiveCampaignSandbox(SandboxBase):
         for cid in self._ids[start:]:
             yield self.contacts[cid]
 
+    def contacts_desc(self, id_greater: int) -> Iterable[Contact]:
+        """Contacts in descending id order, down to (not including) `id_greater`."""
+        stop = bisect.bisect_right(self._ids, id_greater)
+        for i in range(len(self._ids) - 1, stop - 1, -1):
+            yield self.contacts[self._ids[i]]
+
     def cached_total(self, key: tuple[Any, ...], compute: Any) -> int:
         """meta.total for a filter set, recomputed only after data changed."""
         hit = self._total_cache.get(key)
