@@ -289,18 +289,28 @@ async def _highest_contact_id(api: AcApi) -> int | None:
 
 def _chunks(rows: list[_Row]) -> list[list[_Row]]:
     """Runs of at most 250 rows whose JSON stays under the payload limit."""
-    out: list[list[_Row]] = [[]]
-    size = 0
     for row in rows:
-        # Built once here and sent as is by _submit.
-        row.payload = _bulk_payload(row)
-        n = len(json.dumps(row.payload)) + 2
-        if out[-1] and (len(out[-1]) >= BULK_MAX or size + n > BULK_MAX_BYTES):
-            out.append([])
-            size = 0
-        out[-1].append(row)
-        size += n
-    return [c for c in out if c]
+        row.payload = _bulk_payload(row)  # built once here and sent as is by _submit
+    out: list[list[_Row]] = []
+    start = 0
+    while start < len(rows):
+        run = rows[start : start + BULK_MAX]
+        # A run's JSON array is as long as its rows' JSON plus two characters each: when
+        # the whole run fits, one encoding of it settles every row at once.
+        if len(json.dumps([r.payload for r in run])) <= BULK_MAX_BYTES:
+            out.append(run)
+            start += len(run)
+            continue
+        run, size = [], 0
+        for row in rows[start : start + BULK_MAX]:
+            n = len(json.dumps(row.payload)) + 2
+            if run and size + n > BULK_MAX_BYTES:
+                break
+            run.append(row)
+            size += n
+        out.append(run)
+        start += len(run)
+    return out
 
 
 async def _wait_import(api: AcApi, batch_id: str) -> dict[str, Any] | None:

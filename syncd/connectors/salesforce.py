@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -95,6 +96,7 @@ CATEGORY = {
 }
 
 
+@lru_cache(maxsize=4096)  # a pull page repeats stamps a lot; datetimes are immutable
 def parse_sf_datetime(value: str) -> datetime:
     """A Salesforce or ISO datetime (``…000+0000``, ``…Z``, ``…+00:00``) as aware UTC."""
     s = value.strip().replace("Z", "+00:00")

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from syncd.config import ObjectSyncSettings
@@ -73,12 +74,21 @@ class ObjectMapping:
                 out[crm_field] = self._apply(hub_field, hub_fields[hub_field])
         return out
 
+    @cached_property
+    def _to_hub_plan(self) -> tuple[tuple[str, str, Callable[[str], str] | None], ...]:
+        # Built once per mapping: to_hub runs per record of every pull.
+        return tuple(
+            (c, h, _TRANSFORMS[self.transforms[h]] if self.transforms.get(h) else None)
+            for c, h in self.crm_to_hub.items()
+        )
+
     def to_hub(self, crm_fields: Mapping[str, Any]) -> dict[str, Any]:
         """Hub field -> value for the mapped CRM fields present."""
         out: dict[str, Any] = {}
-        for crm_field, hub_field in self.crm_to_hub.items():
+        for crm_field, hub_field, transform in self._to_hub_plan:
             if crm_field in crm_fields:
-                out[hub_field] = self._apply(hub_field, crm_fields[crm_field])
+                value = crm_fields[crm_field]
+                out[hub_field] = transform(value) if transform and isinstance(value, str) else value
         return out
 
     def validate_hub(self, hub_fields: Mapping[str, Any], *, creating: bool) -> None:
@@ -98,7 +108,11 @@ class ObjectMapping:
             )
 
 
+# One encoder for every hash: json.dumps builds a new one per call when given options.
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+
+
 def content_hash(values: Mapping[str, Any]) -> str:
     """A stable hash of mapped values: equal values mean nothing to send."""
-    blob = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
+    blob = _HASH_ENCODER.encode(values)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ from syncd.model import (
     Direction,
     ErrorCategory,
     ObjectType,
+    Page,
     QueueEntry,
     RunKind,
     RunTrigger,
@@ -44,7 +46,7 @@ from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
 log = get_logger("syncd.outbound")
 T = TypeVar("T")
-HUB_BATCH = 250
+HUB_BATCH = 500  # two AC bulk imports or five HubSpot batch calls: fewer store round trips
 LEAD_CONVERSION_FIELDS = (
     "IsConverted",
     "ConvertedDate",
@@ -67,6 +69,90 @@ class PullCounts(RunCounts):
     excluded: int = 0
     errors: int = 0
     converted: int = 0
+
+
+@dataclass
+class _HubWrite:
+    """One planned hub write of a batch: the entries (with link, fields, skipped, hash)
+    and the items to send, in the same order."""
+
+    object: ObjectType
+    op: WriteOp
+    rows: list[tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]] = field(
+        default_factory=list
+    )
+    items: list[WriteItem] = field(default_factory=list)
+
+    def add(
+        self,
+        e: QueueEntry,
+        link: RecordLink | None,
+        fields: dict[str, Any],
+        skipped: dict[str, str],
+        digest: str,
+        item: WriteItem,
+    ) -> None:
+        """Plan one entry's write."""
+        self.rows.append((e, link, fields, skipped, digest))
+        self.items.append(item)
+
+
+class _InFlight:
+    """Batches on their way: at most one writing to the hub, the one before it perhaps still
+    recording its outcome, while the next is claimed and planned."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task[None]] = []  # oldest first; each awaits the one before
+        self._written = asyncio.Event()  # set once the newest is done with the hub
+
+    @property
+    def busy(self) -> bool:
+        """A batch is on its way (or finished with an error nobody has seen yet)."""
+        return bool(self._tasks)
+
+    def start(self, send: _Send) -> None:
+        """Send a batch: `send(previous, written)` sets `written` after its hub writes went
+        through and awaits `previous` before recording its outcome (claim order)."""
+        previous = self._tasks[-1] if self._tasks else None
+        # Finished batches need no watching: a failure also fails every later batch.
+        self._tasks = [t for t in self._tasks if not t.done() or t is previous]
+        self._written = asyncio.Event()
+        self._tasks.append(asyncio.ensure_future(send(previous, self._written)))
+
+    async def hub_free(self) -> None:
+        """Wait until the newest batch is done with the hub; raise its error if it failed."""
+        if not self._tasks:
+            return
+        newest = self._tasks[-1]
+        written = asyncio.ensure_future(self._written.wait())
+        try:
+            await asyncio.wait({newest, written}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            written.cancel()
+        if newest.done():
+            newest.result()
+
+    async def wait(self) -> None:
+        """Wait for every batch on its way, oldest first; the first error raises here."""
+        for task in self._tasks:
+            await task
+        self._tasks = []
+
+    async def abandon(self) -> None:
+        """Cancel the batches on their way (they give their claims back); wait for them."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+_Send = Callable[[asyncio.Task[None] | None, asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def _is_conversion(e: QueueEntry) -> bool:
+    return e.object is ObjectType.LEAD and bool(e.payload.get("IsConverted"))
 
 
 class PullBusy(Exception):
@@ -174,8 +260,27 @@ class OutboundPuller:
         if obj is ObjectType.LEAD:
             # The connector also reads leads converted since the cursor, whatever the criteria.
             fields += LEAD_CONVERSION_FIELDS
-        newest = cursor
         pages = self._crm.changed_since(obj, since, fields=sorted(set(fields)), criteria=criteria)
+        flight = _InFlight()
+        try:
+            newest = await self._pull_into_queue(obj, settings, run_id, counts, pages, flight)
+            await self._drain(obj, settings, run_id, counts, flight, final=True)
+        finally:
+            await flight.abandon()  # only on an error: the final drain waited for every batch
+        if newest and (cursor is None or newest > cursor):
+            await self._store.set_cursor(cursor_name(obj), newest)
+
+    async def _pull_into_queue(
+        self,
+        obj: ObjectType,
+        settings: Settings,
+        run_id: int,
+        counts: PullCounts,
+        pages: AsyncIterator[Page],
+        flight: _InFlight,
+    ) -> str | None:
+        """Queue each page and drain what is claimable; the newest cursor the pages gave."""
+        newest: str | None = None
         async with contextlib.aclosing(_read_ahead(pages)) as ahead:
             async for page in ahead:
                 counts.read += len(page.records)
@@ -185,7 +290,7 @@ class OutboundPuller:
                         object=obj,
                         record_key=r.id,
                         source="pull",
-                        fields=dict(r.fields),
+                        fields=r.fields,  # the page's own dict: nothing else holds it
                         email=normalize_email(r.email),
                         name=_name_of(r.fields),
                         event="converted" if r.fields.get("IsConverted") else "update",
@@ -193,39 +298,84 @@ class OutboundPuller:
                     for r in page.records
                 ]
                 await self._store.enqueue(changes)
-                await self._drain(obj, settings, run_id, counts)
+                await self._drain(obj, settings, run_id, counts, flight)
                 if page.cursor and (newest is None or page.cursor > newest):
                     newest = page.cursor
-        await self._drain(obj, settings, run_id, counts)
-        if newest and newest != cursor:
-            await self._store.set_cursor(cursor_name(obj), newest)
+        return newest
 
     async def _drain(
-        self, obj: ObjectType, settings: Settings, run_id: int, counts: PullCounts
+        self,
+        obj: ObjectType,
+        settings: Settings,
+        run_id: int,
+        counts: PullCounts,
+        flight: _InFlight,
+        *,
+        final: bool = False,
     ) -> None:
+        """Claim, plan and send batches until none is claimable.
+
+        While one batch is written to the hub, the next is claimed and planned (store work
+        and mapping overlap the hub's answer); hub writes themselves stay one at a time, in
+        claim order. Unless `final`, the last batch may still be in flight on return.
+        """
         lease = settings.daemon.lease_seconds
         while True:
             entries = await self._store.claim_pending(
                 Direction.OUTBOUND, limit=HUB_BATCH, owner=self._owner, lease_seconds=lease, obj=obj
             )
             if not entries:
+                if final and flight.busy:
+                    # A record of the in-flight batch may have a newer entry waiting on it.
+                    await flight.wait()
+                    continue
                 return
             log_claimed(Direction.OUTBOUND, self._owner, entries)
             try:
-                await self._write_batch(entries, settings, run_id, counts)
+                if flight.busy and any(_is_conversion(e) for e in entries):
+                    # A conversion reads the converted contact's link: let the batches that
+                    # may be writing it land first.
+                    await flight.wait()
+                plans = await self._plan_batch(entries, settings, run_id, counts)
+                await flight.hub_free()
             except (IntegrationError, asyncio.CancelledError):
-                # Unfinished claims go back at once rather than waiting for their lease.
-                await asyncio.shield(
-                    self._store.release([e.id for e in entries], owner=self._owner)
-                )
+                await asyncio.shield(self._release(entries))
                 raise
+            flight.start(functools.partial(self._send_batch, entries, plans, run_id, counts))
 
-    async def _write_batch(
-        self, entries: list[QueueEntry], settings: Settings, run_id: int, counts: PullCounts
+    async def _release(self, entries: list[QueueEntry]) -> None:
+        """Unfinished claims go back at once rather than waiting for their lease."""
+        await self._store.release([e.id for e in entries], owner=self._owner)
+
+    async def _send_batch(
+        self,
+        entries: list[QueueEntry],
+        plans: list[_HubWrite],
+        run_id: int,
+        counts: PullCounts,
+        previous: asyncio.Task[None] | None,
+        written: asyncio.Event,
     ) -> None:
+        """Write a planned batch to the hub, then record its outcome after the previous
+        batch recorded its own (so the store sees outcomes in claim order)."""
+        try:
+            results = [await self._write_hub(plan) for plan in plans]
+            written.set()
+            if previous is not None:
+                await previous
+            for plan, res in zip(plans, results, strict=True):
+                await self._record(plan, res, run_id, counts)
+        except (IntegrationError, asyncio.CancelledError):
+            await asyncio.shield(self._release(entries))
+            raise
+
+    async def _plan_batch(
+        self, entries: list[QueueEntry], settings: Settings, run_id: int, counts: PullCounts
+    ) -> list[_HubWrite]:
         by_obj: dict[ObjectType, list[QueueEntry]] = {}
         for e in entries:
             by_obj.setdefault(e.object, []).append(e)
+        plans: list[_HubWrite] = []
         for obj, group in by_obj.items():
             s = settings.sync.objects.get(obj)
             if s is None:
@@ -238,11 +388,12 @@ class OutboundPuller:
                     )
                     counts.excluded += 1
                 continue
-            await self._write_object(
+            plans += await self._plan_object(
                 obj, group, ObjectMapping.from_settings(obj, s), settings, run_id, counts
             )
+        return plans
 
-    async def _write_object(
+    async def _plan_object(
         self,
         obj: ObjectType,
         group: list[QueueEntry],
@@ -250,13 +401,10 @@ class OutboundPuller:
         settings: Settings,
         run_id: int,
         counts: PullCounts,
-    ) -> None:
-        updates: list[
-            tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]
-        ] = []
-        creates: list[
-            tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]
-        ] = []
+    ) -> list[_HubWrite]:
+        """Decide each entry's fate; settle what needs no hub write; the writes to make."""
+        updates = _HubWrite(obj, WriteOp.UPDATE)
+        creates = _HubWrite(obj, WriteOp.UPSERT)
         # One query each for the batch's links and the inbound entries pending against them,
         # instead of a store round trip per record.
         links = await self._store.get_links(obj, [e.record_key for e in group])
@@ -266,9 +414,11 @@ class OutboundPuller:
             if linked_hub_ids
             else {}
         )
+        crm_fields = mapping.crm_fields  # a property that builds a list: once per batch
         unchanged: list[SyncedRecord] = []
+        excluded = 0
         for e in group:
-            if e.payload.get("IsConverted") and obj is ObjectType.LEAD:
+            if obj is ObjectType.LEAD and e.payload.get("IsConverted"):
                 await self._convert(e, run_id, counts)
                 continue
             if obj in NEW_TAG and settings.sync.only_with_email and not e.email:
@@ -278,18 +428,15 @@ class OutboundPuller:
                     reason="no unique id: the record has no email (sync.only_with_email)",
                     run_id=run_id,
                 )
-                counts.excluded += 1
-                metrics.RECORDS.labels("outbound", obj.value, "excluded").inc()
+                excluded += 1
                 continue
-            crm_values = {f: e.payload.get(f) for f in mapping.crm_fields if f in e.payload}
-            digest = content_hash(crm_values)
+            payload = e.payload
+            digest = content_hash({f: payload.get(f) for f in crm_fields if f in payload})
             link = links.get(e.record_key)
             if link is not None and link.hub_id and link.content_hash == digest:
                 unchanged.append(SyncedRecord(e.id, None))
-                counts.skipped += 1
-                metrics.RECORDS.labels("outbound", obj.value, "skipped").inc()
                 continue
-            hub_fields = mapping.to_hub(e.payload)
+            hub_fields = mapping.to_hub(payload)
             skipped: dict[str, str] = {}
             if link is not None and link.hub_id:
                 other = pending.get(link.hub_id)
@@ -301,72 +448,88 @@ class OutboundPuller:
                         winner=settings.sync.conflict_winner,
                     )
                     hub_fields, skipped = resolution.write, resolution.skipped
-            row = (e, link, hub_fields, skipped, digest)
-            (updates if link is not None and link.hub_id else creates).append(row)
+                updates.add(
+                    e, link, hub_fields, skipped, digest, WriteItem(hub_fields, id=link.hub_id)
+                )
+                continue
+            if obj in NEW_TAG:
+                # hubs add (never replace) tags given on a write
+                hub_fields = {**hub_fields, "tags": [NEW_TAG[obj]]}
+            creates.add(e, link, hub_fields, skipped, digest, WriteItem(hub_fields))
+        if excluded:
+            counts.excluded += excluded
+            metrics.RECORDS.labels("outbound", obj.value, "excluded").inc(excluded)
         if unchanged:
             await self._store.link_and_complete(unchanged, owner=self._owner, run_id=run_id)
-        for op, rows in ((WriteOp.UPDATE, updates), (WriteOp.UPSERT, creates)):
-            if not rows:
-                continue
-            items = []
-            for _e, link, fields, _, _ in rows:
-                f = dict(fields)
-                if op is WriteOp.UPSERT and obj in NEW_TAG:
-                    f["tags"] = [NEW_TAG[obj]]  # hubs add (never replace) tags given on a write
-                items.append(
-                    WriteItem(f, id=link.hub_id if link and op is WriteOp.UPDATE else None)
+            counts.skipped += len(unchanged)
+            metrics.RECORDS.labels("outbound", obj.value, "skipped").inc(len(unchanged))
+        return [w for w in (updates, creates) if w.rows]
+
+    async def _write_hub(self, plan: _HubWrite) -> list[WriteResult]:
+        """One hub write of a planned batch; a result per item."""
+        obj, op, items = plan.object, plan.op, plan.items
+        match = "email" if obj in NEW_TAG else None
+        try:
+            # Hubs keep people as contacts: CRM leads become hub contacts (tagged so).
+            hub_obj = ObjectType.CONTACT if obj in NEW_TAG else obj
+            results = await self._hub.write(hub_obj, op, items, match_field=match)
+        except RequestRejected as exc:
+            results = [
+                WriteResult(
+                    False,
+                    error_category=ErrorCategory.REJECTED,
+                    error_code=f"HTTP_{exc.status}",
+                    error_message=str(exc),
                 )
-            match = "email" if obj in NEW_TAG else None
-            try:
-                # Hubs keep people as contacts: CRM leads become hub contacts (tagged so).
-                hub_obj = ObjectType.CONTACT if obj in NEW_TAG else obj
-                results = await self._hub.write(hub_obj, op, items, match_field=match)
-            except RequestRejected as exc:
-                results = [
-                    WriteResult(
-                        False,
-                        error_category=ErrorCategory.REJECTED,
-                        error_code=f"HTTP_{exc.status}",
-                        error_message=str(exc),
-                    )
-                    for _ in items
-                ]
-            await self.gate.recovered()
-            synced: list[SyncedRecord] = []
-            for (e, link, _, skipped, digest), item, res in zip(rows, items, results, strict=True):
-                if res.ok:
-                    new_link = RecordLink(
-                        object=obj,
-                        hub_id=res.id or (link.hub_id if link else None),
-                        crm_id=e.record_key,
-                        email=e.email,
-                        name=e.name,
-                        sync_tags=frozenset(item.fields.get("tags", ()))
-                        | (link.sync_tags if link else frozenset()),
-                        content_hash=digest,
-                        last_synced_at=datetime.now(UTC),
-                    )
-                    transferred = {
-                        "object": obj.value,
-                        "fields": dict(item.fields),
-                        "created": res.created,
-                    }
-                    synced.append(SyncedRecord(e.id, new_link, transferred, skipped))
-                    counts.processed += 1
-                    metrics.RECORDS.labels("outbound", obj.value, "processed").inc()
-                else:
-                    await self._store.fail(
-                        e.id,
-                        owner=self._owner,
-                        category=res.error_category or ErrorCategory.REJECTED,
-                        code=res.error_code or "ERROR",
-                        message=res.error_message or "rejected by the hub",
-                        run_id=run_id,
-                    )
-                    counts.errors += 1
-                    metrics.RECORDS.labels("outbound", obj.value, "error").inc()
-            if synced:
-                await self._store.link_and_complete(synced, owner=self._owner, run_id=run_id)
+                for _ in items
+            ]
+        await self.gate.recovered()
+        return results
+
+    async def _record(
+        self, plan: _HubWrite, results: list[WriteResult], run_id: int, counts: PullCounts
+    ) -> None:
+        """A hub write's outcome per record in the store: links and completions, failures."""
+        obj, items = plan.object, plan.items
+        synced: list[SyncedRecord] = []
+        errors = 0
+        now = datetime.now(UTC)
+        for (e, link, _, skipped, digest), item, res in zip(plan.rows, items, results, strict=True):
+            if res.ok:
+                new_link = RecordLink(
+                    object=obj,
+                    hub_id=res.id or (link.hub_id if link else None),
+                    crm_id=e.record_key,
+                    email=e.email,
+                    name=e.name,
+                    sync_tags=frozenset(item.fields.get("tags", ()))
+                    | (link.sync_tags if link else frozenset()),
+                    content_hash=digest,
+                    last_synced_at=now,
+                )
+                transferred = {
+                    "object": obj.value,
+                    "fields": dict(item.fields),
+                    "created": res.created,
+                }
+                synced.append(SyncedRecord(e.id, new_link, transferred, skipped))
+            else:
+                await self._store.fail(
+                    e.id,
+                    owner=self._owner,
+                    category=res.error_category or ErrorCategory.REJECTED,
+                    code=res.error_code or "ERROR",
+                    message=res.error_message or "rejected by the hub",
+                    run_id=run_id,
+                )
+                errors += 1
+        if errors:
+            counts.errors += errors
+            metrics.RECORDS.labels("outbound", obj.value, "error").inc(errors)
+        if synced:
+            await self._store.link_and_complete(synced, owner=self._owner, run_id=run_id)
+            counts.processed += len(synced)
+            metrics.RECORDS.labels("outbound", obj.value, "processed").inc(len(synced))
 
     async def _convert(self, e: QueueEntry, run_id: int, counts: PullCounts) -> None:
         """A converted lead: its hub contact becomes the converted contact's, tags swapped."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
@@ -43,6 +44,24 @@ IN_FLIGHT = (
     "SELECT 1 FROM queue_entries p WHERE p.direction = q.direction"
     " AND p.record_key = q.record_key AND p.object = q.object AND p.status = 'processing'"
 )
+
+
+# Enum members by stored value: a dict lookup instead of an Enum call per column per row.
+_DIRECTIONS = {str(m.value): m for m in Direction}
+_OBJECTS = {str(m.value): m for m in ObjectType}
+_STATUSES = {str(m.value): m for m in EntryStatus}
+
+
+@lru_cache(maxsize=256)
+def _changed_fields(text: str | bytes | None) -> frozenset[str]:
+    # The entries of one pull mostly share one list of changed fields (frozensets are
+    # immutable, so one parse serves them all).
+    return frozenset(load_json(text, []))
+
+
+@lru_cache(maxsize=256)
+def _changed_json(changed: frozenset[str]) -> str:
+    return dump_json(sorted(changed))
 
 
 def pending_key(direction: str, obj: str, record_key: str) -> str:
@@ -91,16 +110,16 @@ class QueueOps(TallyOps):
         assert created is not None and updated is not None
         return QueueEntry(
             id=int(r[0]),
-            direction=Direction(r[1]),
-            object=ObjectType(r[2]),
+            direction=_DIRECTIONS[r[1]],
+            object=_OBJECTS[r[2]],
             record_key=r[3],
             source=r[4],
             event=r[5],
             email=r[6],
             name=r[7],
             payload=load_json(r[8], {}),
-            changed_fields=frozenset(load_json(r[9], [])),
-            status=EntryStatus(r[10]),
+            changed_fields=_changed_fields(r[9]),
+            status=_STATUSES[r[10]],
             attempts=int(r[11]),
             next_attempt_at=d.from_ts(r[12]),
             lease_owner=r[13],
@@ -152,7 +171,7 @@ class QueueOps(TallyOps):
                             g.email,
                             g.name,
                             dump_json(g.payload),
-                            dump_json(sorted(g.changed)),
+                            _changed_json(frozenset(g.changed)),
                             "pending",
                             0,
                             now,
@@ -320,14 +339,10 @@ class QueueOps(TallyOps):
                 delta.move(entry_key(r), entry_key(r, "processing"))
             await self._apply_tallies(tx, delta)
             out = []
+            lease_until, updated = d.ts(expires), d.ts(stamp)  # once, not per row
             for r in rows:
                 row = list(r)
-                row[10], row[13], row[14], row[22] = (
-                    "processing",
-                    owner,
-                    d.ts(expires),
-                    d.ts(stamp),
-                )
+                row[10], row[13], row[14], row[22] = "processing", owner, lease_until, updated
                 out.append(self._entry(row))
             return out
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 from syncd.model import Direction, ErrorCategory, ObjectType, RunKind, RunTrigger
@@ -50,6 +51,16 @@ _UPDATE_LINK = (
     " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?"
     " WHERE id = ?"
 )
+
+
+@lru_cache(maxsize=256)
+def _tags_json(tags: frozenset[str]) -> str:
+    # A batch's links mostly carry the same few tag sets: encode each set once.
+    return dump_json(sorted(tags))
+
+
+def _small_json(value: Mapping[str, Any]) -> str:
+    return "{}" if not value else dump_json(dict(value))
 
 
 def link_conditions(d: Dialect, filt: LinkFilter) -> tuple[list[str], list[Any]]:
@@ -121,7 +132,7 @@ class RecordOps(TallyOps):
             link.crm_id,
             link.email.lower() if link.email else None,
             link.name,
-            dump_json(sorted(link.sync_tags)),
+            _tags_json(link.sync_tags),
             link.status,
             link.content_hash,
             link.deleted_side,
@@ -137,7 +148,7 @@ class RecordOps(TallyOps):
             link.crm_id,
             link.email.lower() if link.email else None,
             link.name,
-            dump_json(sorted(link.sync_tags)),
+            _tags_json(link.sync_tags),
             link.status,
             link.content_hash,
             link.deleted_side,
@@ -213,7 +224,7 @@ class RecordOps(TallyOps):
                 [
                     (
                         dump_json(dict(r.transferred)),
-                        dump_json(dict(r.skipped)),
+                        _small_json(r.skipped),
                         run_id,
                         now,
                         r.entry_id,
