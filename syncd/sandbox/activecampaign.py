@@ -358,7 +358,7 @@ async def bulk_import(request: web.Request) -> web.Response:
         )
     job = sb.queue_import(list(contacts))
     return web.json_response(
-        {"success": 1, "queued_contacts": len(job.contacts), "batchId": job.batch_id}
+        {"success": 1, "queued_contacts": job.queued, "batchId": job.batch_id}
     )
 
 
