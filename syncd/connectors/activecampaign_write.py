@@ -102,7 +102,9 @@ async def _prepare(
             if key in META_KEYS:
                 continue
             if key in STANDARD:
-                std[key] = "" if value is None else str(value).strip()
+                if type(value) is not str:  # str() only when needed: this runs per value
+                    value = "" if value is None else str(value)
+                std[key] = value.strip()
                 continue
             if ids is None:
                 ids = await api.field_ids()
@@ -114,7 +116,7 @@ async def _prepare(
                     f"activecampaign has no contact field named {key!r}",
                 )
                 break
-            custom[fid] = "" if value is None else str(value)
+            custom[fid] = value if type(value) is str else "" if value is None else str(value)
         email = std.get("email", "")
         if problem is None and (need_email or email) and not EMAIL_RE.match(email):
             problem = failed(
@@ -289,18 +291,28 @@ async def _highest_contact_id(api: AcApi) -> int | None:
 
 def _chunks(rows: list[_Row]) -> list[list[_Row]]:
     """Runs of at most 250 rows whose JSON stays under the payload limit."""
-    out: list[list[_Row]] = [[]]
-    size = 0
+    out: list[list[_Row]] = []
     for row in rows:
         # Built once here and sent as is by _submit.
         row.payload = _bulk_payload(row)
-        n = len(json.dumps(row.payload)) + 2
-        if out[-1] and (len(out[-1]) >= BULK_MAX or size + n > BULK_MAX_BYTES):
-            out.append([])
-            size = 0
-        out[-1].append(row)
-        size += n
-    return [c for c in out if c]
+    for start in range(0, len(rows), BULK_MAX):
+        window = rows[start : start + BULK_MAX]
+        # One encode of the whole window (the usual case: far under the limit) instead of
+        # one per row; only a window over the limit is measured row by row.
+        if len(json.dumps([r.payload for r in window])) <= BULK_MAX_BYTES:
+            out.append(window)
+            continue
+        cur: list[_Row] = []
+        size = 0
+        for row in window:
+            n = len(json.dumps(row.payload)) + 2
+            if cur and size + n > BULK_MAX_BYTES:
+                out.append(cur)
+                cur, size = [], 0
+            cur.append(row)
+            size += n
+        out.append(cur)
+    return out
 
 
 async def _wait_import(api: AcApi, batch_id: str) -> dict[str, Any] | None:
