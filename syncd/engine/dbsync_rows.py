@@ -189,6 +189,21 @@ def key_and_email(plan: RowPlan, row: Sequence[Any]) -> tuple[str, str, str]:
     return key, email_text, email_text.lower()  # normalize_email of trimmed text
 
 
+def peek_rows(plan: RowPlan, rows: Sequence[Sequence[Any]]) -> list[tuple[str, str, str]]:
+    """key_and_email of every row; text keys and emails (the usual case) take a short cut."""
+    kp, ep = plan.key_pos, plan.email_pos
+    out: list[tuple[str, str, str]] = []
+    append = out.append
+    for row in rows:
+        raw_key, raw_email = row[kp], row[ep]
+        if type(raw_email) is str and type(raw_key) in (int, str):
+            email_text = raw_email.strip()
+            append((str(raw_key), email_text, email_text.lower()))
+        else:
+            append(key_and_email(plan, row))
+    return out
+
+
 def source_hasher(plan: RowPlan) -> Any:
     """The start of every source fingerprint of a pass: everything but the values that
     decides what map_row makes of a row (copied per row, see `source_fingerprint`)."""
