@@ -198,7 +198,9 @@ def _bulk_payload(row: _Row) -> dict[str, Any]:
     return out
 
 
-async def _submit(api: AcApi, chunk: list[_Row], results: list[WriteResult | None]) -> str | None:
+async def _submit(
+    api: AcApi, chunk: list[_Row], results: list[WriteResult | None], encoded: bytes | None
+) -> str | None:
     """Queue one chunk; rows AC rejects up front are marked and the rest resubmitted once."""
     for attempt in range(2):
         if api.bulk_limiter is not None:
@@ -208,7 +210,9 @@ async def _submit(api: AcApi, chunk: list[_Row], results: list[WriteResult | Non
                 "POST",
                 "/import/bulk_import",
                 endpoint="import.bulk",
-                json_body={"contacts": [r.payload or _bulk_payload(r) for r in chunk]},
+                json_body=encoded
+                if encoded is not None and attempt == 0
+                else {"contacts": [r.payload or _bulk_payload(r) for r in chunk]},
             )
             return str(body["batchId"])
         except Rejected as exc:
@@ -239,8 +243,8 @@ async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None])
     # Import results list ids but not whether each contact is new: ids above the highest
     # one before the import were created by it (one read per write call, not per chunk).
     high = await _highest_contact_id(api) if api.confirm_imports else None
-    for chunk in _chunks(rows):
-        batch_id = await _submit(api, chunk, results)
+    for chunk, encoded in _chunks(rows):
+        batch_id = await _submit(api, chunk, results, encoded)
         if batch_id is not None:
             batches.append((batch_id, chunk))
     for batch_id, chunk in batches:
@@ -289,29 +293,30 @@ async def _highest_contact_id(api: AcApi) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def _chunks(rows: list[_Row]) -> list[list[_Row]]:
-    """Runs of at most 250 rows whose JSON stays under the payload limit."""
-    out: list[list[_Row]] = []
+def _chunks(rows: list[_Row]) -> list[tuple[list[_Row], bytes | None]]:
+    """Runs of at most 250 rows whose JSON stays under the payload limit, each with its
+    request body when it was encoded while measuring it (JSON encoding is ~5 µs a contact:
+    done once, not once to measure and again to send)."""
+    out: list[tuple[list[_Row], bytes | None]] = []
     for row in rows:
         # Built once here and sent as is by _submit.
         row.payload = _bulk_payload(row)
     for start in range(0, len(rows), BULK_MAX):
         window = rows[start : start + BULK_MAX]
-        # One encode of the whole window (the usual case: far under the limit) instead of
-        # one per row; only a window over the limit is measured row by row.
-        if len(json.dumps([r.payload for r in window])) <= BULK_MAX_BYTES:
-            out.append(window)
+        body = json.dumps({"contacts": [r.payload for r in window]})
+        if len(body) <= BULK_MAX_BYTES:  # the usual case: far under the limit
+            out.append((window, body.encode("ascii")))
             continue
         cur: list[_Row] = []
         size = 0
         for row in window:
             n = len(json.dumps(row.payload)) + 2
             if cur and size + n > BULK_MAX_BYTES:
-                out.append(cur)
+                out.append((cur, None))
                 cur, size = [], 0
             cur.append(row)
             size += n
-        out.append(cur)
+        out.append((cur, None))
     return out
 
 
