@@ -35,7 +35,7 @@ TOKEN = "bench-token"
 SANDBOX_SCRIPT = """
 import asyncio, sys
 from syncd.sandbox.activecampaign import ActiveCampaignSandbox, create_activecampaign_app
-from syncd.sandbox.common import bound_port, serve
+from syncd.sandbox.common import bound_port, keep_data_out_of_collector, serve
 
 async def main():
     sb = ActiveCampaignSandbox(import_delay=0.0)
@@ -45,7 +45,7 @@ async def main():
     sb.lists[lid] = {"name": "Imported", "stringid": "imported", "sender_reminder": ""}
     runner = await serve(create_activecampaign_app(sb, api_token=sys.argv[1], rate_limit=None))
     print(bound_port(runner), flush=True)
-    await asyncio.Event().wait()
+    await keep_data_out_of_collector()  # as `syncd sandbox` does
 
 asyncio.run(main())
 """

@@ -91,32 +91,36 @@ def _as_list(value: Any) -> list[str]:
 async def _prepare(
     api: AcApi, items: Sequence[WriteItem], results: list[WriteResult | None], need_email: bool
 ) -> list[_Row]:
-    ids: dict[str, str] | None = None
+    # The same few field names repeat on every item: each is resolved once per call to
+    # (standard attribute?, name or custom field id), None for tags/lists/id, or "" when AC
+    # has no such field.
+    kinds: dict[str, tuple[bool, str] | None] = {}
     rows: list[_Row] = []
     for i, item in enumerate(items):
         std: dict[str, str] = {}
         custom: dict[str, str] = {}
         problem: WriteResult | None = None
         for key, value in item.fields.items():
-            key = ALIASES.get(key, key)
-            if key in META_KEYS:
+            if key in kinds:
+                kind = kinds[key]
+            else:
+                kind = kinds[key] = await _field_kind(api, key)
+            if kind is None:
                 continue
-            if key in STANDARD:
-                if type(value) is not str:  # str() only when needed: this runs per value
-                    value = "" if value is None else str(value)
-                std[key] = value.strip()
-                continue
-            if ids is None:
-                ids = await api.field_ids()
-            fid = ids.get(key.lower())
-            if fid is None:
+            is_std, name = kind
+            if not name:
                 problem = failed(
                     ErrorCategory.MAPPING,
                     "UNKNOWN_FIELD",
-                    f"activecampaign has no contact field named {key!r}",
+                    f"activecampaign has no contact field named {ALIASES.get(key, key)!r}",
                 )
                 break
-            custom[fid] = value if type(value) is str else "" if value is None else str(value)
+            if type(value) is not str:  # str() only when needed: this runs per value
+                value = "" if value is None else str(value)
+            if is_std:
+                std[name] = value.strip()
+            else:
+                custom[name] = value
         email = std.get("email", "")
         if problem is None and (need_email or email) and not EMAIL_RE.match(email):
             problem = failed(
@@ -137,6 +141,18 @@ async def _prepare(
             )
         )
     return rows
+
+
+async def _field_kind(api: AcApi, key: str) -> tuple[bool, str] | None:
+    """How _prepare writes a field key: (True, standard name), (False, custom field id),
+    (False, "") when AC has no such field, None for the keys it handles apart."""
+    key = ALIASES.get(key, key)
+    if key in META_KEYS:
+        return None
+    if key in STANDARD:
+        return True, key
+    fid = (await api.field_ids()).get(key.lower())
+    return False, fid or ""
 
 
 async def write_contacts(api: AcApi, op: WriteOp, items: Sequence[WriteItem]) -> list[WriteResult]:

@@ -539,7 +539,7 @@ class DbsyncRunner:
             limit.release()
 
     def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
-        return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
+        return DbsyncRow.of(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
         self, p: Pass, plan: RowPlan, chunk: list[Write], touch: list[str]

@@ -298,10 +298,11 @@ def row_hash(row: MappedRow, list_id: str) -> str:
 def payload_size(row: MappedRow) -> int:
     """A cheap upper-bound estimate of the row's size in a JSON request body."""
     n = 64
+    # len(text) is its UTF-8 length when it is ASCII (isascii is a flag check): no encode.
     for k, v in row.fields.items():
-        n += len(k) + 6 + len(v.encode("utf-8", "surrogatepass")) * 2
+        n += len(k) + 6 + (len(v) if v.isascii() else len(v.encode("utf-8", "surrogatepass"))) * 2
     for t in row.tags:
-        n += len(t.encode("utf-8", "surrogatepass")) * 2 + 4
+        n += (len(t) if t.isascii() else len(t.encode("utf-8", "surrogatepass"))) * 2 + 4
     return n
 
 

@@ -28,7 +28,7 @@ class DbsyncOps(SqlBase):
             # Runs once per source row of every run: `dbsync` is not read back, and rows
             # are built positionally.
             out: dict[str, DbsyncRow] = {}
-            row = DbsyncRow
+            row = DbsyncRow.of
             for part in chunks(list(row_keys)):
                 rows = await tx.fetchall(
                     "SELECT row_key, email, hub_id, content_hash, run_id FROM dbsync_rows"
