@@ -104,9 +104,20 @@ class SandboxBase:
     ) -> None:
         """Append one applied write to the ledger."""
         self._seq += 1
-        self.ledger.append(
-            LedgerEntry(self._seq, time.time(), endpoint, obj, record_id, key, created, fields)
+        # Built without the frozen dataclass's per-field object.__setattr__: a big import
+        # records one entry per contact.
+        entry = object.__new__(LedgerEntry)
+        entry.__dict__.update(
+            seq=self._seq,
+            at=time.time(),
+            endpoint=endpoint,
+            object=obj,
+            record_id=record_id,
+            key=key,
+            created=created,
+            fields=fields,
         )
+        self.ledger.append(entry)
 
     def reset(self) -> None:
         """Clear faults, ledger and counters; keep the data."""

@@ -156,7 +156,13 @@ class DbsyncRow:
 
     @classmethod
     def of(
-        cls, dbsync: str, row_key: str, email: str, hub_id: str | None, content_hash: str, run_id: int
+        cls,
+        dbsync: str,
+        row_key: str,
+        email: str,
+        hub_id: str | None,
+        content_hash: str,
+        run_id: int,
     ) -> DbsyncRow:
         """The same row as the constructor builds, about twice as fast: dbsync makes one per
         source row, and a frozen dataclass's __init__ sets each field via object.__setattr__."""
