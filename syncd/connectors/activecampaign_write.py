@@ -31,6 +31,8 @@ BULK_MAX_BYTES = 380_000
 STANDARD = {"email": "email", "firstName": "first_name", "lastName": "last_name", "phone": "phone"}
 ALIASES = {"first_name": "firstName", "last_name": "lastName"}
 META_KEYS = {"tags", "lists", "id"}
+# Bulk bodies: compact, and no circular-reference bookkeeping per contact (plain data).
+_BODY_JSON = json.JSONEncoder(check_circular=False, separators=(",", ":"))
 
 
 class AcApi(Protocol):
@@ -319,14 +321,14 @@ def _chunks(rows: list[_Row]) -> list[tuple[list[_Row], bytes | None]]:
         row.payload = _bulk_payload(row)
     for start in range(0, len(rows), BULK_MAX):
         window = rows[start : start + BULK_MAX]
-        body = json.dumps({"contacts": [r.payload for r in window]})
+        body = _BODY_JSON.encode({"contacts": [r.payload for r in window]})
         if len(body) <= BULK_MAX_BYTES:  # the usual case: far under the limit
             out.append((window, body.encode("ascii")))
             continue
         cur: list[_Row] = []
         size = 0
         for row in window:
-            n = len(json.dumps(row.payload)) + 2
+            n = len(_BODY_JSON.encode(row.payload)) + 1
             if cur and size + n > BULK_MAX_BYTES:
                 out.append((cur, None))
                 cur, size = [], 0
