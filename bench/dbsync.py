@@ -1,8 +1,8 @@
 """Benchmark: a 1,000,000-row MariaDB table into an ActiveCampaign sandbox list, twice.
 
 Prints, for the first (full) run and a second run with nothing changed: wall seconds, rows/s,
-peak RSS of this process, the API calls the sandbox received and the CPU seconds of this
-process and of the sandbox's; plus the time the plain
+peak RSS of this process, the API calls the sandbox received, the CPU seconds of this
+process and of the sandbox's and the sandbox's peak RSS; plus the time the plain
 ``mariadb --quick`` client needs to stream the same columns. Figures only, no assertions.
 
     .venv/bin/python -m bench.dbsync [--rows 1000000] [--keep]
@@ -112,9 +112,9 @@ def raw_read_seconds() -> float:
     return time.perf_counter() - started
 
 
-def peak_rss_mb() -> float:
-    """VmHWM of this process in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss_mb(pid: int | None = None) -> float:
+    """VmHWM of a process (this one by default) in MB."""
+    for line in Path(f"/proc/{pid or 'self'}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
@@ -202,7 +202,8 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
                 f"peak RSS {peak_rss_mb():6.1f} MB  API calls {total:,} (writes {writes:,})  "
                 f"created {c['created']:,} updated {c['updated']:,} unchanged "
                 f"{c['unchanged']:,} failed {c['failed']:,} duplicates {c['duplicates']:,} "
-                f"[{report.status}]  CPU s: daemon {cpu:.1f}, sandbox {sb_cpu:.1f}",
+                f"[{report.status}]  CPU s: daemon {cpu:.1f}, sandbox {sb_cpu:.1f}  "
+                f"sandbox peak RSS {peak_rss_mb(sandbox_pid):,.0f} MB",
                 flush=True,
             )
     finally:

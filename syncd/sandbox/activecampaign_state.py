@@ -383,6 +383,7 @@ class ActiveCampaignSandbox(SandboxBase):
         fail_emails = self.faults.fail_emails
         now = self.now()  # one import is applied at one instant
         tag_ids: dict[str, int] = {}  # lower-cased name -> id: one tag lookup per import
+        field_keys: dict[int, str] = {}  # field id -> its ledger key ("field:<id>")
         known_fields, known_lists = self.fields, self.lists
         by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
         success, failure = job.success, job.failure
@@ -412,7 +413,10 @@ class ActiveCampaignSandbox(SandboxBase):
                     value = str(f.get("value", ""))
                     if c.field_values.get(fid) != value:
                         c.field_values[fid] = value
-                        changed[f"field:{fid}"] = value
+                        fkey = field_keys.get(fid)
+                        if fkey is None:  # one key string per field, not one per contact
+                            fkey = field_keys[fid] = f"field:{fid}"
+                        changed[fkey] = value
             tags = row.get("tags") or []
             if tags:
                 mine = tags_of.setdefault(c.id, {})
@@ -434,11 +438,12 @@ class ActiveCampaignSandbox(SandboxBase):
                         self._set_membership_at(c.id, lid, status, now)
             c.udate = now
             success.append(str(c.id))
+            changed["tags"] = tuple(tags)
             self.record_write(
                 "POST /api/3/import/bulk_import",
                 "contact",
                 success[-1],
-                {**changed, "tags": tuple(tags)},
+                changed,
                 key=low_email,
                 created=created,
             )
