@@ -173,6 +173,8 @@ def as_text(value: Any) -> str:
     """A source value as the text the hub receives."""
     if type(value) is str:  # the common case first: an exact type check is cheapest
         return value
+    if type(value) is int:  # keys
+        return str(value)
     if isinstance(value, str):
         return value
     if isinstance(value, bytes | bytearray):
@@ -189,7 +191,7 @@ def parse_tags(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
     seen: dict[str, str] = {}
-    for part in _TAG_SPLIT.split(as_text(raw)):
+    for part in _TAG_SPLIT.split(raw if type(raw) is str else as_text(raw)):
         tag = part.strip()
         if tag:
             seen.setdefault(tag.lower(), tag)
@@ -248,7 +250,12 @@ def source_fingerprint(hasher: Any, row: Sequence[Any]) -> str:
 def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
     """Map one source row; problems (invalid email, missing or too long values) are listed."""
     # Runs once per changed source row: kept to plain local operations.
-    key, email_text, norm = key_and_email(plan, row)
+    raw_key, raw_email = row[plan.key_pos], row[plan.email_pos]
+    if type(raw_email) is str and type(raw_key) in (int, str):  # as peek_rows
+        key, email_text = str(raw_key), raw_email.strip()
+        norm = email_text.lower()
+    else:
+        key, email_text, norm = key_and_email(plan, row)
     problems: list[RowProblem] = []
     fields: dict[str, str] = {}
     if not norm:
