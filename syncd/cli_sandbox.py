@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from syncd.sandbox import runner
+from syncd.sandbox.common import keep_data_out_of_collector
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
@@ -32,7 +33,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        collector = loop.create_task(keep_data_out_of_collector())
         await stop.wait()
+        collector.cancel()
         await sandboxes.close()
         return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from syncd.config import HttpSettings, HubSettings, RateLimitSettings
 from syncd.connectors.activecampaign import ActiveCampaignConnector
 from syncd.connectors.activecampaign_util import parse_ac_datetime
+from syncd.connectors.activecampaign_write import BULK_MAX, BULK_MAX_BYTES, _chunks, _Row
 from syncd.connectors.base import HubConnector
 from syncd.errors import AuthError
 from syncd.model import ErrorCategory, ObjectType, SyncTag, WriteItem, WriteOp
@@ -380,3 +382,24 @@ async def test_contact_updated_behind_a_running_read_is_not_skipped(env: Env) ->
         r for p in [p async for p in c.changed_since(ObjectType.CONTACT, final)] for r in p.records
     ]
     assert "2" in {r.id for r in again}
+
+
+def test_bulk_chunks_stay_under_the_body_limit_and_keep_every_row_in_order() -> None:
+    """A window of 250 rows over AC's body limit is split by measured size; small windows are
+    sent with the body encoded while measuring them."""
+    big = [
+        _Row(i, f"p{i}@example.com", {"email": f"p{i}@example.com"}, {"1": "x" * 3000})
+        for i in range(300)
+    ]
+    small = [_Row(i, f"s{i}@example.com", {"email": f"s{i}@example.com"}, {}) for i in range(260)]
+    for rows in (big, small):
+        chunks = _chunks(rows)
+        assert [r.index for c, _ in chunks for r in c] == [r.index for r in rows]
+        for chunk, encoded in chunks:
+            body = {"contacts": [r.payload for r in chunk]}
+            assert 0 < len(chunk) <= BULK_MAX
+            assert len(json.dumps(body, separators=(",", ":"))) <= BULK_MAX_BYTES
+            if encoded is not None:
+                assert json.loads(encoded) == body
+    assert len(_chunks(big)) > 2  # 300 rows of ~3 kB: split by size, not only by count
+    assert [len(c) for c, e in _chunks(small) if e is not None] == [250, 10]

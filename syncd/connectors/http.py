@@ -279,12 +279,17 @@ class HttpClient:
         hdrs = dict(await self.auth.headers(self.session))
         if headers:
             hdrs.update(headers)
+        body_data: Any = data
+        if isinstance(json_body, bytes):
+            # A JSON document the caller already encoded (it measured it): sent as is.
+            hdrs["Content-Type"] = "application/json"
+            json_body, body_data = None, json_body
         started = time.perf_counter()
         self.calls += 1
         try:
             async with asyncio.timeout(self._total_timeout):
                 async with self.session.request(
-                    method, url, json=json_body, data=data, params=params, headers=hdrs
+                    method, url, json=json_body, data=body_data, params=params, headers=hdrs
                 ) as r:
                     body = await r.read()
                     resp = HttpResponse(r.status, dict(r.headers), body, str(r.url))

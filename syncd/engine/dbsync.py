@@ -39,8 +39,8 @@ from syncd.engine.dbsync_rows import (
     MappedRow,
     RowPlan,
     build_plan,
-    key_and_email,
     map_row,
+    peek_rows,
     row_hash,
     source_fingerprint,
     source_hasher,
@@ -314,14 +314,31 @@ class DbsyncRunner:
         rows: list[tuple[MappedRow, str]] = []
         touch: list[str] = []
         failed: list[str] = []
+        # The unchanged-row test runs for every row of every run: kept inline and local.
+        fast = not p.test
+        copy_hasher = p.hasher.copy
+        run_id, inflight, buffered = p.run_id, p.inflight, p.buffered
+        foreign_ok = not p.cfg.update_existing
+        unchanged = 0
         for raw, (key, _, email) in zip(raws, peeks, strict=True):
             s = stored.get(email)
             fp = ""
-            if s is not None and not p.test and email not in firsts:
-                fp = source_fingerprint(p.hasher, raw)
-                if self._unchanged_source(p, s, email, fp):
+            if fast and s is not None and email not in firsts:
+                h = copy_hasher()
+                h.update(repr(raw).encode("utf-8", "surrogatepass"))
+                fp = h.hexdigest()
+                # Unchanged: written from exactly these source values, and nothing of this
+                # run has met the email yet (else a duplicate, reported by the slow path).
+                digest, _, written_from = s.content_hash.partition(SOURCE_MARK)
+                if (
+                    written_from == fp
+                    and s.run_id != run_id
+                    and email not in inflight
+                    and email not in buffered
+                    and (foreign_ok or not digest.startswith(FOREIGN))
+                ):
                     firsts[email] = key
-                    p.tally.unchanged += 1
+                    unchanged += 1
                     touch.append(email)
                     continue
             row = map_row(plan, raw)
@@ -345,16 +362,8 @@ class DbsyncRunner:
                 continue
             firsts[row.email] = row.key
             rows.append((row, fp or source_fingerprint(p.hasher, raw)))
+        p.tally.unchanged += unchanged
         return rows, touch + [e for e in failed if e in stored]
-
-    @staticmethod
-    def _unchanged_source(p: Pass, s: DbsyncRow, email: str, fp: str) -> bool:
-        """Whether the stored row was written from exactly these source values and nothing
-        of this run has met its email yet (then it is a duplicate, reported by the slow path)."""
-        digest, _, written_from = s.content_hash.partition(SOURCE_MARK)
-        if written_from != fp or s.run_id == p.run_id or p.met(email):
-            return False
-        return not (digest.startswith(FOREIGN) and p.cfg.update_existing)
 
     async def _drop_seen(
         self,
@@ -411,7 +420,7 @@ class DbsyncRunner:
         limit: asyncio.Semaphore,
     ) -> None:
         cfg, tally = p.cfg, p.tally
-        peeks = [key_and_email(plan, r) for r in raws]
+        peeks = peek_rows(plan, raws)
         emails = list(dict.fromkeys(e for _, _, e in peeks if e))
         stored = await self.store.dbsync_rows(cfg.name, emails) if emails else {}
         mapped, touch = self._map_batch(p, plan, raws, peeks, stored)
@@ -530,7 +539,7 @@ class DbsyncRunner:
             limit.release()
 
     def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
-        return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
+        return DbsyncRow.of(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
         self, p: Pass, plan: RowPlan, chunk: list[Write], touch: list[str]

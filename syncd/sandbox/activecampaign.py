@@ -357,9 +357,7 @@ async def bulk_import(request: web.Request) -> web.Response:
             status=400,
         )
     job = sb.queue_import(list(contacts))
-    return web.json_response(
-        {"success": 1, "queued_contacts": len(job.contacts), "batchId": job.batch_id}
-    )
+    return web.json_response({"success": 1, "queued_contacts": job.queued, "batchId": job.batch_id})
 
 
 async def import_info(request: web.Request) -> web.Response:

@@ -46,6 +46,10 @@ def parse_dt(value: str) -> float:
     return dt.timestamp()
 
 
+# Import row keys and the contact attributes they set (email is the match key, never set).
+_IMPORT_ATTRS = (("firstName", "first_name"), ("lastName", "last_name"), ("phone", "phone"))
+
+
 def valid_email(email: str) -> bool:
     """AC's basic syntax check."""
     return bool(EMAIL_RE.match(email)) and len(email) <= 255
@@ -98,6 +102,7 @@ class ImportJob:
     contacts: list[dict[str, Any]]
     ready_at: float
     done: bool = False
+    queued: int = 0  # how many contacts it had (its rows are dropped once applied)
     success: list[str] = field(default_factory=list)
     failure: list[str] = field(default_factory=list)
 
@@ -290,6 +295,21 @@ class ActiveCampaignSandbox(SandboxBase):
         self.touch()
         return int(row["status"])
 
+    def _set_membership_at(self, cid: int, lid: int, status: int, now: float) -> None:
+        """set_membership with keep_unsub, at a given instant (imports); no touch."""
+        row = self.memberships.get((cid, lid))
+        if row is None:
+            self.memberships[(cid, lid)] = {
+                "id": self.next_id("contactList"),
+                "status": status,
+                "sdate": now,
+                "udate": now,
+            }
+            return
+        if not (row["status"] == 2 and status == 1):
+            row["status"] = status
+        row["udate"] = now
+
     def membership_json(self, cid: int, lid: int) -> dict[str, Any]:
         """A contactList object."""
         row = self.memberships[(cid, lid)]
@@ -329,6 +349,7 @@ class ActiveCampaignSandbox(SandboxBase):
     def queue_import(self, contacts: list[dict[str, Any]]) -> ImportJob:
         """Accept a validated import; it completes after `import_delay`."""
         job = ImportJob(str(uuid.UUID(int=self.rng.getrandbits(128))), contacts, 0.0)
+        job.queued = len(contacts)
         job.ready_at = self.now() + self.import_delay
         self.imports[job.batch_id] = job
         if self.import_delay <= 0:
@@ -353,54 +374,81 @@ class ActiveCampaignSandbox(SandboxBase):
         self._queued = waiting
 
     def run_import(self, job: ImportJob) -> None:
-        """Apply one import: upsert by email, tags, fields, list (un)subscriptions."""
+        """Apply one import: upsert by email, tags, fields, list (un)subscriptions.
+
+        The same rules as apply_contact/add_contact_tag/set_membership, inlined: this runs
+        once per imported contact. The ledger keeps what changed, not the request's rows, and
+        the job forgets its rows once applied (import/info only needs the outcome).
+        """
         fail_emails = self.faults.fail_emails
+        now = self.now()  # one import is applied at one instant
         tag_ids: dict[str, int] = {}  # lower-cased name -> id: one tag lookup per import
+        field_keys: dict[int, str] = {}  # field id -> its ledger key ("field:<id>")
+        known_fields, known_lists = self.fields, self.lists
+        by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
+        success, failure = job.success, job.failure
         for row in job.contacts:
             email = str(row["email"]).strip()
-            if email.lower() in fail_emails:
-                job.failure.append(email)
+            low_email = email.lower()
+            if low_email in fail_emails:
+                failure.append(email)
                 continue
-            attrs: dict[str, Any] = {
-                "firstName": row.get("first_name"),
-                "lastName": row.get("last_name"),
-                "phone": row.get("phone"),
-                "_fields": {
-                    int(f["id"]): str(f.get("value", ""))
-                    for f in row.get("fields") or []
-                    if int(f["id"]) in self.fields
-                },
-            }
-            c = self.contact_by_email(email)
-            created = c is None
-            if c is None:
-                c = self.insert_contact(email)
-            changed = self.apply_contact(c, attrs)
-            for name in row.get("tags") or []:
-                low = str(name).strip().lower()
-                tid = tag_ids.get(low)
-                if tid is None:
-                    tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
-                    if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
-                        tag_ids[low] = tid
-                self.add_contact_tag(c.id, tid)
-            for sub in row.get("subscribe") or []:
-                lid = int(sub["listid"])
-                if lid in self.lists:
-                    self.set_membership(c.id, lid, 1, keep_unsub=True)
-            for sub in row.get("unsubscribe") or []:
-                lid = int(sub["listid"])
-                if lid in self.lists:
-                    self.set_membership(c.id, lid, 2, keep_unsub=True)
-            job.success.append(str(c.id))
+            cid = by_email.get(low_email)
+            c = contacts.get(cid) if cid is not None else None
+            created = c is None or c.deleted
+            if created:
+                c = self.insert_contact(email, cdate=now)
+            assert c is not None
+            changed: dict[str, Any] = {}
+            for key, attr in _IMPORT_ATTRS:
+                value = row.get(attr)
+                if value is not None:
+                    value = str(value)
+                    if getattr(c, attr) != value:
+                        setattr(c, attr, value)
+                        changed[key] = value
+            for f in row.get("fields") or ():
+                fid = int(f["id"])
+                if fid in known_fields:
+                    value = str(f.get("value", ""))
+                    if c.field_values.get(fid) != value:
+                        c.field_values[fid] = value
+                        fkey = field_keys.get(fid)
+                        if fkey is None:  # one key string per field, not one per contact
+                            fkey = field_keys[fid] = f"field:{fid}"
+                        changed[fkey] = value
+            tags = row.get("tags") or []
+            if tags:
+                mine = tags_of.setdefault(c.id, {})
+                for name in tags:
+                    low = str(name).strip().lower()
+                    tid = tag_ids.get(low)
+                    if tid is None:
+                        tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
+                        if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
+                            tag_ids[low] = tid
+                    if tid not in mine:
+                        ctid = self.next_id("contactTag")
+                        self.contact_tags[ctid] = (c.id, tid, now)
+                        mine[tid] = ctid
+            for subs, status in ((row.get("subscribe"), 1), (row.get("unsubscribe"), 2)):
+                for sub in subs or ():
+                    lid = int(sub["listid"])
+                    if lid in known_lists:
+                        self._set_membership_at(c.id, lid, status, now)
+            c.udate = now
+            success.append(str(c.id))
+            changed["tags"] = tuple(tags)
             self.record_write(
                 "POST /api/3/import/bulk_import",
                 "contact",
-                str(c.id),
-                {**changed, "tags": list(row.get("tags") or [])},
-                key=email.lower(),
+                success[-1],
+                changed,
+                key=low_email,
                 created=created,
             )
+        self.touch()
+        job.contacts = []
         job.done = True
 
     # ---- fast loading for benchmarks -------------------------------------------------

@@ -154,6 +154,29 @@ class DbsyncRow:
     content_hash: str
     run_id: int
 
+    @classmethod
+    def of(
+        cls,
+        dbsync: str,
+        row_key: str,
+        email: str,
+        hub_id: str | None,
+        content_hash: str,
+        run_id: int,
+    ) -> DbsyncRow:
+        """The same row as the constructor builds, about twice as fast: dbsync makes one per
+        source row, and a frozen dataclass's __init__ sets each field via object.__setattr__."""
+        row = object.__new__(cls)
+        row.__dict__.update(
+            dbsync=dbsync,
+            row_key=row_key,
+            email=email,
+            hub_id=hub_id,
+            content_hash=content_hash,
+            run_id=run_id,
+        )
+        return row
+
 
 @runtime_checkable
 class StateStore(Protocol):

@@ -25,14 +25,18 @@ class DbsyncOps(SqlBase):
         """What the last runs wrote for these source rows."""
 
         async def op(tx: Tx) -> dict[str, DbsyncRow]:
+            # Runs once per source row of every run: `dbsync` is not read back, and rows
+            # are built positionally.
             out: dict[str, DbsyncRow] = {}
+            row = DbsyncRow.of
             for part in chunks(list(row_keys)):
                 rows = await tx.fetchall(
-                    f"SELECT {DBSYNC_COLS} FROM dbsync_rows WHERE dbsync = ?"
-                    f" AND row_key IN ({marks(len(part))})",
+                    "SELECT row_key, email, hub_id, content_hash, run_id FROM dbsync_rows"
+                    f" WHERE dbsync = ? AND row_key IN ({marks(len(part))})",
                     (dbsync, *part),
                 )
-                out.update({r[1]: self._dbsync_row(r) for r in rows})
+                for key, email, hub_id, digest, run_id in rows:
+                    out[key] = row(dbsync, key, email, hub_id, digest, int(run_id))
             return out
 
         return await self._run(op, write=False)
