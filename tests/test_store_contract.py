@@ -664,6 +664,23 @@ async def test_settled_changes_are_recorded_once_in_their_final_status(store: Sq
     assert await store.queue_tallies() == {k: n for k, n in want.items() if n}
 
 
+async def test_queued_keys_are_those_with_an_entry_pending_or_processing(
+    store: SqlStore,
+) -> None:
+    keys = ["003A", "003B", "003C", "003D", "003E"]
+    ids = await store.enqueue([change(k, {"x": 1}, direction=OUT) for k in keys[:4]])
+    await store.enqueue([change("003E", {"x": 1}, direction=IN)])  # another direction
+    got = await store.claim_pending(OUT, limit=3, owner="w1", lease_seconds=60)
+    assert [e.id for e in got] == ids[:3]
+    await store.complete(ids[0], owner="w1", transferred={})
+    await store.fail(ids[1], owner="w1", category=ErrorCategory.REJECTED, code="E", message="m")
+    # 003A processed, 003B error, 003C processing, 003D pending, 003E inbound only
+    assert await store.queued_keys(OUT, CONTACT, [*keys, "003Z"]) == {"003C", "003D"}
+    assert await store.queued_keys(OUT, LEAD, keys) == set()
+    assert await store.queued_keys(IN, CONTACT, keys) == {"003E"}
+    assert await store.queued_keys(OUT, CONTACT, []) == set()
+
+
 async def test_record_settled_refuses_unfinished_or_unkeyed_outcomes(store: SqlStore) -> None:
     c = change("003A", {"x": 1}, direction=OUT)
     for bad in (

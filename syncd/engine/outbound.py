@@ -272,10 +272,9 @@ class OutboundPuller:
         waits its turn; so does a converted lead. Only the pull (under its job lock) sends
         the rest, so nothing else can queue or send them meanwhile.
         """
-        in_queue = await self._store.pending_entries(
-            Direction.OUTBOUND, [c.record_key for c in changes]
+        to_queue = await self._store.queued_keys(
+            Direction.OUTBOUND, obj, [c.record_key for c in changes]
         )
-        to_queue = {k for k, e in in_queue.items() if e.object is obj}
         to_queue.update(c.record_key for c in changes if c.event == "converted")
         queued: list[Change] = []
         direct: dict[str, Change] = {}

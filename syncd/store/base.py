@@ -273,6 +273,11 @@ class StateStore(Protocol):
     ) -> dict[str, QueueEntry]:
         """The pending or processing entry per record key of a direction (newest wins)."""
 
+    async def queued_keys(
+        self, direction: Direction, obj: ObjectType, record_keys: Sequence[str]
+    ) -> set[str]:
+        """The record keys among these with an entry pending or processing."""
+
     async def delete_pending(self, entry_id: int) -> EntryStatus | None:
         """Delete a pending entry (recording the deletion); else return its status unchanged.
 
