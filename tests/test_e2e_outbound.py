@@ -93,6 +93,36 @@ def test_hub_failure_mid_pull_keeps_cursor_and_retry_has_no_duplicates(env: Env)
     assert max(emails.values()) == 1
 
 
+def test_failed_pull_queues_what_it_did_not_record_and_next_pull_merges_it(env: Env) -> None:
+    d = start(env, FAST_HUB)
+    pull(d)
+    env.sb.run(lambda: bulk_insert_contacts(env.sf, 1500, start=now_utc(), prefix="q"))
+    env.sb.run(
+        lambda: env.ac.faults.apply(
+            {"fail_ratio": 0.5, "status": 503, "fail_paths": ["/api/3/import/bulk_import"]}
+        )
+    )
+    status, body = d.json("POST", "/api/v1/pulls/contact?wait=true", timeout=120)
+    assert status == 200
+    first = body["counts"]["processed"]
+    assert first < 1500
+    after_failure = queue_counts(d, "outbound")
+    # Records sent directly are recorded once, as processed; what the pull read but did not
+    # record waits as pending entries, nothing is left in flight.
+    assert after_failure.get("processed", 0) == first
+    assert 0 < after_failure.get("pending", 0) <= 1500 - first
+    assert "processing" not in after_failure
+    env.sb.run(lambda: env.ac.faults.apply({"fail_ratio": 0.0}))
+    counts = pull(d)
+    # Queued records go through the queue (merged with this pull's read of them); the ones
+    # recorded before are unchanged and cost no hub call.
+    assert counts["read"] == 1500
+    assert counts["processed"] == 1500 - first and counts["skipped"] == first
+    done = queue_counts(d, "outbound")
+    assert set(done) == {"processed"} and done["processed"] == 1500 + first
+    assert sum(1 for e in ac_contacts(env) if e.startswith("q")) == 1500
+
+
 @pytest.mark.parametrize(
     ("selection", "expected"),
     [

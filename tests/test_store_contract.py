@@ -36,6 +36,7 @@ from syncd.store.base import (
     LinkFilter,
     RecordLink,
     RunFailure,
+    SettledChange,
     StateStore,
     SyncedRecord,
 )
@@ -599,6 +600,102 @@ async def test_maintained_link_counts_follow_inserts_and_status_changes(store: S
     assert await store.link_counts() == want
 
 
+async def test_settled_changes_are_recorded_once_in_their_final_status(store: SqlStore) -> None:
+    run_id = await store.start_run(RunKind.PULL, RunTrigger.MANUAL, name="contact")
+    a = change(
+        "003A", {"FirstName": "Ann"}, direction=OUT, email="a@x.io", name="Ann A", source="pull"
+    )
+    b = change("003B", {"FirstName": "Bob"}, direction=OUT, email="b@x.io", source="pull")
+    c = change("003C", {"FirstName": "Cy"}, direction=OUT, source="pull")
+    d = change("003D", {"FirstName": "Di"}, direction=OUT, email="d@x.io", source="pull")
+    settled = [
+        SettledChange(
+            a,
+            EntryStatus.PROCESSED,
+            link=RecordLink(CONTACT, hub_id="7", crm_id="003A", email="A@x.io", content_hash="h"),
+            transferred={"object": "contact", "fields": {"firstName": "Ann"}, "created": True},
+            skipped={"phone": "the hub's value wins"},
+        ),
+        SettledChange(
+            b,
+            EntryStatus.ERROR,
+            error_category=ErrorCategory.VALIDATION,
+            error_code="HTTP_422",
+            message="bad email",
+        ),
+        SettledChange(c, EntryStatus.EXCLUDED, message="no unique id: the record has no email"),
+        SettledChange(d, EntryStatus.PROCESSED),  # unchanged: nothing sent, no link touched
+    ]
+    assert await store.record_settled(settled, run_id=run_id) == 4
+    got = {e.record_key: e for e in await store.list_entries(EntryFilter(direction=OUT))}
+    ea, eb, ec, ed = got["003A"], got["003B"], got["003C"], got["003D"]
+    assert ea.status is EntryStatus.PROCESSED and ea.attempts == 0 and ea.run_id == run_id
+    assert ea.transferred == settled[0].transferred
+    assert ea.skipped_fields == {"phone": "the hub's value wins"}
+    assert ea.payload == {"FirstName": "Ann"} and ea.changed_fields == {"FirstName"}
+    assert (ea.email, ea.name, ea.source, ea.object) == ("a@x.io", "Ann A", "pull", CONTACT)
+    assert ea.lease_owner is None and ea.error_category is None
+    assert eb.status is EntryStatus.ERROR and eb.attempts == 1
+    assert (eb.error_category, eb.error_code, eb.error_message) == (
+        ErrorCategory.VALIDATION,
+        "HTTP_422",
+        "bad email",
+    )
+    assert ec.status is EntryStatus.EXCLUDED and ec.error_message.startswith("no unique id")
+    assert ed.status is EntryStatus.PROCESSED and ed.transferred == {}
+    link = await store.get_link(CONTACT, crm_id="003A")
+    assert link is not None and link.hub_id == "7" and link.email == "a@x.io"
+    assert await store.link_counts() == {(CONTACT, "linked"): 1}
+    assert await store.pending_entries(OUT, ["003A", "003B", "003C", "003D"]) == {}
+    want = {
+        ("contact", "outbound", "processed", "", ""): 2,
+        ("contact", "outbound", "error", "validation", ""): 1,
+        ("contact", "outbound", "excluded", "", "no unique id: the record has no email"): 1,
+    }
+    assert await store.queue_tallies() == want
+    # A settled error is an error like any other: the operator's retry queues it again.
+    assert await store.retry([eb.id]) == 1
+    [again] = await store.claim_pending(OUT, limit=5, owner="w1", lease_seconds=60)
+    assert again.id == eb.id and again.payload == {"FirstName": "Bob"}
+    await store._run(lambda tx: tx.execute("DELETE FROM queue_tallies"))
+    await store.recount_tallies()
+    want[("contact", "outbound", "error", "validation", "")] = 0
+    want[("contact", "outbound", "processing", "", "")] = 1
+    assert await store.queue_tallies() == {k: n for k, n in want.items() if n}
+
+
+async def test_queued_keys_are_those_with_an_entry_pending_or_processing(
+    store: SqlStore,
+) -> None:
+    keys = ["003A", "003B", "003C", "003D", "003E"]
+    ids = await store.enqueue([change(k, {"x": 1}, direction=OUT) for k in keys[:4]])
+    await store.enqueue([change("003E", {"x": 1}, direction=IN)])  # another direction
+    got = await store.claim_pending(OUT, limit=3, owner="w1", lease_seconds=60)
+    assert [e.id for e in got] == ids[:3]
+    await store.complete(ids[0], owner="w1", transferred={})
+    await store.fail(ids[1], owner="w1", category=ErrorCategory.REJECTED, code="E", message="m")
+    # 003A processed, 003B error, 003C processing, 003D pending, 003E inbound only
+    assert await store.queued_keys(OUT, CONTACT, [*keys, "003Z"]) == {"003C", "003D"}
+    assert await store.queued_keys(OUT, LEAD, keys) == set()
+    assert await store.queued_keys(IN, CONTACT, keys) == {"003E"}
+    assert await store.queued_keys(OUT, CONTACT, []) == set()
+
+
+async def test_record_settled_refuses_unfinished_or_unkeyed_outcomes(store: SqlStore) -> None:
+    c = change("003A", {"x": 1}, direction=OUT)
+    for bad in (
+        SettledChange(c, EntryStatus.PENDING),
+        SettledChange(c, EntryStatus.PROCESSING),
+        SettledChange(c, EntryStatus.ERROR),  # no category
+        SettledChange(c, EntryStatus.PROCESSED, link=RecordLink(CONTACT, None, None)),
+    ):
+        with pytest.raises(ValueError):
+            await store.record_settled([bad])
+    assert await store.record_settled([]) == 0
+    assert await store.list_entries(EntryFilter()) == []
+    assert await store.queue_tallies() == {}
+
+
 # a random walk through the queue ------------------------------------------------------------
 class QueueMachine(RuleBasedStateMachine):
     """Random intake, claims and outcomes; nothing enqueued is ever lost or duplicated."""
@@ -675,6 +772,31 @@ class QueueMachine(RuleBasedStateMachine):
         retry_at = datetime.now(UTC) - timedelta(seconds=1) if outcome == "retry" else None
         kw = {"category": ErrorCategory.TRANSIENT, "code": "c", "message": "m"}
         assert self.run(self.store.fail(entry_id, owner=owner, retry_at=retry_at, **kw))  # type: ignore[arg-type]
+
+    @rule(
+        key=st.sampled_from(KEYS),
+        fld=st.sampled_from(FIELDS),
+        outcome=st.sampled_from(["processed", "error", "excluded"]),
+    )
+    def settle_directly(self, key: str, fld: str, outcome: str) -> None:
+        # A change sent without queueing (as an outbound pull does), recorded in its end state.
+        # The caller only does so for a record with no entry pending or in flight: were one
+        # queued, its older values must merge under these (the pull queues such records).
+        if self.run(self.store.pending_entries(IN, [key])):
+            return
+        self.counter += 1
+        self.latest[(key, fld)] = self.counter
+        status = EntryStatus(outcome)
+        category = ErrorCategory.REJECTED if status is EntryStatus.ERROR else None
+        settled = SettledChange(
+            change(key, {fld: self.counter}),
+            status,
+            error_category=category,
+            message="filtered: direct" if status is EntryStatus.EXCLUDED else "m",
+        )
+        assert self.run(self.store.record_settled([settled])) == 1
+        if status is not EntryStatus.ERROR:  # an error stays, to be retried
+            self.delivered[(key, fld)] = self.counter
 
     @precondition(lambda self: bool(self.claimed))
     @rule(data=st.data())

@@ -1,7 +1,10 @@
 """Outbound: scheduled pulls of CRM changes since a cursor, written to the hub in batches.
 
-A pull queues what it reads (coalesced per record), drains the outbound queue into the hub,
-and advances its cursor only when every write of the pull went through.
+A pull sends what it reads straight to the hub and records each record's outcome once
+(its link and its entry, already processed, error or excluded); a record that already has
+an outbound entry pending or in flight (or a converted lead) goes through the queue instead,
+merging with that entry. The cursor advances only when every write of the pull went
+through, so a pull that dies re-reads what it had not recorded; one that fails queues it.
 """
 
 from __future__ import annotations
@@ -10,23 +13,35 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
 from syncd.connectors.base import CrmConnector, HubConnector
-from syncd.engine.claims import log_claimed
+from syncd.engine.claims import keep_job_lock, keep_leases, log_claimed
 from syncd.engine.conflicts import resolve
 from syncd.engine.counts import RunCounts
 from syncd.engine.eligibility import tags_after_conversion
 from syncd.engine.gate import DirectionGate
 from syncd.engine.mapping import ObjectMapping, content_hash
 from syncd.engine.matching import normalize_email
+from syncd.engine.outbound_flight import (
+    HubWrite,
+    InFlight,
+    Outcome,
+    Outgoing,
+    Unsettled,
+    fields_of,
+    merged,
+    outcomes_of,
+    read_ahead,
+)
 from syncd.engine.rules import Condition, Op, Rule
-from syncd.errors import IntegrationError, RequestRejected, TransientError
+from syncd.errors import IntegrationError, RequestRejected, StoreError, TransientError
 from syncd.logging import get_logger
 from syncd.model import (
     Change,
@@ -45,7 +60,6 @@ from syncd.model import (
 from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
 log = get_logger("syncd.outbound")
-T = TypeVar("T")
 HUB_BATCH = 500  # two AC bulk imports or five HubSpot batch calls: fewer store round trips
 LEAD_CONVERSION_FIELDS = (
     "IsConverted",
@@ -69,86 +83,6 @@ class PullCounts(RunCounts):
     excluded: int = 0
     errors: int = 0
     converted: int = 0
-
-
-@dataclass
-class _HubWrite:
-    """One planned hub write of a batch: the entries (with link, fields, skipped, hash)
-    and the items to send, in the same order."""
-
-    object: ObjectType
-    op: WriteOp
-    rows: list[tuple[QueueEntry, RecordLink | None, dict[str, Any], dict[str, str], str]] = field(
-        default_factory=list
-    )
-    items: list[WriteItem] = field(default_factory=list)
-
-    def add(
-        self,
-        e: QueueEntry,
-        link: RecordLink | None,
-        fields: dict[str, Any],
-        skipped: dict[str, str],
-        digest: str,
-        item: WriteItem,
-    ) -> None:
-        """Plan one entry's write."""
-        self.rows.append((e, link, fields, skipped, digest))
-        self.items.append(item)
-
-
-class _InFlight:
-    """Batches on their way: at most one writing to the hub, the one before it perhaps still
-    recording its outcome, while the next is claimed and planned."""
-
-    def __init__(self) -> None:
-        self._tasks: list[asyncio.Task[None]] = []  # oldest first; each awaits the one before
-        self._written = asyncio.Event()  # set once the newest is done with the hub
-
-    @property
-    def busy(self) -> bool:
-        """A batch is on its way (or finished with an error nobody has seen yet)."""
-        return bool(self._tasks)
-
-    def start(self, send: _Send) -> None:
-        """Send a batch: `send(previous, written)` sets `written` after its hub writes went
-        through and awaits `previous` before recording its outcome (claim order)."""
-        previous = self._tasks[-1] if self._tasks else None
-        # Finished batches need no watching: a failure also fails every later batch.
-        self._tasks = [t for t in self._tasks if not t.done() or t is previous]
-        self._written = asyncio.Event()
-        self._tasks.append(asyncio.ensure_future(send(previous, self._written)))
-
-    async def hub_free(self) -> None:
-        """Wait until the newest batch is done with the hub; raise its error if it failed."""
-        if not self._tasks:
-            return
-        newest = self._tasks[-1]
-        written = asyncio.ensure_future(self._written.wait())
-        try:
-            await asyncio.wait({newest, written}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            written.cancel()
-        if newest.done():
-            newest.result()
-
-    async def wait(self) -> None:
-        """Wait for every batch on its way, oldest first; the first error raises here."""
-        for task in self._tasks:
-            await task
-        self._tasks = []
-
-    async def abandon(self) -> None:
-        """Cancel the batches on their way (they give their claims back); wait for them."""
-        tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-
-
-_Send = Callable[[asyncio.Task[None] | None, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def _is_conversion(e: QueueEntry) -> bool:
@@ -192,12 +126,16 @@ class OutboundPuller:
         async with lock:
             settings = self._settings()
             ttl = max(settings.daemon.lease_seconds, 60.0)
-            if not await self._store.try_job_lock(f"pull:{obj.value}", self._owner, ttl):
+            name = f"pull:{obj.value}"
+            if not await self._store.try_job_lock(name, self._owner, ttl):
                 raise PullBusy(f"a pull of {obj.value} is running on another instance")
             try:
-                return await self._pull_locked(obj, trigger, settings)
+                # Records sent directly are safe from other instances only while we hold
+                # the lock: keep it however long the pull takes.
+                async with keep_job_lock(self._store, name, self._owner, ttl):
+                    return await self._pull_locked(obj, trigger, settings)
             finally:
-                await self._store.release_job_lock(f"pull:{obj.value}", self._owner)
+                await self._store.release_job_lock(name, self._owner)
 
     async def _pull_locked(
         self, obj: ObjectType, trigger: RunTrigger, settings: Settings
@@ -261,27 +199,40 @@ class OutboundPuller:
             # The connector also reads leads converted since the cursor, whatever the criteria.
             fields += LEAD_CONVERSION_FIELDS
         pages = self._crm.changed_since(obj, since, fields=sorted(set(fields)), criteria=criteria)
-        flight = _InFlight()
+        flight = InFlight()
+        unsettled = Unsettled()
         try:
-            newest = await self._pull_into_queue(obj, settings, run_id, counts, pages, flight)
+            newest = await self._pull_into_hub(
+                obj, mapping, settings, run_id, counts, pages, flight, unsettled
+            )
             await self._drain(obj, settings, run_id, counts, flight, final=True)
+        except BaseException:
+            await flight.abandon()
+            # What this pull read but did not settle waits as pending entries, as if queued
+            # on arrival: the next pull merges with them, and an inbound flush meanwhile sees
+            # them as a conflict instead of overwriting the CRM's change.
+            await asyncio.shield(self._requeue(unsettled))
+            raise
         finally:
             await flight.abandon()  # only on an error: the final drain waited for every batch
         if newest and (cursor is None or newest > cursor):
             await self._store.set_cursor(cursor_name(obj), newest)
 
-    async def _pull_into_queue(
+    async def _pull_into_hub(
         self,
         obj: ObjectType,
+        mapping: ObjectMapping,
         settings: Settings,
         run_id: int,
         counts: PullCounts,
         pages: AsyncIterator[Page],
-        flight: _InFlight,
+        flight: InFlight,
+        unsettled: Unsettled,
     ) -> str | None:
-        """Queue each page and drain what is claimable; the newest cursor the pages gave."""
+        """Send each page to the hub, directly or through the queue; the newest cursor the
+        pages gave."""
         newest: str | None = None
-        async with contextlib.aclosing(_read_ahead(pages)) as ahead:
+        async with contextlib.aclosing(read_ahead(pages)) as ahead:
             async for page in ahead:
                 counts.read += len(page.records)
                 changes = [
@@ -297,11 +248,94 @@ class OutboundPuller:
                     )
                     for r in page.records
                 ]
-                await self._store.enqueue(changes)
+                queued, direct = await self._split(obj, changes)
+                if queued:
+                    await self._store.enqueue(queued)
                 await self._drain(obj, settings, run_id, counts, flight)
+                parts = [direct[at : at + HUB_BATCH] for at in range(0, len(direct), HUB_BATCH)]
+                tokens = [unsettled.add(part) for part in parts]
+                for part, token in zip(parts, tokens, strict=True):
+                    await self._send_direct(
+                        obj, part, token, mapping, settings, run_id, counts, flight, unsettled
+                    )
                 if page.cursor and (newest is None or page.cursor > newest):
                     newest = page.cursor
         return newest
+
+    async def _split(
+        self, obj: ObjectType, changes: list[Change]
+    ) -> tuple[list[Change], list[Change]]:
+        """The changes to queue and those to send directly (one per record, merged).
+
+        A record with an outbound entry pending or in flight (an earlier failed pull, an
+        operator's retry) keeps going through the queue, where it merges with that entry and
+        waits its turn; so does a converted lead. Only the pull (under its job lock) sends
+        the rest, so nothing else can queue or send them meanwhile.
+        """
+        to_queue = await self._store.queued_keys(
+            Direction.OUTBOUND, obj, [c.record_key for c in changes]
+        )
+        to_queue.update(c.record_key for c in changes if c.event == "converted")
+        queued: list[Change] = []
+        direct: dict[str, Change] = {}
+        for c in changes:
+            if c.record_key in to_queue:
+                queued.append(c)
+                continue
+            seen = direct.get(c.record_key)
+            # A record twice in a page: later values win, as the queue would merge them.
+            direct[c.record_key] = c if seen is None else merged(seen, c)
+        return queued, list(direct.values())
+
+    async def _send_direct(
+        self,
+        obj: ObjectType,
+        changes: list[Change],
+        token: int,
+        mapping: ObjectMapping,
+        settings: Settings,
+        run_id: int,
+        counts: PullCounts,
+        flight: InFlight,
+        unsettled: Unsettled,
+    ) -> None:
+        """Plan a batch of pulled changes and send it; its outcome is recorded once."""
+        keys = [c.record_key for c in changes]
+        if flight.holds(keys):
+            # An earlier batch of this pull carries one of these records: plan on its links.
+            await flight.wait()
+        plans, settled = await self._plan_object(obj, changes, mapping, settings, run_id, counts)
+        await flight.hub_free()
+        flight.start(
+            functools.partial(
+                self._send_settled, obj, plans, settled, run_id, counts, unsettled.done(token)
+            ),
+            keys,
+        )
+
+    async def _send_settled(
+        self,
+        obj: ObjectType,
+        plans: list[HubWrite],
+        settled: list[Outcome],
+        run_id: int,
+        counts: PullCounts,
+        recorded: Callable[[], None],
+        previous: asyncio.Task[None] | None,
+        written: asyncio.Event,
+    ) -> None:
+        """Write a batch of direct changes to the hub, then (after the previous batch) record
+        every outcome, links and entries, in one store transaction."""
+        results = [await self._write_hub(plan) for plan in plans]
+        written.set()
+        if previous is not None:
+            await previous
+        outcomes = list(settled)
+        for plan, res in zip(plans, results, strict=True):
+            outcomes += outcomes_of(plan, res)
+        await self._store.record_settled([o.settled() for o in outcomes], run_id=run_id)
+        recorded()
+        _tally(obj, outcomes, counts)
 
     async def _drain(
         self,
@@ -309,11 +343,11 @@ class OutboundPuller:
         settings: Settings,
         run_id: int,
         counts: PullCounts,
-        flight: _InFlight,
+        flight: InFlight,
         *,
         final: bool = False,
     ) -> None:
-        """Claim, plan and send batches until none is claimable.
+        """Claim, plan and send queued batches until none is claimable.
 
         While one batch is written to the hub, the next is claimed and planned (store work
         and mapping overlap the hub's answer); hub writes themselves stay one at a time, in
@@ -331,17 +365,31 @@ class OutboundPuller:
                     continue
                 return
             log_claimed(Direction.OUTBOUND, self._owner, entries)
+            keys = [e.record_key for e in entries]
             try:
-                if flight.busy and any(_is_conversion(e) for e in entries):
-                    # A conversion reads the converted contact's link: let the batches that
-                    # may be writing it land first.
+                if flight.busy and (any(_is_conversion(e) for e in entries) or flight.holds(keys)):
+                    # A conversion reads the converted contact's link, and a record sent
+                    # directly may be on its way: let the batches before land first.
                     await flight.wait()
                 plans = await self._plan_batch(entries, settings, run_id, counts)
                 await flight.hub_free()
             except (IntegrationError, asyncio.CancelledError):
                 await asyncio.shield(self._release(entries))
                 raise
-            flight.start(functools.partial(self._send_batch, entries, plans, run_id, counts))
+            flight.start(
+                functools.partial(self._send_batch, entries, plans, run_id, counts, lease), keys
+            )
+
+    async def _requeue(self, unsettled: Unsettled) -> None:
+        """Queue the changes of direct batches whose outcome was not recorded."""
+        changes = unsettled.left()
+        if not changes:
+            return
+        try:
+            await self._store.enqueue(changes)
+        except StoreError as exc:
+            # Nothing is lost: the cursor did not move, so the next pull reads them again.
+            log.warning("requeue_failed", records=len(changes), error=str(exc))
 
     async def _release(self, entries: list[QueueEntry]) -> None:
         """Unfinished claims go back at once rather than waiting for their lease."""
@@ -350,32 +398,59 @@ class OutboundPuller:
     async def _send_batch(
         self,
         entries: list[QueueEntry],
-        plans: list[_HubWrite],
+        plans: list[HubWrite],
         run_id: int,
         counts: PullCounts,
+        lease: float,
         previous: asyncio.Task[None] | None,
         written: asyncio.Event,
     ) -> None:
         """Write a planned batch to the hub, then record its outcome after the previous
         batch recorded its own (so the store sees outcomes in claim order)."""
         try:
-            results = [await self._write_hub(plan) for plan in plans]
+            async with keep_leases(self._store, entries, self._owner, lease):
+                results = [await self._write_hub(plan) for plan in plans]
             written.set()
             if previous is not None:
                 await previous
             for plan, res in zip(plans, results, strict=True):
-                await self._record(plan, res, run_id, counts)
+                outcomes = outcomes_of(plan, res)
+                await self._settle_claimed(outcomes, run_id)
+                _tally(plan.object, outcomes, counts)
         except (IntegrationError, asyncio.CancelledError):
             await asyncio.shield(self._release(entries))
             raise
 
+    async def _settle_claimed(self, outcomes: list[Outcome], run_id: int) -> None:
+        """Outcomes of claimed entries: completions in one transaction, failures one each."""
+        done: list[SyncedRecord] = []
+        for o in outcomes:
+            assert isinstance(o.rec, QueueEntry)
+            if o.kind == "excluded":
+                await self._store.exclude(
+                    o.rec.id, owner=self._owner, reason=o.message or "", run_id=run_id
+                )
+            elif o.kind == "error":
+                await self._store.fail(
+                    o.rec.id,
+                    owner=self._owner,
+                    category=o.category or ErrorCategory.REJECTED,
+                    code=o.code or "ERROR",
+                    message=o.message or "rejected by the hub",
+                    run_id=run_id,
+                )
+            else:
+                done.append(SyncedRecord(o.rec.id, o.link, o.transferred, o.skipped))
+        if done:
+            await self._store.link_and_complete(done, owner=self._owner, run_id=run_id)
+
     async def _plan_batch(
         self, entries: list[QueueEntry], settings: Settings, run_id: int, counts: PullCounts
-    ) -> list[_HubWrite]:
+    ) -> list[HubWrite]:
         by_obj: dict[ObjectType, list[QueueEntry]] = {}
         for e in entries:
             by_obj.setdefault(e.object, []).append(e)
-        plans: list[_HubWrite] = []
+        plans: list[HubWrite] = []
         for obj, group in by_obj.items():
             s = settings.sync.objects.get(obj)
             if s is None:
@@ -388,23 +463,29 @@ class OutboundPuller:
                     )
                     counts.excluded += 1
                 continue
-            plans += await self._plan_object(
-                obj, group, ObjectMapping.from_settings(obj, s), settings, run_id, counts
+            mapping = ObjectMapping.from_settings(obj, s)
+            planned, settled = await self._plan_object(
+                obj, group, mapping, settings, run_id, counts
             )
+            # Claimed entries that need no hub write are settled at once.
+            await self._settle_claimed(settled, run_id)
+            _tally(obj, settled, counts)
+            plans += planned
         return plans
 
     async def _plan_object(
         self,
         obj: ObjectType,
-        group: list[QueueEntry],
+        group: Sequence[Outgoing],
         mapping: ObjectMapping,
         settings: Settings,
         run_id: int,
         counts: PullCounts,
-    ) -> list[_HubWrite]:
-        """Decide each entry's fate; settle what needs no hub write; the writes to make."""
-        updates = _HubWrite(obj, WriteOp.UPDATE)
-        creates = _HubWrite(obj, WriteOp.UPSERT)
+    ) -> tuple[list[HubWrite], list[Outcome]]:
+        """Decide each record's fate: the hub writes to make, and the outcomes of the records
+        that need none (excluded, unchanged)."""
+        updates = HubWrite(obj, WriteOp.UPDATE)
+        creates = HubWrite(obj, WriteOp.UPSERT)
         # One query each for the batch's links and the inbound entries pending against them,
         # instead of a store round trip per record.
         links = await self._store.get_links(obj, [e.record_key for e in group])
@@ -415,26 +496,25 @@ class OutboundPuller:
             else {}
         )
         crm_fields = mapping.crm_fields  # a property that builds a list: once per batch
-        unchanged: list[SyncedRecord] = []
-        excluded = 0
+        settled: list[Outcome] = []
         for e in group:
-            if obj is ObjectType.LEAD and e.payload.get("IsConverted"):
+            if isinstance(e, QueueEntry) and _is_conversion(e):
                 await self._convert(e, run_id, counts)
                 continue
             if obj in NEW_TAG and settings.sync.only_with_email and not e.email:
-                await self._store.exclude(
-                    e.id,
-                    owner=self._owner,
-                    reason="no unique id: the record has no email (sync.only_with_email)",
-                    run_id=run_id,
+                settled.append(
+                    Outcome(
+                        e,
+                        "excluded",
+                        message="no unique id: the record has no email (sync.only_with_email)",
+                    )
                 )
-                excluded += 1
                 continue
-            payload = e.payload
+            payload = fields_of(e)
             digest = content_hash({f: payload.get(f) for f in crm_fields if f in payload})
             link = links.get(e.record_key)
             if link is not None and link.hub_id and link.content_hash == digest:
-                unchanged.append(SyncedRecord(e.id, None))
+                settled.append(Outcome(e, "skipped"))
                 continue
             hub_fields = mapping.to_hub(payload)
             skipped: dict[str, str] = {}
@@ -456,16 +536,9 @@ class OutboundPuller:
                 # hubs add (never replace) tags given on a write
                 hub_fields = {**hub_fields, "tags": [NEW_TAG[obj]]}
             creates.add(e, link, hub_fields, skipped, digest, WriteItem(hub_fields))
-        if excluded:
-            counts.excluded += excluded
-            metrics.RECORDS.labels("outbound", obj.value, "excluded").inc(excluded)
-        if unchanged:
-            await self._store.link_and_complete(unchanged, owner=self._owner, run_id=run_id)
-            counts.skipped += len(unchanged)
-            metrics.RECORDS.labels("outbound", obj.value, "skipped").inc(len(unchanged))
-        return [w for w in (updates, creates) if w.rows]
+        return [w for w in (updates, creates) if w.rows], settled
 
-    async def _write_hub(self, plan: _HubWrite) -> list[WriteResult]:
+    async def _write_hub(self, plan: HubWrite) -> list[WriteResult]:
         """One hub write of a planned batch; a result per item."""
         obj, op, items = plan.object, plan.op, plan.items
         match = "email" if obj in NEW_TAG else None
@@ -485,51 +558,6 @@ class OutboundPuller:
             ]
         await self.gate.recovered()
         return results
-
-    async def _record(
-        self, plan: _HubWrite, results: list[WriteResult], run_id: int, counts: PullCounts
-    ) -> None:
-        """A hub write's outcome per record in the store: links and completions, failures."""
-        obj, items = plan.object, plan.items
-        synced: list[SyncedRecord] = []
-        errors = 0
-        now = datetime.now(UTC)
-        for (e, link, _, skipped, digest), item, res in zip(plan.rows, items, results, strict=True):
-            if res.ok:
-                new_link = RecordLink(
-                    object=obj,
-                    hub_id=res.id or (link.hub_id if link else None),
-                    crm_id=e.record_key,
-                    email=e.email,
-                    name=e.name,
-                    sync_tags=frozenset(item.fields.get("tags", ()))
-                    | (link.sync_tags if link else frozenset()),
-                    content_hash=digest,
-                    last_synced_at=now,
-                )
-                transferred = {
-                    "object": obj.value,
-                    "fields": dict(item.fields),
-                    "created": res.created,
-                }
-                synced.append(SyncedRecord(e.id, new_link, transferred, skipped))
-            else:
-                await self._store.fail(
-                    e.id,
-                    owner=self._owner,
-                    category=res.error_category or ErrorCategory.REJECTED,
-                    code=res.error_code or "ERROR",
-                    message=res.error_message or "rejected by the hub",
-                    run_id=run_id,
-                )
-                errors += 1
-        if errors:
-            counts.errors += errors
-            metrics.RECORDS.labels("outbound", obj.value, "error").inc(errors)
-        if synced:
-            await self._store.link_and_complete(synced, owner=self._owner, run_id=run_id)
-            counts.processed += len(synced)
-            metrics.RECORDS.labels("outbound", obj.value, "processed").inc(len(synced))
 
     async def _convert(self, e: QueueEntry, run_id: int, counts: PullCounts) -> None:
         """A converted lead: its hub contact becomes the converted contact's, tags swapped."""
@@ -591,25 +619,20 @@ class OutboundPuller:
         metrics.RECORDS.labels("outbound", "lead", "processed").inc()
 
 
-async def _read_ahead(pages: AsyncIterator[T]) -> AsyncGenerator[T, None]:
-    """Yield `pages`, reading the next one while the caller writes this one to the hub."""
-    it = aiter(pages)
-    nxt: asyncio.Future[T] = asyncio.ensure_future(anext(it))
-    try:
-        while True:
-            try:
-                page = await nxt
-            except StopAsyncIteration:
-                return
-            nxt = asyncio.ensure_future(anext(it))
-            yield page
-    finally:
-        if not nxt.done():
-            nxt.cancel()
-            with contextlib.suppress(BaseException):
-                await nxt
-        elif not nxt.cancelled():
-            nxt.exception()  # consumed: an error of a page nobody asked for is not "lost"
+def _tally(obj: ObjectType, outcomes: list[Outcome], counts: PullCounts) -> None:
+    """Count recorded outcomes in the run and the metrics."""
+    by_kind = Counter(o.kind for o in outcomes)
+    for kind, n in by_kind.items():
+        setattr(counts, _COUNT_OF[kind], getattr(counts, _COUNT_OF[kind]) + n)
+        metrics.RECORDS.labels("outbound", obj.value, kind).inc(n)
+
+
+_COUNT_OF = {
+    "processed": "processed",
+    "skipped": "skipped",
+    "excluded": "excluded",
+    "error": "errors",
+}
 
 
 def _minus(cursor: str | None, seconds: float) -> str | None:

@@ -53,6 +53,21 @@ class SyncedRecord:
 
 
 @dataclass(frozen=True)
+class SettledChange:
+    """A change sent without queueing and its outcome: recorded once, as an entry already in
+    its final status (processed, error or excluded), with the link to upsert (if any)."""
+
+    change: Change
+    status: EntryStatus
+    link: RecordLink | None = None
+    transferred: Mapping[str, Any] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    error_category: ErrorCategory | None = None  # status error
+    error_code: str | None = None  # status error
+    message: str | None = None  # the error message, or the exclusion reason
+
+
+@dataclass(frozen=True)
 class EntryFilter:
     """Filters for paging through queue entries (all optional, combined with AND)."""
 
@@ -281,6 +296,11 @@ class StateStore(Protocol):
     ) -> dict[str, QueueEntry]:
         """The pending or processing entry per record key of a direction (newest wins)."""
 
+    async def queued_keys(
+        self, direction: Direction, obj: ObjectType, record_keys: Sequence[str]
+    ) -> set[str]:
+        """The record keys among these with an entry pending or processing."""
+
     async def delete_pending(self, entry_id: int) -> EntryStatus | None:
         """Delete a pending entry (recording the deletion); else return its status unchanged.
 
@@ -315,6 +335,16 @@ class StateStore(Protocol):
     ) -> int:
         """Upsert each record's link (as `upsert_link`) and complete its entry (as `complete`),
         all in one transaction; how many entries were completed (lease still held)."""
+
+    async def record_settled(
+        self, settled: Sequence[SettledChange], *, run_id: int | None = None
+    ) -> int:
+        """Upsert the links of `settled` (as `upsert_link`) and insert each change's entry in
+        its final status, all in one transaction; how many entries were inserted.
+
+        Only for records with no entry pending or processing (the caller makes sure): an
+        entry queued later merges with a retried one as if its values were the newer.
+        """
 
     async def list_links(
         self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000

@@ -9,7 +9,7 @@ from typing import Any
 from syncd.model import Direction, EntryStatus, ObjectType, QueueEntry
 from syncd.store.base import EntryFilter, PendingStats
 from syncd.store.dialect import LIKE_ESCAPE, Tx, chunks, like_pattern, marks
-from syncd.store.queue import ENTRY_COLS, IN_FLIGHT, QueueOps
+from syncd.store.queue import ENTRY_COLS, IN_FLIGHT, QueueOps, pending_key
 
 _RETRY_CHUNK = 500
 
@@ -129,6 +129,37 @@ class QueueAdminOps(QueueOps):
                     (str(direction), *part),
                 )
                 out.update({r[3]: self._entry(r) for r in rows})
+            return out
+
+        return await self._run(op, write=False)
+
+    async def queued_keys(
+        self, direction: Direction, obj: ObjectType, record_keys: Sequence[str]
+    ) -> set[str]:
+        """The record keys among these with an entry pending or processing."""
+        wanted = sorted(set(record_keys))
+        if not wanted:
+            return set()
+        by_pending = {pending_key(str(direction), str(obj), k): k for k in wanted}
+
+        async def op(tx: Tx) -> set[str]:
+            out: set[str] = set()
+            # Pending: the unique pending_key index answers without reading a row.
+            for part in chunks(sorted(by_pending)):
+                rows = await tx.fetchall(
+                    "SELECT pending_key FROM queue_entries"
+                    f" WHERE pending_key IN ({marks(len(part))})",
+                    part,
+                )
+                out.update(by_pending[r[0]] for r in rows)
+            # Processing: few entries at any time (those being sent), found by the claim index.
+            rows = await tx.fetchall(
+                "SELECT record_key FROM queue_entries WHERE status = 'processing'"
+                " AND direction = ? AND object = ?",
+                (str(direction), str(obj)),
+            )
+            keys = set(wanted)
+            out.update(r[0] for r in rows if r[0] in keys)
             return out
 
         return await self._run(op, write=False)

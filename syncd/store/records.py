@@ -10,13 +10,14 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from syncd.model import Direction, ErrorCategory, ObjectType, RunKind, RunTrigger
+from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, RunKind, RunTrigger
 from syncd.store.base import (
     IntegrationErrorRecord,
     LinkFilter,
     RecordLink,
     Run,
     RunFailure,
+    SettledChange,
     SyncedRecord,
 )
 from syncd.store.dialect import (
@@ -30,7 +31,7 @@ from syncd.store.dialect import (
     marks,
     utcnow,
 )
-from syncd.store.tallies import LinkKey, TallyDelta, TallyOps
+from syncd.store.tallies import LinkKey, TallyDelta, TallyKey, TallyOps, tally_key
 
 LINK_COLS = (
     "id, object, hub_id, crm_id, email, name, sync_tags, status, content_hash, deleted_side,"
@@ -44,6 +45,13 @@ _INSERT_LINK = (
     " status, content_hash, deleted_side, last_synced_at, created_at, updated_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_SETTLED = (
+    "INSERT INTO queue_entries (direction, object, record_key, source, event, email, name,"
+    " payload, changed_fields, status, attempts, error_category, error_code, error_message,"
+    " transferred, skipped, run_id, created_at, updated_at, data_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)  # placeholders only: lets aiomysql fold executemany into one multi-row INSERT
+_FINAL = (EntryStatus.PROCESSED, EntryStatus.ERROR, EntryStatus.EXCLUDED)
 _UPDATE_LINK = (
     "UPDATE record_links SET hub_id = COALESCE(?, hub_id),"
     " crm_id = COALESCE(?, crm_id), email = COALESCE(?, email),"
@@ -61,6 +69,42 @@ def _tags_json(tags: frozenset[str]) -> str:
 
 def _small_json(value: Mapping[str, Any]) -> str:
     return "{}" if not value else dump_json(dict(value))
+
+
+@lru_cache(maxsize=256)
+def _field_list_json(fields: tuple[str, ...]) -> str:
+    # A pull's records mostly carry one list of fields: encode it once.
+    return dump_json(sorted(fields))
+
+
+def _settled_row(s: SettledChange, run_id: int | None, now: str) -> tuple[Any, ...]:
+    """_INSERT_SETTLED values of a settled change (its entry as `complete`, `fail` or
+    `exclude` would have left it)."""
+    c = s.change
+    error = s.status is EntryStatus.ERROR
+    excluded = s.status is EntryStatus.EXCLUDED
+    return (
+        str(c.direction),
+        str(c.object),
+        c.record_key,
+        c.source,
+        c.event,
+        c.email,
+        c.name,
+        dump_json(dict(c.fields)),
+        _field_list_json(tuple(c.fields)),
+        str(s.status),
+        1 if error else 0,
+        str(s.error_category) if error and s.error_category else None,
+        (s.error_code or "ERROR") if error else ("excluded" if excluded else None),
+        s.message if error or excluded else None,
+        dump_json(dict(s.transferred)) if s.status is EntryStatus.PROCESSED else None,
+        _small_json(s.skipped) if s.status is EntryStatus.PROCESSED else None,
+        run_id,
+        now,
+        now,
+        now,
+    )
 
 
 def link_conditions(d: Dialect, filt: LinkFilter) -> tuple[list[str], list[Any]]:
@@ -233,6 +277,39 @@ class RecordOps(TallyOps):
                     for r in records
                 ],
             )
+
+        return await self._run(op, conflict_retry=True)
+
+    async def record_settled(
+        self, settled: Sequence[SettledChange], *, run_id: int | None = None
+    ) -> int:
+        """Upsert the links of `settled` (as `upsert_link`) and insert each change's entry in
+        its final status, all in one transaction; how many entries were inserted.
+
+        Only for records with no entry pending or processing (the caller makes sure).
+        """
+        for s in settled:
+            if s.status not in _FINAL:
+                raise ValueError(f"a settled entry is processed, error or excluded: {s.status}")
+            if s.status is EntryStatus.ERROR and s.error_category is None:
+                raise ValueError("a settled error needs its category")
+            if s.link is not None and s.link.hub_id is None and s.link.crm_id is None:
+                raise ValueError("a link needs a hub_id or a crm_id")
+        if not settled:
+            return 0
+        links = [s.link for s in settled if s.link is not None]
+
+        async def op(tx: Tx) -> int:
+            await self._upsert_links_tx(tx, links)
+            now = self.dialect.ts(utcnow())
+            rows = [_settled_row(s, run_id, now) for s in settled]
+            await tx.executemany(_INSERT_SETTLED, rows)
+            # Every inserted entry counts in its tally row, as `enqueue` + a move would.
+            delta = TallyDelta[TallyKey]()
+            for r in rows:
+                delta.add(tally_key(r[1], r[0], r[9], r[11], r[13]))
+            await self._apply_tallies(tx, delta)
+            return len(rows)
 
         return await self._run(op, conflict_retry=True)
 
