@@ -34,6 +34,7 @@ import sys
 
 from syncd.config import DbsyncSettings
 from syncd.connectors.base import HubConnector
+from syncd.engine.claims import keep_job_lock
 from syncd.engine.dbsync_pass import Pass, Raws, Write, chunk_writes, first_error
 from syncd.engine.dbsync_rows import (
     MappedRow,
@@ -138,13 +139,10 @@ class DbsyncRunner:
         self, cfg: DbsyncSettings, run_id: int, progress: ProgressFn | None = None
     ) -> DbsyncReport:
         """Run a begun run to its end; the claim is released afterwards."""
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(cfg.name))
         try:
-            return await self._execute(cfg, run_id, test=False, progress=progress)
+            async with keep_job_lock(self.store, self._lock(cfg.name), self.owner, self.lock_ttl):
+                return await self._execute(cfg, run_id, test=False, progress=progress)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
             self._active.pop(cfg.name, None)
             with contextlib.suppress(StoreError):
                 await self.store.release_job_lock(self._lock(cfg.name), self.owner)
@@ -160,12 +158,6 @@ class DbsyncRunner:
     @staticmethod
     def _lock(name: str) -> str:
         return f"dbsync:{name}"
-
-    async def _heartbeat(self, name: str) -> None:
-        while True:
-            await asyncio.sleep(max(self.lock_ttl / 3, 0.05))
-            with contextlib.suppress(StoreError):
-                await self.store.try_job_lock(self._lock(name), self.owner, self.lock_ttl)
 
     def _api_calls(self) -> int:
         calls = getattr(getattr(self.hub, "http", None), "calls", 0)
