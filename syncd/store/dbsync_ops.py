@@ -5,6 +5,7 @@ Kept apart from records.py so dbsync's store work stays in one small mixin of `S
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ from syncd.store.base import DbsyncRow
 from syncd.store.dialect import SqlBase, Tx, chunks, marks
 
 DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id"
+_AS_DBSYNC_ROW = functools.partial(tuple.__new__, DbsyncRow)
 
 
 class DbsyncOps(SqlBase):
@@ -25,18 +27,16 @@ class DbsyncOps(SqlBase):
         """What the last runs wrote for these source rows."""
 
         async def op(tx: Tx) -> dict[str, DbsyncRow]:
-            # Runs once per source row of every run: `dbsync` is not read back, and rows
-            # are built positionally.
+            # Runs once per source row of every run: the result rows become DbsyncRows in C
+            # (the name is selected as a bound constant, run_id is an integer column).
             out: dict[str, DbsyncRow] = {}
-            row = DbsyncRow.of
             for part in chunks(list(row_keys)):
                 rows = await tx.fetchall(
-                    "SELECT row_key, email, hub_id, content_hash, run_id FROM dbsync_rows"
+                    f"SELECT ?, {DBSYNC_COLS[len('dbsync, ') :]} FROM dbsync_rows"
                     f" WHERE dbsync = ? AND row_key IN ({marks(len(part))})",
-                    (dbsync, *part),
+                    (dbsync, dbsync, *part),
                 )
-                for key, email, hub_id, digest, run_id in rows:
-                    out[key] = row(dbsync, key, email, hub_id, digest, int(run_id))
+                out.update((r.row_key, r) for r in map(_AS_DBSYNC_ROW, rows))
             return out
 
         return await self._run(op, write=False)

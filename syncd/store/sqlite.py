@@ -56,7 +56,8 @@ class _SqliteTx:
         return n
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._conn.execute(sql, tuple(params)).fetchall()]
+        rows: list[tuple[Any, ...]] = self._conn.execute(sql, tuple(params)).fetchall()
+        return rows  # already tuples: no row_factory is set
 
     async def insert(self, sql: str, params: Sequence[Any] = ()) -> int:
         rowid = self._conn.execute(sql, tuple(params)).lastrowid
