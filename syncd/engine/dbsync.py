@@ -31,20 +31,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+from collections import deque
 
 from syncd.config import DbsyncSettings
 from syncd.connectors.base import HubConnector
 from syncd.engine.claims import keep_job_lock
-from syncd.engine.dbsync_pass import Pass, Raws, Write, chunk_writes, first_error
+from syncd.engine.dbsync_pass import (
+    Lookup,
+    Pass,
+    Raws,
+    Write,
+    chunk_writes,
+    first_error,
+    met_in,
+)
 from syncd.engine.dbsync_rows import (
     MappedRow,
     RowPlan,
     build_plan,
+    fingerprint_prefix,
     map_row,
     peek_rows,
     row_hash,
     source_fingerprint,
-    source_hasher,
 )
 from syncd.engine.dbsync_types import (
     DbsyncBusy,
@@ -70,6 +79,7 @@ PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
 FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit (an fsync)
 IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
+LOOKAHEAD = 4  # slices whose store lookup is issued before they are mapped
 FAILURE_FLUSH = 500
 
 
@@ -225,7 +235,7 @@ class DbsyncRunner:
                 p.tally.total = await source.count(cfg.table, cfg.rules)
                 if progress is not None:
                     progress(0, p.tally.total)
-                p.hasher = source_hasher(plan)
+                p.prefix = fingerprint_prefix(plan)
                 queue: asyncio.Queue[Raws | None] = asyncio.Queue(maxsize=4)
                 try:
                     async with asyncio.TaskGroup() as tg:
@@ -266,38 +276,72 @@ class DbsyncRunner:
     async def _consume(self, p: Pass, plan: RowPlan, queue: asyncio.Queue[Raws | None]) -> None:
         limit = asyncio.Semaphore(IN_FLIGHT)
         try:
-            async with asyncio.TaskGroup() as writers:
+            async with asyncio.TaskGroup() as tasks:
+                ahead: deque[Lookup] = deque()
+                done = False
                 while True:
-                    raws = await queue.get()
-                    if raws is None:
-                        await self._send(p, plan, writers, limit, final=True)
+                    # Keep the next slice's store lookup running while this one is mapped
+                    # (the store works on its own thread or server).
+                    while not done and len(ahead) < LOOKAHEAD:
+                        if ahead and queue.empty():
+                            break
+                        raws = await queue.get()
+                        if raws is None:
+                            done = True
+                        else:
+                            ahead.append(self._look_up(p, plan, raws, tasks))
+                    if not ahead:
+                        await self._send(p, plan, tasks, limit, final=True)
                         break
-                    await self._process(p, plan, raws, writers, limit)
+                    await self._process(p, plan, ahead.popleft(), tasks, limit)
                     await self._flush_failures(p)
                     if len(p.buffered) >= FLUSH_CALLS * p.cfg.batch_size:
-                        await self._flush_rows(p)
+                        await self._commit_rows(p, tasks)
         except Exception:
             # What the hub accepted before the failure is kept, so a rerun need not resend it.
             with contextlib.suppress(StoreError):
-                await self._flush_rows(p)
+                await self._commit_rows(p, None)
             raise
-        await self._flush_rows(p)
+        await self._commit_rows(p, None)
 
-    async def _flush_rows(self, p: Pass) -> None:
-        """Commit the recorded and seen rows; only the consumer calls it (no lookup races)."""
+    def _look_up(self, p: Pass, plan: RowPlan, raws: Raws, tasks: asyncio.TaskGroup) -> Lookup:
+        peeks = peek_rows(plan, raws)
+        emails = list(dict.fromkeys(e for _, _, e in peeks if e))
+        mark = p.begin_lookup()
+        stored = tasks.create_task(self.store.dbsync_rows(p.cfg.name, emails)) if emails else None
+        return Lookup(raws, peeks, mark, stored)
+
+    async def _commit_rows(self, p: Pass, tasks: asyncio.TaskGroup | None) -> None:
+        """Commit the recorded and seen rows after the commit before them; in the background
+        when `tasks` is given (the next slices are mapped meanwhile), else now."""
         if p.test or not (p.record or p.seen_keys):
             return
         rows, seen = p.record, p.seen_keys
-        p.record, p.seen_keys, p.buffered = [], [], set()
-        await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+        p.record, p.seen_keys = [], []
+        number, _ = p.begin_commit()
+        before = p.commit_task
+
+        async def commit() -> None:
+            # Commits land in order. Once the task group is over every task is done: one
+            # that failed or was cancelled lost only its own rows (resent by email next run).
+            if before is not None and not before.done():
+                await before
+            await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+            p.committed = number
+
+        if tasks is None:
+            p.commit_task = None
+            await commit()
+        else:
+            p.commit_task = tasks.create_task(commit())
 
     def _map_batch(
         self,
         p: Pass,
         plan: RowPlan,
-        raws: Raws,
-        peeks: list[tuple[str, str, str]],
+        look: Lookup,
         stored: dict[str, DbsyncRow],
+        met: list[set[str]],
     ) -> tuple[list[tuple[MappedRow, str]], list[str]]:
         """Map a batch in key order: first rows per email with their source fingerprints,
         and the emails to mark seen. A run's unchanged row is known by its stored source
@@ -308,17 +352,16 @@ class DbsyncRunner:
         failed: list[str] = []
         # The unchanged-row test runs for every row of every run: kept inline and local.
         fast = not p.test
-        copy_hasher = p.hasher.copy
-        run_id, inflight, buffered = p.run_id, p.inflight, p.buffered
+        prefix = p.prefix
+        run_id = p.run_id
+        inflight, buffered, *later = met  # later: commits this lookup may not show
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
-        for raw, (key, _, email) in zip(raws, peeks, strict=True):
+        for raw, (key, _, email) in zip(look.raws, look.peeks, strict=True):
             s = stored.get(email)
             fp = ""
             if fast and s is not None and email not in firsts:
-                h = copy_hasher()
-                h.update(repr(raw).encode("utf-8", "surrogatepass"))
-                fp = h.hexdigest()
+                fp = prefix + raw[-1]
                 # Unchanged: written from exactly these source values, and nothing of this
                 # run has met the email yet (else a duplicate, reported by the slow path).
                 digest, _, written_from = s.content_hash.partition(SOURCE_MARK)
@@ -327,6 +370,7 @@ class DbsyncRunner:
                     and s.run_id != run_id
                     and email not in inflight
                     and email not in buffered
+                    and not (later and met_in(email, later))
                     and (foreign_ok or not digest.startswith(FOREIGN))
                 ):
                     firsts[email] = key
@@ -353,7 +397,7 @@ class DbsyncRunner:
                 self._duplicate(p, plan, row, f"also in row {head}")
                 continue
             firsts[row.email] = row.key
-            rows.append((row, fp or source_fingerprint(p.hasher, raw)))
+            rows.append((row, fp or source_fingerprint(prefix, raw)))
         p.tally.unchanged += unchanged
         return rows, touch + [e for e in failed if e in stored]
 
@@ -363,6 +407,7 @@ class DbsyncRunner:
         plan: RowPlan,
         rows: list[tuple[MappedRow, str]],
         stored: dict[str, DbsyncRow],
+        met: list[set[str]],
     ) -> list[tuple[MappedRow, str]]:
         """Rows whose email no earlier batch of this pass had; the others are duplicates.
 
@@ -381,7 +426,8 @@ class DbsyncRunner:
             seen = {
                 r.email
                 for r, _ in rows
-                if p.met(r.email) or (r.email in stored and stored[r.email].run_id == p.run_id)
+                if met_in(r.email, met)
+                or (r.email in stored and stored[r.email].run_id == p.run_id)
             }
         out = []
         for row, fp in rows:
@@ -407,16 +453,15 @@ class DbsyncRunner:
         self,
         p: Pass,
         plan: RowPlan,
-        raws: Raws,
+        look: Lookup,
         writers: asyncio.TaskGroup,
         limit: asyncio.Semaphore,
     ) -> None:
         cfg, tally = p.cfg, p.tally
-        peeks = peek_rows(plan, raws)
-        emails = list(dict.fromkeys(e for _, _, e in peeks if e))
-        stored = await self.store.dbsync_rows(cfg.name, emails) if emails else {}
-        mapped, touch = self._map_batch(p, plan, raws, peeks, stored)
-        rows = await self._drop_seen(p, plan, mapped, stored)
+        stored = await look.stored if look.stored is not None else {}
+        met = p.since(look.mark)
+        mapped, touch = self._map_batch(p, plan, look, stored, met)
+        rows = await self._drop_seen(p, plan, mapped, stored, met)
         if p.test:
             p.seen_ours += sum(1 for e in touch if not stored[e].content_hash.startswith(FOREIGN))
         writes: list[Write] = []
@@ -531,7 +576,7 @@ class DbsyncRunner:
             limit.release()
 
     def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
-        return DbsyncRow.of(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
+        return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
         self, p: Pass, plan: RowPlan, chunk: list[Write], touch: list[str]

@@ -6,6 +6,7 @@ Split from dbsync.py, which runs the pass; nothing here does I/O.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,16 @@ class Write:
     stored: bool
 
 
+@dataclass
+class Lookup:
+    """A slice of source rows with its store lookup, issued ahead of mapping the slice."""
+
+    raws: Raws
+    peeks: list[tuple[str, str, str]]  # peek_rows of `raws`
+    mark: int  # Pass.begin_lookup when the lookup was issued
+    stored: asyncio.Future[dict[str, DbsyncRow]] | None  # None: no emails to look up
+
+
 class Pass:
     """State of one test or run pass."""
 
@@ -54,11 +65,36 @@ class Pass:
         self.buffered: set[str] = set()
         self.record: list[DbsyncRow] = []
         self.seen_keys: list[str] = []
-        self.hasher: Any = None  # source_hasher of the pass's plan
+        self.prefix = ""  # fingerprint_prefix of the pass's plan
+        # Store lookups run ahead of the rows being mapped, and commits run behind them: a
+        # lookup shows only the commits finished before it was issued, so the emails of
+        # every later commit stay visible here until no lookup older than it is left.
+        self.commits: list[tuple[int, set[str]]] = []  # (commit number, its emails)
+        self.committed = 0  # the last commit number that finished
+        self.commit_task: asyncio.Task[None] | None = None
+        self._looking: deque[int] = deque()  # `committed` when each pending lookup began
 
-    def met(self, email: str) -> bool:
-        """Whether an earlier row of this run had `email` and is not in the store yet."""
-        return email in self.inflight or email in self.buffered
+    def begin_lookup(self) -> int:
+        """Note a store lookup issued now; its mark for `since`."""
+        self._looking.append(self.committed)
+        return self.committed
+
+    def since(self, mark: int) -> list[set[str]]:
+        """Emails met by this run that a lookup issued at `mark` may not show: in write
+        calls, buffered, or in commits that had not finished then. Ends that lookup."""
+        out = [self.inflight, self.buffered, *(e for n, e in self.commits if n > mark)]
+        self._looking.popleft()
+        # Pending lookups began at `committed` or later than this one: older commits show.
+        oldest = min(self._looking, default=self.committed)
+        self.commits = [(n, e) for n, e in self.commits if n > oldest]
+        return out
+
+    def begin_commit(self) -> tuple[int, set[str]]:
+        """Hand the buffered emails to a new commit; its number and the emails."""
+        emails, self.buffered = self.buffered, set()
+        number = (self.commits[-1][0] if self.commits else self.committed) + 1
+        self.commits.append((number, emails))
+        return number, emails
 
     def fail(
         self,
@@ -110,3 +146,8 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(e, asyncio.CancelledError):
             return e
     return flat[0] if flat else group
+
+
+def met_in(email: str, sets: list[set[str]]) -> bool:
+    """Whether `email` is in one of the sets of `Pass.since`."""
+    return any(email in s for s in sets)

@@ -222,9 +222,9 @@ def peek_rows(plan: RowPlan, rows: Sequence[Sequence[Any]]) -> list[tuple[str, s
     return out
 
 
-def source_hasher(plan: RowPlan) -> Any:
-    """The start of every source fingerprint of a pass: everything but the values that
-    decides what map_row makes of a row (copied per row, see `source_fingerprint`)."""
+def fingerprint_prefix(plan: RowPlan) -> str:
+    """What every source fingerprint of a pass starts with: a hash of everything but the
+    values that decides what map_row makes of a row (see `source_fingerprint`)."""
     seed = _HASH_JSON.encode(
         [
             _MAPPING_VERSION,
@@ -236,15 +236,15 @@ def source_hasher(plan: RowPlan) -> Any:
             plan.list_id,
         ]
     )
-    return hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=16)
+    digest = hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=8)
+    return digest.hexdigest() + ":"
 
 
-def source_fingerprint(hasher: Any, row: Sequence[Any]) -> str:
-    """Hash of a row's raw values under a plan: equal fingerprints mean map_row would
-    give the same result, so an unchanged row need not be mapped at all."""
-    h = hasher.copy()
-    h.update(repr(row).encode("utf-8", "surrogatepass"))
-    return str(h.hexdigest())
+def source_fingerprint(prefix: str, row: Sequence[Any]) -> str:
+    """A row's fingerprint under a plan: the source's hash of its values (the row's last
+    item) after the plan's prefix. Equal fingerprints mean map_row would give the same
+    result, so an unchanged row need not be mapped at all."""
+    return prefix + str(row[-1])
 
 
 def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:

@@ -33,7 +33,8 @@ class DbsyncSource(Protocol):
         key_column: str,
         batch_size: int,
     ) -> AsyncIterator[list[Sequence[Any]]]:
-        """Matching rows (values in `columns` order) in key order, page by page."""
+        """Matching rows in key order, page by page: the values in `columns` order, then a
+        fingerprint of the values (a string that changes whenever one of them changes)."""
 
     def snapshot(self) -> AbstractAsyncContextManager[None]:
         """One consistent read-only snapshot around count and stream."""
