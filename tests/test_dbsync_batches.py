@@ -3,11 +3,31 @@ flight; unchanged rows recognised by their source fingerprint, also from older h
 
 from __future__ import annotations
 
-from syncd.engine.dbsync import SOURCE_MARK
+import asyncio
+from typing import Any
+
+from syncd.dbsync_component import default_source
+from syncd.engine.dbsync import SOURCE_MARK, DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
+from syncd.store.sqlite import SqliteStore
 from tests.test_dbsync_support import Env, env
 
 __all__ = ["env"]
+
+
+class SlowCommits:
+    """The test's store, with dbsync commits that take a while."""
+
+    def __init__(self, inner: SqliteStore) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def record_dbsync_rows(self, *args: Any) -> None:
+        await asyncio.sleep(0.3)
+        await self._inner.record_dbsync_rows(*args)
+
 
 ROWS = [
     (1, "ada@example.com", "Ada", "Lovelace", "Analytical", "vip, math"),
@@ -121,3 +141,38 @@ async def test_rows_keyed_by_a_column_other_than_the_primary_key(env: Env) -> No
     third = await env.runner.run(env.cfg(key_column="score"), RunTrigger.MANUAL)
     assert (third.counts["unchanged"], third.counts["updated"]) == (29, 1)
     assert env.contact("k7@example.com").first_name == "Changed"  # type: ignore[union-attr]
+
+
+async def test_a_pass_that_fails_half_way_keeps_what_the_hub_accepted(env: Env) -> None:
+    # Commits run in the background; when the hub stops accepting (auth revoked) the pass
+    # fails, and every contact the hub confirmed before that is recorded all the same, so
+    # the next run resends nothing it already wrote.
+    rows = [(i, f"h{i}@example.com", f"First{i}") for i in range(1, 801)]
+    await env.insert(rows)
+    insert_contact = env.sb.insert_contact
+
+    def revoking_after_300(*args: Any, **kwargs: Any) -> Any:
+        contact = insert_contact(*args, **kwargs)
+        if len(env.sb.contacts) >= 300:
+            env.sb.faults.revoke_auth = True
+        return contact
+
+    env.sb.insert_contact = revoking_after_300  # type: ignore[method-assign]
+    # Commits slow enough that one is still under way when the hub starts refusing.
+    runner = DbsyncRunner(SlowCommits(env.store), env.hub, default_source, owner="test")
+    failed = await runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert failed.status == "failed"
+    accepted = {c.email.lower() for c in env.sb.contacts.values()}
+    emails = [f"h{i}@example.com" for i in range(1, 801)]
+    stored = set(await env.store.dbsync_rows("people", emails))
+    # Only the calls in flight when auth went (3 calls of 2 rows) may be in the hub
+    # without their confirmation; everything confirmed was recorded.
+    assert stored <= accepted and len(accepted - stored) <= 6 and len(stored) >= 290
+    env.sb.insert_contact = insert_contact  # type: ignore[method-assign]
+    env.sb.faults.revoke_auth = False
+    env.sb.reset()
+    again = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+    assert again.status == "succeeded", again.error
+    c = again.counts
+    assert (c["unchanged"], c["created"] + c["updated"]) == (len(stored), 800 - len(stored))
+    assert all(env.copies(e) == 1 for e in emails)

@@ -324,9 +324,15 @@ class DbsyncRunner:
         async def commit() -> None:
             # Commits land in order. Once the task group is over every task is done: one
             # that failed or was cancelled lost only its own rows (resent by email next run).
-            if before is not None and not before.done():
-                await before
-            await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+            try:
+                if before is not None and not before.done():
+                    await before
+                await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+            except BaseException:
+                # Failed, or cancelled with the pass: handed back, so the last commit of a
+                # failing pass still records what the hub accepted.
+                p.record[:0], p.seen_keys[:0] = rows, seen
+                raise
             p.committed = number
 
         if tasks is None:

@@ -6,6 +6,7 @@ Kept apart from records.py so dbsync's store work stays in one small mixin of `S
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,6 +15,7 @@ from syncd.store.dialect import SqlBase, Tx, chunks, marks
 
 DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id"
 _AS_DBSYNC_ROW = functools.partial(tuple.__new__, DbsyncRow)
+_ROW_KEY = operator.itemgetter(1)  # row_key in a dbsync_rows result row
 
 
 class DbsyncOps(SqlBase):
@@ -36,7 +38,7 @@ class DbsyncOps(SqlBase):
                     f" WHERE dbsync = ? AND row_key IN ({marks(len(part))})",
                     (dbsync, dbsync, *part),
                 )
-                out.update((r.row_key, r) for r in map(_AS_DBSYNC_ROW, rows))
+                out.update(zip(map(_ROW_KEY, rows), map(_AS_DBSYNC_ROW, rows), strict=True))
             return out
 
         return await self._run(op, write=False)
@@ -109,7 +111,9 @@ class DbsyncOps(SqlBase):
         dbsync run's store time.
         """
         upsert = self._upsert_dbsync_params(rows)
-        keys = sorted(set(seen))
+        # Not sorted: only this dbsync's one run writes its rows, so no lock order to keep,
+        # and sorting a run's every key on the event loop cost more than the UPDATE saved.
+        keys = list(set(seen))
         if not upsert and not keys:
             return
         sql = self._upsert_dbsync_sql()
