@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from functools import cache
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
 class Direction(StrEnum):
@@ -212,3 +216,38 @@ class QuotaState:
     def remaining(self) -> int:
         """Calls left in the current window."""
         return max(self.limit - self.used, 0)
+
+
+@cache
+def _shape(
+    cls: type,
+) -> tuple[dict[str, Any], tuple[tuple[str, Callable[[], Any]], ...], frozenset[str]]:
+    plain: dict[str, Any] = {}
+    factories: list[tuple[str, Callable[[], Any]]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            plain[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            factories.append((f.name, f.default_factory))
+    return plain, tuple(factories), frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def build(cls: type[T], /, **values: Any) -> T:
+    """An instance of a frozen dataclass (without ``__post_init__``), equal to
+    ``cls(**values)``, built several times faster.
+
+    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; a pull
+    builds a handful of these per record, so the hot paths fill the instance's dict at once.
+    Every field must be named or have a default, and no other name is accepted.
+    """
+    obj: T = object.__new__(cls)
+    plain, factories, names = _shape(cast(Hashable, cls))
+    attrs = obj.__dict__
+    attrs.update(plain)
+    for name, make in factories:
+        if name not in values:
+            attrs[name] = make()
+    attrs.update(values)
+    if attrs.keys() != names:
+        raise TypeError(f"{cls.__name__}: wrong fields {sorted(attrs.keys() ^ names)}")
+    return obj

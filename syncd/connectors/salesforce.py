@@ -54,6 +54,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    build,
 )
 
 SOBJECT = {
@@ -100,7 +101,8 @@ CATEGORY = {
 def parse_sf_datetime(value: str) -> datetime:
     """A Salesforce or ISO datetime (``…000+0000``, ``…Z``, ``…+00:00``) as aware UTC."""
     s = value.strip().replace("Z", "+00:00")
-    if re.search(r"[+-]\d{4}$", s):
+    # "+0000" -> "+00:00" (what r"[+-]\d{4}$" finds, without a regex: this runs per record)
+    if len(s) >= 5 and s[-5] in "+-" and s[-4:].isdecimal():
         s = s[:-2] + ":" + s[-2:]
     dt = datetime.fromisoformat(s)
     if dt.tzinfo is None:
@@ -232,12 +234,20 @@ class SalesforceConnector:
     def _to_record(self, obj: ObjectType, row: dict[str, Any]) -> Record:
         fields = {k: v for k, v in row.items() if k != "attributes"}
         stamp, created = fields.get("SystemModstamp"), fields.get("CreatedDate")
-        return Record(
+        modified_at = parse_sf_datetime(stamp) if isinstance(stamp, str) else None
+        return build(  # one per record read
+            Record,
             object=obj,
             id=str(fields.get("Id")),
             fields=fields,
-            modified_at=parse_sf_datetime(stamp) if isinstance(stamp, str) else None,
-            created_at=parse_sf_datetime(created) if isinstance(created, str) else None,
+            modified_at=modified_at,
+            created_at=(
+                modified_at  # a new record's stamps are equal: parse once
+                if created == stamp
+                else parse_sf_datetime(created)
+                if isinstance(created, str)
+                else None
+            ),
             deleted=bool(fields.get("IsDeleted", False)),
         )
 

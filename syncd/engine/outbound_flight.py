@@ -20,6 +20,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    build,
 )
 from syncd.store.base import RecordLink, SettledChange
 
@@ -77,10 +78,10 @@ class Outcome:
     def settled(self) -> SettledChange:
         """The outcome of a change sent directly, as the store records it."""
         assert isinstance(self.rec, Change)
-        status = STATUS_OF[self.kind]
-        return SettledChange(
-            self.rec,
-            status,
+        return build(
+            SettledChange,
+            change=self.rec,
+            status=STATUS_OF[self.kind],
             link=self.link,
             transferred=self.transferred,
             skipped=self.skipped,
@@ -117,7 +118,8 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
                 )
             )
             continue
-        new_link = RecordLink(
+        new_link = build(  # build: one per record of every batch
+            RecordLink,
             object=obj,
             hub_id=res.id or (link.hub_id if link else None),
             crm_id=e.record_key,
@@ -129,7 +131,16 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
             last_synced_at=now,
         )
         transferred = {"object": obj.value, "fields": dict(item.fields), "created": res.created}
-        out.append(Outcome(e, "processed", new_link, transferred, skipped))
+        out.append(
+            build(
+                Outcome,
+                rec=e,
+                kind="processed",
+                link=new_link,
+                transferred=transferred,
+                skipped=skipped,
+            )
+        )
     return out
 
 
