@@ -54,9 +54,10 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
-    build,
+    builder,
 )
 
+_record = builder(Record)  # one per record read: without per-field setattr
 SOBJECT = {
     ObjectType.CONTACT: "Contact",
     ObjectType.LEAD: "Lead",
@@ -235,8 +236,7 @@ class SalesforceConnector:
         fields = {k: v for k, v in row.items() if k != "attributes"}
         stamp, created = fields.get("SystemModstamp"), fields.get("CreatedDate")
         modified_at = parse_sf_datetime(stamp) if isinstance(stamp, str) else None
-        return build(  # one per record read
-            Record,
+        return _record(
             object=obj,
             id=str(fields.get("Id")),
             fields=fields,

@@ -56,7 +56,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
-    build,
+    builder,
 )
 from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
@@ -68,6 +68,7 @@ LEAD_CONVERSION_FIELDS = (
     "ConvertedContactId",
     "ConvertedAccountId",
 )
+_change = builder(Change)  # one per record pulled: without per-field setattr
 NEW_TAG = {
     ObjectType.CONTACT: SyncTag.CREATED_FROM_SF_CONTACT.value,
     ObjectType.LEAD: SyncTag.CREATED_FROM_SF_LEAD.value,
@@ -237,8 +238,7 @@ class OutboundPuller:
             async for page in ahead:
                 counts.read += len(page.records)
                 changes = [
-                    build(
-                        Change,
+                    _change(
                         direction=Direction.OUTBOUND,
                         object=obj,
                         record_key=r.id,

@@ -20,7 +20,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
-    build,
+    builder,
 )
 from syncd.store.base import RecordLink, SettledChange
 
@@ -78,8 +78,7 @@ class Outcome:
     def settled(self) -> SettledChange:
         """The outcome of a change sent directly, as the store records it."""
         assert isinstance(self.rec, Change)
-        return build(
-            SettledChange,
+        return _settled_change(
             change=self.rec,
             status=STATUS_OF[self.kind],
             link=self.link,
@@ -90,6 +89,11 @@ class Outcome:
             message=self.message,
         )
 
+
+# Built once per record of every batch: without the frozen dataclasses' per-field setattr.
+_outcome = builder(Outcome)
+_record_link = builder(RecordLink)
+_settled_change = builder(SettledChange)
 
 STATUS_OF = {
     "processed": EntryStatus.PROCESSED,
@@ -118,8 +122,7 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
                 )
             )
             continue
-        new_link = build(  # build: one per record of every batch
-            RecordLink,
+        new_link = _record_link(
             object=obj,
             hub_id=res.id or (link.hub_id if link else None),
             crm_id=e.record_key,
@@ -132,8 +135,7 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
         )
         transferred = {"object": obj.value, "fields": dict(item.fields), "created": res.created}
         out.append(
-            build(
-                Outcome,
+            _outcome(
                 rec=e,
                 kind="processed",
                 link=new_link,
