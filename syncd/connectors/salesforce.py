@@ -233,7 +233,9 @@ class SalesforceConnector:
             body = await self._get(str(nxt), endpoint="query_more")
 
     def _to_record(self, obj: ObjectType, row: dict[str, Any]) -> Record:
-        fields = {k: v for k, v in row.items() if k != "attributes"}
+        # The row is this page's own decoded dict: drop its attributes instead of copying it.
+        fields = row
+        fields.pop("attributes", None)
         stamp, created = fields.get("SystemModstamp"), fields.get("CreatedDate")
         modified_at = parse_sf_datetime(stamp) if isinstance(stamp, str) else None
         return _record(

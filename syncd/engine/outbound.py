@@ -533,6 +533,7 @@ class OutboundPuller:
             else {}
         )
         crm_fields = mapping.crm_fields  # a property that builds a list: once per batch
+        new_tag = NEW_TAG.get(obj)
         settled: list[Outcome] = []
         for e in group:
             if isinstance(e, QueueEntry) and _is_conversion(e):
@@ -569,9 +570,9 @@ class OutboundPuller:
                     e, link, hub_fields, skipped, digest, WriteItem(hub_fields, id=link.hub_id)
                 )
                 continue
-            if obj in NEW_TAG:
-                # hubs add (never replace) tags given on a write
-                hub_fields = {**hub_fields, "tags": [NEW_TAG[obj]]}
+            if new_tag is not None:
+                # hubs add (never replace) tags given on a write (to_hub made this dict)
+                hub_fields["tags"] = [new_tag]
             creates.add(e, link, hub_fields, skipped, digest, WriteItem(hub_fields))
         return [w for w in (updates, creates) if w.rows], settled
 
@@ -684,5 +685,7 @@ def _minus(cursor: str | None, seconds: float) -> str | None:
 
 def _name_of(fields: dict[str, Any] | Any) -> str | None:
     first, last = fields.get("FirstName"), fields.get("LastName")
+    if first and last:  # the usual case, without the join below (this runs per record)
+        return f"{first!s} {last!s}"
     name = " ".join(str(p) for p in (first, last) if p) or fields.get("Name")
     return str(name) if name else None
