@@ -119,12 +119,9 @@ def make_id(prefix: str, n: int) -> str:
 
 def format_dt(value: datetime) -> str:
     """Salesforce's datetime form: ``2013-05-20T20:49:32.000+0000``."""
-    v = value.astimezone(UTC)
-    # Formatted field by field: strftime costs several times more, once per rendered value.
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d}T{v.hour:02d}:{v.minute:02d}:{v.second:02d}"
-        f".{v.microsecond // 1000:03d}+0000"
-    )
+    # isoformat does the work in C (strftime and field-by-field formatting cost several
+    # times more, twice per rendered record): "…32.000+00:00" -> "…32.000+0000".
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "+0000"
 
 
 def to_json(value: Any) -> Any:
