@@ -84,6 +84,7 @@ def run_hub(hub: str, args: argparse.Namespace) -> dict[str, Any]:
     from syncd.sandbox.soql_eval import now_utc
 
     sb = SandboxThread(("salesforce", hub), rate_limits=False)
+    sb.keep_data_out_of_collector()  # as `syncd sandbox` serves them
     sf, hs = sb.set.state("salesforce"), sb.set.state(hub)
     if hub == "activecampaign":
         hs.import_delay = 0.0  # imports complete at once, as rate limits are off too

@@ -127,7 +127,7 @@ class HubSpotConnector:
         )
 
     async def post_json(self, path: str, body: Any, *, endpoint: str) -> tuple[int, Any]:
-        """POST a JSON body; (status, decoded body)."""
+        """POST a JSON body (a value, or its encoded bytes); (status, decoded body)."""
         resp = await self.call("POST", path, endpoint=endpoint, json_body=body)
         return resp.status, resp.json()
 

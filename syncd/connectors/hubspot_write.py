@@ -23,9 +23,11 @@ from syncd.connectors.hubspot_util import (
     error_result,
     prop_value,
 )
+from syncd.jsontext import compact_encoder
 from syncd.model import ErrorCategory, ObjectType, WriteItem, WriteOp, WriteResult
 
 Entry = tuple[int, dict[str, Any]]
+_BODY_JSON = compact_encoder(default=None)
 TAGS_FIELD = "tags"
 
 
@@ -35,7 +37,8 @@ class BatchHost(Protocol):
     tag_property: str
 
     async def post_json(self, path: str, body: Any, *, endpoint: str) -> tuple[int, Any]:
-        """POST through the shared client; (status, decoded body). Raises Rejected on 4xx."""
+        """POST through the shared client (body: a JSON value, or its encoded bytes); (status,
+        decoded body). Raises Rejected on 4xx."""
 
     async def ensure_tag_options(self, tags: Sequence[str]) -> None:
         """Make sure the tag property offers these values."""
@@ -180,7 +183,8 @@ async def _send(
     try:
         status, body = await host.post_json(
             f"/crm/v3/objects/{hs_obj}/batch/{kind}",
-            {"inputs": inputs},
+            # Encoded here, compact and in one pass (plain data: no circular check).
+            _BODY_JSON({"inputs": inputs}).encode(),
             endpoint=f"{hs_obj}.batch.{kind}",
         )
     except Rejected as exc:

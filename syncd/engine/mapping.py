@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,6 +11,7 @@ from typing import Any
 from syncd.config import ObjectSyncSettings
 from syncd.engine.matching import is_valid_email
 from syncd.errors import RecordError
+from syncd.jsontext import compact_encoder
 from syncd.model import ErrorCategory, ObjectType
 
 _TRANSFORMS: dict[str, Callable[[str], str]] = {
@@ -108,11 +108,11 @@ class ObjectMapping:
             )
 
 
-# One encoder for every hash: json.dumps builds a new one per call when given options.
-_HASH_ENCODER = json.JSONEncoder(sort_keys=True, default=str, separators=(",", ":"))
+# One encoder for every hash (one per record of every pull).
+_HASH_ENCODE = compact_encoder(sort_keys=True, default=str)
 
 
 def content_hash(values: Mapping[str, Any]) -> str:
     """A stable hash of mapped values: equal values mean nothing to send."""
-    blob = _HASH_ENCODER.encode(values)
+    blob = _HASH_ENCODE(values)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]

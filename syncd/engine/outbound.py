@@ -56,6 +56,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    builder,
 )
 from syncd.store.base import RecordLink, StateStore, SyncedRecord
 
@@ -67,6 +68,7 @@ LEAD_CONVERSION_FIELDS = (
     "ConvertedContactId",
     "ConvertedAccountId",
 )
+_change = builder(Change)  # one per record pulled: without per-field setattr
 NEW_TAG = {
     ObjectType.CONTACT: SyncTag.CREATED_FROM_SF_CONTACT.value,
     ObjectType.LEAD: SyncTag.CREATED_FROM_SF_LEAD.value,
@@ -236,7 +238,7 @@ class OutboundPuller:
             async for page in ahead:
                 counts.read += len(page.records)
                 changes = [
-                    Change(
+                    _change(
                         direction=Direction.OUTBOUND,
                         object=obj,
                         record_key=r.id,
@@ -252,11 +254,21 @@ class OutboundPuller:
                 if queued:
                     await self._store.enqueue(queued)
                 await self._drain(obj, settings, run_id, counts, flight)
+                links = await self._page_links(obj, direct, flight)
                 parts = [direct[at : at + HUB_BATCH] for at in range(0, len(direct), HUB_BATCH)]
                 tokens = [unsettled.add(part) for part in parts]
                 for part, token in zip(parts, tokens, strict=True):
                     await self._send_direct(
-                        obj, part, token, mapping, settings, run_id, counts, flight, unsettled
+                        obj,
+                        part,
+                        token,
+                        mapping,
+                        settings,
+                        run_id,
+                        counts,
+                        flight,
+                        unsettled,
+                        links,
                     )
                 if page.cursor and (newest is None or page.cursor > newest):
                     newest = page.cursor
@@ -287,6 +299,20 @@ class OutboundPuller:
             direct[c.record_key] = c if seen is None else merged(seen, c)
         return queued, list(direct.values())
 
+    async def _page_links(
+        self, obj: ObjectType, direct: list[Change], flight: InFlight
+    ) -> dict[str, RecordLink] | None:
+        """The links of a page's direct changes, read once for all its batches; None when a
+        batch still on its way carries one of them (each batch then reads its own after it).
+
+        Read before the batches in flight record their outcomes, so the next batch is planned
+        without waiting behind them in the store: only this pull writes these links meanwhile.
+        """
+        keys = [c.record_key for c in direct]
+        if not keys or flight.holds(keys):
+            return None
+        return await self._store.get_links(obj, keys)
+
     async def _send_direct(
         self,
         obj: ObjectType,
@@ -298,13 +324,18 @@ class OutboundPuller:
         counts: PullCounts,
         flight: InFlight,
         unsettled: Unsettled,
+        links: dict[str, RecordLink] | None = None,
     ) -> None:
-        """Plan a batch of pulled changes and send it; its outcome is recorded once."""
+        """Plan a batch of pulled changes and send it; its outcome is recorded once.
+
+        `links` are the page's links, read before any batch in flight could change them."""
         keys = [c.record_key for c in changes]
-        if flight.holds(keys):
+        if links is None and flight.holds(keys):
             # An earlier batch of this pull carries one of these records: plan on its links.
             await flight.wait()
-        plans, settled = await self._plan_object(obj, changes, mapping, settings, run_id, counts)
+        plans, settled = await self._plan_object(
+            obj, changes, mapping, settings, run_id, counts, links
+        )
         await flight.hub_free()
         flight.start(
             functools.partial(
@@ -312,6 +343,8 @@ class OutboundPuller:
             ),
             keys,
         )
+        # Let the batch send its first hub call before the next one is planned.
+        await asyncio.sleep(0)
 
     async def _send_settled(
         self,
@@ -481,21 +514,26 @@ class OutboundPuller:
         settings: Settings,
         run_id: int,
         counts: PullCounts,
+        links: dict[str, RecordLink] | None = None,
     ) -> tuple[list[HubWrite], list[Outcome]]:
         """Decide each record's fate: the hub writes to make, and the outcomes of the records
-        that need none (excluded, unchanged)."""
+        that need none (excluded, unchanged). `links`: the records' links, if already read."""
         updates = HubWrite(obj, WriteOp.UPDATE)
         creates = HubWrite(obj, WriteOp.UPSERT)
         # One query each for the batch's links and the inbound entries pending against them,
         # instead of a store round trip per record.
-        links = await self._store.get_links(obj, [e.record_key for e in group])
-        linked_hub_ids = [lk.hub_id for lk in links.values() if lk.hub_id]
+        if links is None:
+            links = await self._store.get_links(obj, [e.record_key for e in group])
+        linked_hub_ids = [
+            lk.hub_id for e in group if (lk := links.get(e.record_key)) is not None and lk.hub_id
+        ]
         pending = (
             await self._store.pending_entries(Direction.INBOUND, linked_hub_ids)
             if linked_hub_ids
             else {}
         )
         crm_fields = mapping.crm_fields  # a property that builds a list: once per batch
+        new_tag = NEW_TAG.get(obj)
         settled: list[Outcome] = []
         for e in group:
             if isinstance(e, QueueEntry) and _is_conversion(e):
@@ -532,9 +570,9 @@ class OutboundPuller:
                     e, link, hub_fields, skipped, digest, WriteItem(hub_fields, id=link.hub_id)
                 )
                 continue
-            if obj in NEW_TAG:
-                # hubs add (never replace) tags given on a write
-                hub_fields = {**hub_fields, "tags": [NEW_TAG[obj]]}
+            if new_tag is not None:
+                # hubs add (never replace) tags given on a write (to_hub made this dict)
+                hub_fields["tags"] = [new_tag]
             creates.add(e, link, hub_fields, skipped, digest, WriteItem(hub_fields))
         return [w for w in (updates, creates) if w.rows], settled
 
@@ -647,5 +685,7 @@ def _minus(cursor: str | None, seconds: float) -> str | None:
 
 def _name_of(fields: dict[str, Any] | Any) -> str | None:
     first, last = fields.get("FirstName"), fields.get("LastName")
+    if first and last:  # the usual case, without the join below (this runs per record)
+        return f"{first!s} {last!s}"
     name = " ".join(str(p) for p in (first, last) if p) or fields.get("Name")
     return str(name) if name else None

@@ -20,6 +20,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    builder,
 )
 from syncd.store.base import RecordLink, SettledChange
 
@@ -77,10 +78,9 @@ class Outcome:
     def settled(self) -> SettledChange:
         """The outcome of a change sent directly, as the store records it."""
         assert isinstance(self.rec, Change)
-        status = STATUS_OF[self.kind]
-        return SettledChange(
-            self.rec,
-            status,
+        return _settled_change(
+            change=self.rec,
+            status=STATUS_OF[self.kind],
             link=self.link,
             transferred=self.transferred,
             skipped=self.skipped,
@@ -89,6 +89,11 @@ class Outcome:
             message=self.message,
         )
 
+
+# Built once per record of every batch: without the frozen dataclasses' per-field setattr.
+_outcome = builder(Outcome)
+_record_link = builder(RecordLink)
+_settled_change = builder(SettledChange)
 
 STATUS_OF = {
     "processed": EntryStatus.PROCESSED,
@@ -117,7 +122,7 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
                 )
             )
             continue
-        new_link = RecordLink(
+        new_link = _record_link(
             object=obj,
             hub_id=res.id or (link.hub_id if link else None),
             crm_id=e.record_key,
@@ -129,7 +134,15 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
             last_synced_at=now,
         )
         transferred = {"object": obj.value, "fields": dict(item.fields), "created": res.created}
-        out.append(Outcome(e, "processed", new_link, transferred, skipped))
+        out.append(
+            _outcome(
+                rec=e,
+                kind="processed",
+                link=new_link,
+                transferred=transferred,
+                skipped=skipped,
+            )
+        )
     return out
 
 

@@ -6,6 +6,7 @@ Used by ``syncd sandbox``, ``syncd demo``, the end-to-end tests and the benchmar
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.sandbox.common import SandboxBase, bound_port, serve
+from syncd.sandbox.common import SandboxBase, bound_port, keep_data_out_of_collector, serve
 
 SF_CLIENT_ID = "sandbox-client-id"
 SF_CLIENT_SECRET = "sandbox-client-secret"
@@ -148,6 +149,15 @@ class SandboxThread:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self.set: SandboxSet = self.call(start_sandboxes(vendors, **kwargs))
+        self._collector: concurrent.futures.Future[None] | None = None
+
+    def keep_data_out_of_collector(self) -> None:
+        """Freeze the simulators' growing data out of the collector's full passes, as
+        `syncd sandbox` does in its own process (benchmarks: the data then costs no CPU)."""
+        if self._collector is None:
+            self._collector = asyncio.run_coroutine_threadsafe(
+                keep_data_out_of_collector(), self._loop
+            )
 
     def call(self, coro: Any, timeout: float = 60.0) -> Any:
         """Run a coroutine on the simulators' loop and return its result."""
@@ -163,6 +173,8 @@ class SandboxThread:
 
     def close(self) -> None:
         """Stop the simulators and the loop."""
+        if self._collector is not None:
+            self._collector.cancel()
         self.call(self.set.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -23,6 +23,7 @@ from aiohttp import web
 from syncd.sandbox.common import Handler, make_app
 from syncd.sandbox.salesforce_seed import bulk_insert_contacts, seed_salesforce
 from syncd.sandbox.salesforce_state import (
+    QueryCursor,
     SalesforceSandbox,
     format_dt,
     make_id,
@@ -135,9 +136,12 @@ def create_salesforce_app(
         size = _batch_size(request.headers.get("Sforce-Query-Options", ""))
         kind = "queryAll" if include_deleted else "query"
         locator = make_id("01g", len(sandbox.locators) + 1)
-        sandbox.locators[locator] = [
-            sandbox.to_api(obj, r, parsed.fields, _version(request)) for r in matched
-        ]
+        # The result set is fixed now (records change in place later, a cursor does not);
+        # each page is rendered when it is asked for, as Salesforce streams a cursor.
+        keep = (*parsed.fields, "Id")  # the record's url names its Id
+        sandbox.locators[locator] = QueryCursor(
+            obj, parsed.fields, _version(request), [{f: r.get(f) for f in keep} for r in matched]
+        )
         return _page(sandbox, request, locator, 0, size, kind)
 
     async def query_more(request: web.Request) -> web.Response:
@@ -309,8 +313,12 @@ def _page(
     size: int,
     kind: str,
 ) -> web.Response:
-    rows = sandbox.locators[locator]
-    chunk = rows[offset : offset + size]
+    cursor = sandbox.locators[locator]
+    rows = cursor.rows
+    chunk = [
+        sandbox.to_api(cursor.obj, r, cursor.fields, cursor.version)
+        for r in rows[offset : offset + size]
+    ]
     end = offset + len(chunk)
     body: dict[str, Any] = {"totalSize": len(rows), "done": end >= len(rows), "records": chunk}
     if end < len(rows):

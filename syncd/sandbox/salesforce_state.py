@@ -119,8 +119,9 @@ def make_id(prefix: str, n: int) -> str:
 
 def format_dt(value: datetime) -> str:
     """Salesforce's datetime form: ``2013-05-20T20:49:32.000+0000``."""
-    v = value.astimezone(UTC)
-    return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}+0000"
+    # isoformat does the work in C (strftime and field-by-field formatting cost several
+    # times more, twice per rendered record): "…32.000+00:00" -> "…32.000+0000".
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "+0000"
 
 
 def to_json(value: Any) -> Any:
@@ -130,6 +131,17 @@ def to_json(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     return value
+
+
+@dataclass
+class QueryCursor:
+    """An open query's result set: the selected values of each matched record, as they were
+    when the query ran; pages are rendered from it as they are read."""
+
+    obj: str
+    fields: tuple[str, ...]
+    version: str
+    rows: list[dict[str, Any]]
 
 
 class SalesforceSandbox(SandboxBase):
@@ -166,7 +178,7 @@ class SalesforceSandbox(SandboxBase):
         self.deleted_log: list[tuple[str, str, datetime]] = []
         self.tokens: set[str] = set()
         self.token_requests = 0
-        self.locators: dict[str, list[dict[str, Any]]] = {}
+        self.locators: dict[str, QueryCursor] = {}
         self.locked_ids: set[str] = set()
         self.locked_emails: dict[str, int] = {}
         self._counter = 0

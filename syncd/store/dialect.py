@@ -17,6 +17,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
+from syncd.jsontext import compact_encoder
 from syncd.store.schema import DialectName
 
 T = TypeVar("T")
@@ -140,13 +141,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} as JSON")
 
 
-# One encoder for every dump: json.dumps builds a new one per call when given options.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default)
+# One encoder for every dump: stored payloads are encoded once per record.
+_ENCODE = compact_encoder(ensure_ascii=False, default=_json_default)
 
 
 def dump_json(value: Any) -> str:
     """JSON text for a payload-like value (compact, UTF-8 kept readable)."""
-    return _ENCODER.encode(value)
+    return _ENCODE(value)
 
 
 def load_json(text: Any, default: Any = None) -> Any:

@@ -5,8 +5,9 @@ The dbsync rows live in ``dbsync_ops.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -67,6 +68,11 @@ def _tags_json(tags: frozenset[str]) -> str:
     return dump_json(sorted(tags))
 
 
+def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    # The encoder takes dicts only; most values already are one (no copy per record).
+    return value if type(value) is dict else dict(value)
+
+
 def _small_json(value: Mapping[str, Any]) -> str:
     return "{}" if not value else dump_json(dict(value))
 
@@ -91,14 +97,14 @@ def _settled_row(s: SettledChange, run_id: int | None, now: str) -> tuple[Any, .
         c.event,
         c.email,
         c.name,
-        dump_json(dict(c.fields)),
+        dump_json(_as_dict(c.fields)),
         _field_list_json(tuple(c.fields)),
         str(s.status),
         1 if error else 0,
         str(s.error_category) if error and s.error_category else None,
         (s.error_code or "ERROR") if error else ("excluded" if excluded else None),
         s.message if error or excluded else None,
-        dump_json(dict(s.transferred)) if s.status is EntryStatus.PROCESSED else None,
+        dump_json(_as_dict(s.transferred)) if s.status is EntryStatus.PROCESSED else None,
         _small_json(s.skipped) if s.status is EntryStatus.PROCESSED else None,
         run_id,
         now,
@@ -168,8 +174,11 @@ class RecordOps(TallyOps):
 
         return await self._run(op, conflict_retry=True)
 
-    def _link_values(self, link: RecordLink, now: str) -> tuple[Any, ...]:
-        """INSERT values of a link (the column order of _INSERT_LINK)."""
+    def _link_values(
+        self, link: RecordLink, now: str, ts: Callable[[datetime | None], Any] | None = None
+    ) -> tuple[Any, ...]:
+        """INSERT values of a link (the column order of _INSERT_LINK); `ts` formats
+        timestamps (the dialect's by default)."""
         return (
             str(link.object),
             link.hub_id,
@@ -180,12 +189,18 @@ class RecordOps(TallyOps):
             link.status,
             link.content_hash,
             link.deleted_side,
-            self.dialect.ts(link.last_synced_at),
+            (ts or self.dialect.ts)(link.last_synced_at),
             now,
             now,
         )
 
-    def _link_update(self, link: RecordLink, now: str, row_id: int) -> tuple[Any, ...]:
+    def _link_update(
+        self,
+        link: RecordLink,
+        now: str,
+        row_id: int,
+        ts: Callable[[datetime | None], Any] | None = None,
+    ) -> tuple[Any, ...]:
         """UPDATE parameters of a link (the order of _UPDATE_LINK)."""
         return (
             link.hub_id,
@@ -196,7 +211,7 @@ class RecordOps(TallyOps):
             link.status,
             link.content_hash,
             link.deleted_side,
-            self.dialect.ts(link.last_synced_at),
+            (ts or self.dialect.ts)(link.last_synced_at),
             now,
             row_id,
         )
@@ -306,8 +321,10 @@ class RecordOps(TallyOps):
             await tx.executemany(_INSERT_SETTLED, rows)
             # Every inserted entry counts in its tally row, as `enqueue` + a move would.
             delta = TallyDelta[TallyKey]()
-            for r in rows:
-                delta.add(tally_key(r[1], r[0], r[9], r[11], r[13]))
+            for (obj, direction, status, cat, msg), n in Counter(
+                (r[1], r[0], r[9], r[11], r[13]) for r in rows
+            ).items():
+                delta.add(tally_key(obj, direction, status, cat, msg), n)
             await self._apply_tallies(tx, delta)
             return len(rows)
 
@@ -339,6 +356,8 @@ class RecordOps(TallyOps):
                     found.update({(col, str(o), r[1]): int(r[0]) for r in rows})
                     status_of.update({int(r[0]): str(r[2]) for r in rows})
         now = d.ts(utcnow())
+        # A batch's links mostly share one last_synced_at: format each value once.
+        ts = lru_cache(maxsize=8)(d.ts)
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         delta = TallyDelta[LinkKey]()
@@ -350,10 +369,10 @@ class RecordOps(TallyOps):
                 row_id = found.get(("crm_id", str(link.object), link.crm_id))
             obj = str(link.object)
             if row_id is None:
-                inserts.append(self._link_values(link, now))
+                inserts.append(self._link_values(link, now, ts))
                 delta.add((obj, link.status))
             else:
-                updates.append(self._link_update(link, now, row_id))
+                updates.append(self._link_update(link, now, row_id, ts))
                 delta.move((obj, status_of[row_id]), (obj, link.status))
                 status_of[row_id] = link.status
         if updates:

@@ -12,6 +12,7 @@ import contextlib
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -52,7 +53,7 @@ class _SqliteTx:
         for i in range(0, len(rows), per):
             part = rows[i : i + per]
             text = sql + ", " + ", ".join(group for _ in range(len(part) - 1))
-            n += self._conn.execute(text, [v for r in part for v in r]).rowcount
+            n += self._conn.execute(text, list(chain.from_iterable(part))).rowcount
         return n
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
