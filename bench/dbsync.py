@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import random
@@ -151,6 +150,7 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
     """Two runs; prints one line per run."""
     from syncd.config import DbsyncSettings, HttpSettings, HubSettings, RateLimitSettings
     from syncd.connectors.activecampaign import ActiveCampaignConnector
+    from syncd.daemon import settle_heap
     from syncd.dbsync_component import default_source
     from syncd.engine.dbsync import DbsyncRunner
     from syncd.model import RunTrigger
@@ -183,9 +183,7 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
         },
     )
     runner = DbsyncRunner(store, hub, default_source, owner="bench")
-    # As the daemon does once started: what setup built stays out of the collector's passes.
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # as the daemon does once started
     try:
         for label in ("first run", "second run (unchanged)"):
             reset_peak_rss()

@@ -38,6 +38,19 @@ EXIT_FORCED = 130
 GC_YOUNG_THRESHOLD = 10_000  # allocations between young collections (Python: 700)
 
 
+def settle_heap() -> None:
+    """Tune the collector for serving, once start-up is over."""
+    # What startup built (config, routes, modules) lives as long as the process: keep it
+    # out of the collector's full passes, which otherwise stall requests for milliseconds.
+    gc.collect()
+    gc.freeze()
+    # A pull, flush or dbsync run keeps thousands of records in flight, each a dozen
+    # containers: at the default threshold (700) the young collections walked them over and
+    # over, about a quarter of a large pull's CPU. Garbage without cycles is freed at once
+    # anyway; only cyclic garbage waits a little longer.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 class Component(Protocol):
     """A part of the daemon with its own lifecycle (the sync engine, dbsync …)."""
 
@@ -198,15 +211,7 @@ class Daemon:
             await comp.start(self)
             self.components.append(comp)
         await self._start_http()
-        # What startup built (config, routes, modules) lives as long as the process: keep it
-        # out of the collector's full passes, which otherwise stall requests for milliseconds.
-        gc.collect()
-        gc.freeze()
-        # A pull or flush keeps a few thousand records in flight, each a dozen containers:
-        # at the default threshold (700) the young collections walked them over and over,
-        # about a quarter of a large pull's CPU. Garbage without cycles is freed at once
-        # anyway; only cyclic garbage waits a little longer.
-        gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+        settle_heap()
         self._accepting = True
         self.notifier.notify("READY=1", f"STATUS=serving on {self.settings.daemon.listen}")
         if self.notifier.watchdog_interval:
