@@ -82,7 +82,10 @@ def configure_logging(
     out = stream or sys.stderr
     renderer: Any
     if fmt == "console" or (fmt != "json" and out.isatty()):
-        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+        # Tracebacks arrive already formatted (and redacted) by _render_exc.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     else:
         renderer = structlog.processors.JSONRenderer()
     processors: list[Any] = [
