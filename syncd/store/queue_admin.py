@@ -8,7 +8,7 @@ from typing import Any
 
 from syncd.model import Direction, EntryStatus, ObjectType, QueueEntry
 from syncd.store.base import EntryFilter, PendingStats
-from syncd.store.dialect import LIKE_ESCAPE, Tx, chunks, like_pattern, marks
+from syncd.store.dialect import LIKE_ESCAPE, Tx, chunks, dump_json, like_pattern, load_json, marks
 from syncd.store.queue import ENTRY_COLS, IN_FLIGHT, QueueOps, pending_key
 
 _RETRY_CHUNK = 500
@@ -217,7 +217,61 @@ class QueueAdminOps(QueueOps):
                 await tx.execute(
                     f"UPDATE queue_entries SET attempts = 0 WHERE id IN ({marks(len(part))})", part
                 )
-            await self._to_pending(tx, ids, due=None)
+            await self._to_pending(tx, await self._drop_superseded(tx, ids), due=None)
             return len(ids)
 
         return await self._run(op, conflict_retry=True)
+
+    async def _drop_superseded(self, tx: Tx, ids: Sequence[int]) -> list[int]:
+        """Take out of entries about to be retried the fields a later change of the same
+        record carries that is in flight, sent or settled (a pending one is merged with them
+        in arrival order): an old error retried must not send values older than what came
+        since. Entries left with nothing are deleted as
+        superseded; the ids still to retry."""
+        own: dict[int, tuple[Any, ...]] = {}
+        for part in chunks(list(ids)):
+            for r in await tx.fetchall(
+                f"SELECT {ENTRY_COLS}, COALESCE(data_at, created_at) FROM queue_entries"
+                f" WHERE id IN ({marks(len(part))})",
+                part,
+            ):
+                own[int(r[0])] = tuple(r)
+        groups: dict[tuple[str, str], set[str]] = {}
+        for r in own.values():
+            groups.setdefault((r[1], r[2]), set()).add(r[3])
+        later: dict[tuple[str, str, str], list[tuple[Any, int, Any]]] = {}
+        for (direction, obj), keys in groups.items():
+            for kpart in chunks(sorted(keys)):
+                for oid, key, at, payload in await tx.fetchall(
+                    "SELECT id, record_key, COALESCE(data_at, created_at), payload"
+                    " FROM queue_entries WHERE direction = ? AND object = ?"
+                    " AND status <> 'pending'"  # a pending one merges in arrival order
+                    f" AND record_key IN ({marks(len(kpart))})",
+                    (direction, obj, *kpart),
+                ):
+                    later.setdefault((direction, obj, key), []).append((at, int(oid), payload))
+        keep: list[int] = []
+        doomed: list[tuple[Sequence[Any], str]] = []
+        for eid, r in own.items():
+            mine = (r[23], eid)
+            newer: set[str] = set()
+            for at, oid, payload in later.get((r[1], r[2], r[3]), ()):
+                if (at, oid) > mine:
+                    newer.update(load_json(payload, {}))
+            fields = load_json(r[8], {})
+            if not newer & set(fields):
+                keep.append(eid)
+                continue
+            left = {k: v for k, v in fields.items() if k not in newer}
+            if not left:
+                doomed.append((r[:23], "superseded"))
+                continue
+            changed = [f for f in load_json(r[9], []) if f not in newer]
+            await tx.execute(
+                "UPDATE queue_entries SET payload = ?, changed_fields = ? WHERE id = ?",
+                (dump_json(left), dump_json(changed), eid),
+            )
+            keep.append(eid)
+        if doomed:
+            await self._delete_entries(tx, doomed)
+        return keep
