@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from syncd.dbsync_component import default_source
+from syncd.engine import dbsync as dbsync_engine
 from syncd.engine.dbsync import SOURCE_MARK, DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
 from syncd.store.sqlite import SqliteStore
@@ -101,8 +104,7 @@ async def test_hashes_without_source_fingerprint_are_completed_without_calls(env
     report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
     assert report.counts["unchanged"] == 3 and env.write_requests() == 0
     assert await env.store.dbsync_rows("people", [r[1] for r in ROWS]) == {
-        e: type(r)(r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, report.run_id)
-        for e, r in stored.items()
+        e: r._replace(run_id=report.run_id) for e, r in stored.items()
     }
 
 
@@ -176,3 +178,33 @@ async def test_a_pass_that_fails_half_way_keeps_what_the_hub_accepted(env: Env) 
     c = again.counts
     assert (c["unchanged"], c["created"] + c["updated"]) == (len(stored), 800 - len(stored))
     assert all(env.copies(e) == 1 for e in emails)
+
+
+async def test_delete_missing_over_many_pages_removes_exactly_the_missing(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows a pass met are remembered by store id; the stored rows are then read in small
+    # pages (as a big table would be) and only those not met are taken off the list. Rows
+    # that are unchanged, changed, invalid now or duplicated all count as still there.
+    monkeypatch.setattr(dbsync_engine, "UNSEEN_SCAN", 7)
+    rows = [(i, f"m{i}@example.com", f"First{i}") for i in range(1, 201)]
+    await env.insert(rows)
+    cfg = env.cfg(batch_size=2, delete_missing=True, delete_safety_threshold=0.5)
+    assert (await env.runner.run(cfg, RunTrigger.MANUAL)).counts["created"] == 200
+    gone = set(range(5, 201, 9))
+    await env.sql(f"DELETE FROM people WHERE id IN ({', '.join(map(str, sorted(gone)))})")
+    await env.sql("UPDATE people SET first_name = 'Changed' WHERE id IN (3, 30)")
+    await env.sql("UPDATE people SET email = 'm1@example.com' WHERE id = 4")  # duplicate of 1
+    await env.sql("UPDATE people SET email = 'M6@example.com  ' WHERE id = 6")  # same email
+    await env.sql("INSERT INTO people (id, email, first_name) VALUES (300, 'm8@example.com', 'X')")
+    await env.sql("UPDATE people SET email = 'broken' WHERE id = 8")  # invalid now, row kept
+    predicted = await env.runner.test(cfg)
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    # m4 lost its row (row 4 now carries m1); m8's row 8 is invalid but row 300 has m8.
+    missing = {f"m{i}@example.com" for i in gone} | {"m4@example.com"}
+    assert report.counts["deleted"] == predicted.counts["deleted"] == len(missing)
+    for i in range(1, 201):
+        email = f"m{i}@example.com"
+        assert env.status(email) == (2 if email in missing else 1), email
+    assert await env.store.count_dbsync_rows("people") == 200 - len(missing)

@@ -480,15 +480,49 @@ async def test_integration_errors_keep_since(store: SqlStore) -> None:
     ]
 
 
+async def test_a_retried_error_never_brings_back_older_values(store: SqlStore) -> None:
+    # x=1 failed; x=2 came later and is in flight when the old error is retried, then y=3
+    # arrives and the claim on x=2 is lost: the record must end up with x=2, not x=1.
+    def failed(key: str) -> SettledChange:
+        return SettledChange(
+            change(key, {"x": 1}),
+            EntryStatus.ERROR,
+            error_category=ErrorCategory.REJECTED,
+            message="m",
+        )
+
+    assert await store.record_settled([failed("a")]) == 1
+    await store.enqueue([change("a", {"x": 2})])
+    assert len(await store.claim_pending(IN, limit=1, owner="w1", lease_seconds=60)) == 1
+    assert await store.retry_matching(EntryFilter()) == 1
+    await store.enqueue([change("a", {"y": 3})])
+    assert await store.reclaim_expired(datetime.now(UTC) + timedelta(hours=1)) == 1
+    pending = await store.pending_entries(IN, ["a"])
+    assert pending["a"].payload == {"x": 2, "y": 3}
+    # An old error whose every value was sent since is dropped when retried, not resent.
+    assert await store.record_settled([failed("b")]) == 1
+    await store.enqueue([change("b", {"x": 2})])
+    got = await store.claim_pending(IN, limit=5, owner="w2", lease_seconds=60)
+    (mine,) = [e for e in got if e.record_key == "b"]
+    assert await store.complete(mine.id, owner="w2", transferred=mine.payload)
+    assert await store.retry_matching(EntryFilter()) == 1
+    assert await store.pending_entries(IN, ["b"]) == {}
+    assert (await store.counts()).get((IN, EntryStatus.ERROR), 0) == 0
+
+
 # dbsync rows and job locks ----------------------------------------------------------------
 async def test_dbsync_rows(store: SqlStore) -> None:
     rows = [DbsyncRow("shop", f"{i:03}", f"u{i}@x.io", f"h{i}", f"c{i}", 1) for i in range(10)]
     await store.upsert_dbsync_rows(rows)
+    first = await store.dbsync_rows("shop", [r.row_key for r in rows])
+    ids = {r.id for r in first.values()}
+    assert len(ids) == 10 and min(ids) > 0  # each row carries its own store id
     await store.upsert_dbsync_rows([DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2)])
     await store.upsert_dbsync_rows([DbsyncRow("other", "001", "o@x.io", "h", "c", 1)])
     found = await store.dbsync_rows("shop", ["001", "002", "zzz"])
     assert set(found) == {"001", "002"}
-    assert found["001"] == DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2)
+    # An upsert keeps the row's id (dbsync remembers the rows a pass met by id).
+    assert found["001"] == DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2, first["001"].id)
     await store.touch_dbsync_rows("shop", [f"{i:03}" for i in range(5)], 2)
     gone = await store.dbsync_rows_not_seen("shop", 2, limit=3)
     assert [r.row_key for r in gone] == ["005", "006", "007"]
@@ -509,7 +543,8 @@ async def test_record_dbsync_rows_upserts_and_marks_seen_together(store: SqlStor
     ]
     await store.record_dbsync_rows("shop", 3, written, ["002", "003", "003", "zzz"])
     found = await store.dbsync_rows("shop", ["001", "002", "003", "004", "100"])
-    assert found["001"] == written[0] and found["100"] == written[1]
+    assert found["001"] == written[0]._replace(id=found["001"].id)
+    assert found["100"] == written[1]._replace(id=found["100"].id)
     assert (found["002"].run_id, found["003"].run_id, found["004"].run_id) == (3, 3, 1)
     assert found["002"].content_hash == "c2"  # seen only: what was written stays
     gone = await store.dbsync_rows_not_seen("shop", 3)

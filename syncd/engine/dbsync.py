@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import sys
 from collections import deque
+from collections.abc import AsyncIterator
 
 from syncd.config import DbsyncSettings
 from syncd.connectors.base import HubConnector
@@ -81,6 +82,7 @@ FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit
 IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
 LOOKAHEAD = 4  # slices whose store lookup is issued before they are mapped
 FAILURE_FLUSH = 500
+UNSEEN_SCAN = 5000  # stored rows read per query when looking for rows a pass did not meet
 
 
 class DbsyncRunner:
@@ -314,10 +316,9 @@ class DbsyncRunner:
     async def _commit_rows(self, p: Pass, tasks: asyncio.TaskGroup | None) -> None:
         """Commit the recorded and seen rows after the commit before them; in the background
         when `tasks` is given (the next slices are mapped meanwhile), else now."""
-        if p.test or not (p.record or p.seen_keys):
+        if p.test or not p.record:
             return
-        rows, seen = p.record, p.seen_keys
-        p.record, p.seen_keys = [], []
+        rows, p.record = p.record, []
         number, _ = p.begin_commit()
         before = p.commit_task
 
@@ -327,11 +328,11 @@ class DbsyncRunner:
             try:
                 if before is not None and not before.done():
                     await before
-                await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, seen)
+                await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, ())
             except BaseException:
                 # Failed, or cancelled with the pass: handed back, so the last commit of a
                 # failing pass still records what the hub accepted.
-                p.record[:0], p.seen_keys[:0] = rows, seen
+                p.record[:0] = rows
                 raise
             p.committed = number
 
@@ -348,18 +349,16 @@ class DbsyncRunner:
         look: Lookup,
         stored: dict[str, DbsyncRow],
         met: list[set[str]],
-    ) -> tuple[list[tuple[MappedRow, str]], list[str]]:
-        """Map a batch in key order: first rows per email with their source fingerprints,
-        and the emails to mark seen. A run's unchanged row is known by its stored source
-        fingerprint and never mapped; later rows of an email in the batch are duplicates."""
+    ) -> list[tuple[MappedRow, str]]:
+        """Map a batch in key order: first rows per email with their source fingerprints.
+        A run's unchanged row is known by its stored source fingerprint and never mapped;
+        later rows of an email in the batch are duplicates."""
         firsts: dict[str, str] = {}  # email -> key of its first row in the batch
         rows: list[tuple[MappedRow, str]] = []
-        touch: list[str] = []
-        failed: list[str] = []
         # The unchanged-row test runs for every row of every run: kept inline and local.
         fast = not p.test
         prefix = p.prefix
-        run_id = p.run_id
+        run_id, seen = p.run_id, p.seen
         inflight, buffered, *later = met  # later: commits this lookup may not show
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
@@ -374,6 +373,7 @@ class DbsyncRunner:
                 if (
                     written_from == fp
                     and s.run_id != run_id
+                    and s.id not in seen
                     and email not in inflight
                     and email not in buffered
                     and not (later and met_in(email, later))
@@ -381,7 +381,6 @@ class DbsyncRunner:
                 ):
                     firsts[email] = key
                     unchanged += 1
-                    touch.append(email)
                     continue
             row = map_row(plan, raw)
             if row.problems:
@@ -395,8 +394,6 @@ class DbsyncRunner:
                         row.email or None,
                         counted=prob is first,
                     )
-                if row.email:
-                    failed.append(row.email)
                 continue
             head = firsts.get(row.email)
             if head is not None:
@@ -405,7 +402,7 @@ class DbsyncRunner:
             firsts[row.email] = row.key
             rows.append((row, fp or source_fingerprint(prefix, raw)))
         p.tally.unchanged += unchanged
-        return rows, touch + [e for e in failed if e in stored]
+        return rows
 
     async def _drop_seen(
         self,
@@ -417,9 +414,9 @@ class DbsyncRunner:
     ) -> list[tuple[MappedRow, str]]:
         """Rows whose email no earlier batch of this pass had; the others are duplicates.
 
-        Earlier batches are known from the store (rows this run wrote or touched carry its
-        id; test mode keeps a scratch set) and, until their next commit, from the pass's
-        in-flight and buffered emails, so memory does not grow with the table.
+        Earlier batches are known from the store (rows this run wrote carry its id, stored
+        rows it met are in `Pass.seen`; test mode keeps a scratch set for new emails) and,
+        until their next commit, from the pass's in-flight and buffered emails.
         """
         seen: set[str]
         if p.test:
@@ -433,7 +430,10 @@ class DbsyncRunner:
                 r.email
                 for r, _ in rows
                 if met_in(r.email, met)
-                or (r.email in stored and stored[r.email].run_id == p.run_id)
+                or (
+                    r.email in stored
+                    and (stored[r.email].run_id == p.run_id or stored[r.email].id in p.seen)
+                )
             }
         out = []
         for row, fp in rows:
@@ -466,10 +466,12 @@ class DbsyncRunner:
         cfg, tally = p.cfg, p.tally
         stored = await look.stored if look.stored is not None else {}
         met = p.since(look.mark)
-        mapped, touch = self._map_batch(p, plan, look, stored, met)
+        mapped = self._map_batch(p, plan, look, stored, met)
         rows = await self._drop_seen(p, plan, mapped, stored, met)
-        if p.test:
-            p.seen_ours += sum(1 for e in touch if not stored[e].content_hash.startswith(FOREIGN))
+        # Every stored row whose email this slice has is met now (later rows of the email
+        # are duplicates); marked after the slice's own checks.
+        for known in stored.values():
+            p.seen.add(known.id)
         writes: list[Write] = []
         keep: list[DbsyncRow] = []  # recorded without a hub write
         new: list[tuple[MappedRow, str]] = []
@@ -483,35 +485,33 @@ class DbsyncRunner:
             written = s.content_hash.partition(SOURCE_MARK)[0]
             if written.startswith(FOREIGN):
                 if cfg.update_existing:
-                    writes.append(Write(row, stamp, s.hub_id, "update", True))
+                    writes.append(Write(row, stamp, s.hub_id, "update"))
                 elif written == FOREIGN + digest:
                     tally.unchanged += 1
-                    self._unchanged(p, row, s, FOREIGN + stamp, touch, keep)
+                    self._unchanged(p, row, s, FOREIGN + stamp, keep)
                 else:
                     tally.skipped_existing += 1
                     keep.append(self._dbrow(p, row, s.hub_id, FOREIGN + stamp))
                 continue
-            if p.test:
-                p.seen_ours += 1
             if written == digest:
                 tally.unchanged += 1
-                self._unchanged(p, row, s, stamp, touch, keep)
+                self._unchanged(p, row, s, stamp, keep)
             else:
-                writes.append(Write(row, stamp, s.hub_id, "update", True))
+                writes.append(Write(row, stamp, s.hub_id, "update"))
         if new:
             if p.test or not cfg.update_existing or cfg.send_last_broadcast:
                 found = await self.hub.find_by_emails([r.email for r, _ in new])
                 for row, stamp in new:
                     rec = found.get(row.email)
                     if rec is None:
-                        writes.append(Write(row, stamp, None, "create", False))
+                        writes.append(Write(row, stamp, None, "create"))
                     elif cfg.update_existing:
-                        writes.append(Write(row, stamp, rec.id, "update", False))
+                        writes.append(Write(row, stamp, rec.id, "update"))
                     else:
                         tally.skipped_existing += 1
                         keep.append(self._dbrow(p, row, rec.id, FOREIGN + stamp))
             else:
-                writes.extend(Write(row, stamp, None, "upsert", False) for row, stamp in new)
+                writes.extend(Write(row, stamp, None, "upsert") for row, stamp in new)
         if p.test:
             for w in writes:
                 if w.kind == "create":
@@ -519,9 +519,7 @@ class DbsyncRunner:
                 else:
                     tally.updated += 1
             return
-        p.seen_keys += touch
         p.record += keep
-        p.buffered.update(touch)
         p.buffered.update(r.email for r in keep)
         p.unsent += writes
         p.inflight.update(w.row.email for w in writes)
@@ -552,14 +550,11 @@ class DbsyncRunner:
         row: MappedRow,
         s: DbsyncRow,
         stamp: str,
-        touch: list[str],
         keep: list[DbsyncRow],
     ) -> None:
         """An unchanged row costs no API call; a stored hash without this source fingerprint
         is rewritten (store only) so the next run can skip mapping the row."""
-        if s.content_hash == stamp:
-            touch.append(row.email)
-        else:
+        if s.content_hash != stamp:
             keep.append(self._dbrow(p, row, s.hub_id, stamp))
 
     async def _write_call(
@@ -567,12 +562,10 @@ class DbsyncRunner:
     ) -> None:
         """One hub write call; accepted rows are buffered for the next store commit."""
         try:
-            touch: list[str] = []
-            done, created_ids = await self._write(p, plan, chunk, touch)
+            done, created_ids = await self._write(p, plan, chunk)
             emails = [w.row.email for w in chunk]
             # Buffered before leaving inflight, with no await between: never unseen.
             p.record += done
-            p.seen_keys += touch
             p.buffered.update(emails)
             p.inflight.difference_update(emails)
             if created_ids and p.cfg.send_last_broadcast:
@@ -585,7 +578,7 @@ class DbsyncRunner:
         return DbsyncRow(p.cfg.name, row.email, row.email, hub_id, digest, p.run_id)
 
     async def _write(
-        self, p: Pass, plan: RowPlan, chunk: list[Write], touch: list[str]
+        self, p: Pass, plan: RowPlan, chunk: list[Write]
     ) -> tuple[list[DbsyncRow], list[str]]:
         done: list[DbsyncRow] = []
         created_ids: list[str] = []
@@ -605,8 +598,6 @@ class DbsyncRunner:
                         res.error_category or ErrorCategory.REJECTED,
                         w.row.email,
                     )
-                    if w.stored:
-                        touch.append(w.row.email)
                     continue
                 created = w.kind == "create" or (w.kind == "upsert" and res.created)
                 if created:
@@ -635,30 +626,18 @@ class DbsyncRunner:
 
     async def _delete_missing(self, p: Pass) -> str | None:
         cfg, tally = p.cfg, p.tally
-        page = max(cfg.batch_size, 100)
-        # Test mode touched nothing: every stored row looks unseen; subtract those it met.
-        upto = sys.maxsize if p.test else p.run_id
         prev = await self._previous_rows(cfg.name, p.run_id)
         if prev is not None and tally.rows_read < cfg.delete_safety_threshold * prev:
-            pending = await self._count_unseen(cfg.name, upto, page) - p.seen_ours
-            tally.delete_refused = max(pending, 0)
+            tally.delete_refused = sum([len(ours) async for ours, _ in self._unseen(p)])
             return (
                 f"delete_missing refused: this pass read {tally.rows_read} rows, fewer than "
                 f"{cfg.delete_safety_threshold:.0%} of the {prev} rows of the previous "
                 f"successful run; {tally.delete_refused} contacts were left on the list"
             )
-        if p.test:
-            tally.deleted = max(await self._count_unseen(cfg.name, upto, page) - p.seen_ours, 0)
-            return None
-        after = ""
-        while True:
-            rows = await self.store.dbsync_rows_not_seen(
-                cfg.name, upto, after_key=after, limit=page
-            )
-            if not rows:
-                return None
-            after = rows[-1].row_key
-            ours = [r for r in rows if not r.content_hash.startswith(FOREIGN)]
+        async for ours, unseen in self._unseen(p):
+            tally.deleted += len(ours)
+            if p.test:
+                continue
             ids = [r.hub_id for r in ours if r.hub_id]
             unknown = [r.email for r in ours if not r.hub_id]
             if unknown:
@@ -667,8 +646,27 @@ class DbsyncRunner:
             if ids:
                 tally.write_calls += 1
                 await self.hub.remove_from_list(cfg.list, ids)
-            await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in rows])
-            tally.deleted += len(ours)
+            await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in unseen])
+        return None
+
+    async def _unseen(self, p: Pass) -> AsyncIterator[tuple[list[DbsyncRow], list[DbsyncRow]]]:
+        """Stored rows of this dbsync the pass did not meet, a call's worth at a time: those
+        it wrote (not those of contacts that were in the hub before), and all of them."""
+        page = max(p.cfg.batch_size, 100)
+        # Test mode wrote nothing: every stored row has an older run; `seen` has those it met.
+        upto = sys.maxsize if p.test else p.run_id
+        after = ""
+        while True:
+            rows = await self.store.dbsync_rows_not_seen(
+                p.cfg.name, upto, after_key=after, limit=UNSEEN_SCAN
+            )
+            if not rows:
+                return
+            after = rows[-1].row_key
+            unseen = [r for r in rows if r.id not in p.seen]
+            for i in range(0, len(unseen), page):
+                part = unseen[i : i + page]
+                yield [r for r in part if not r.content_hash.startswith(FOREIGN)], part
 
     async def _drop_scratch(self, p: Pass) -> None:
         while True:
@@ -676,12 +674,3 @@ class DbsyncRunner:
             if not rows:
                 return
             await self.store.delete_dbsync_rows(p.scratch, [r.row_key for r in rows])
-
-    async def _count_unseen(self, name: str, upto: int, page: int) -> int:
-        n, after = 0, ""
-        while True:
-            rows = await self.store.dbsync_rows_not_seen(name, upto, after_key=after, limit=page)
-            if not rows:
-                return n
-            after = rows[-1].row_key
-            n += sum(1 for r in rows if not r.content_hash.startswith(FOREIGN))

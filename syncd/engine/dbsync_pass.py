@@ -31,7 +31,26 @@ class Write:
     stamp: str  # the content hash to record once the hub accepted the row
     hub_id: str | None
     kind: str  # create | update | upsert (existence unknown)
-    stored: bool
+
+
+class IdBits:
+    """A set of store ids, one bit each: a million rows take 125 kB."""
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+
+    def add(self, n: int) -> None:
+        """Add id `n` (non-negative)."""
+        byte = n >> 3
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(max(byte + 1 - len(self._bits), len(self._bits))))
+        self._bits[byte] |= 1 << (n & 7)
+
+    def __contains__(self, n: object) -> bool:
+        if not isinstance(n, int):
+            return False
+        byte = n >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] >> (n & 7) & 1)
 
 
 @dataclass
@@ -54,7 +73,10 @@ class Pass:
         self.tally = Tally()
         self.failures: list[RunFailure] = []
         self.examples: list[FailureExample] = []
-        self.seen_ours = 0  # test mode: stored rows of ours met by the pass
+        # Stored rows whose email this pass met (by store id): a later row with the email is
+        # a duplicate, and delete_missing leaves them alone. Kept here, one bit per row,
+        # rather than written back to every stored row the pass meets.
+        self.seen = IdBits()
         # Test mode remembers the emails it met here (no real row may be touched).
         self.scratch = f"~test{run_id}:{cfg.name}"[:64]
         # Rows of this run not yet committed to the store, so later batches still see them:
@@ -64,7 +86,6 @@ class Pass:
         self.unsent: list[Write] = []  # rows waiting to fill a write call (in `inflight`)
         self.buffered: set[str] = set()
         self.record: list[DbsyncRow] = []
-        self.seen_keys: list[str] = []
         self.prefix = ""  # fingerprint_prefix of the pass's plan
         # Store lookups run ahead of the rows being mapped, and commits run behind them: a
         # lookup shows only the commits finished before it was issued, so the emails of

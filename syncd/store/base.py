@@ -171,6 +171,7 @@ class DbsyncRow(NamedTuple):
     hub_id: str | None
     content_hash: str
     run_id: int
+    id: int = 0  # the store's id of the row (0 for a row not read from the store)
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ from typing import Any
 from syncd.store.base import DbsyncRow
 from syncd.store.dialect import SqlBase, Tx, chunks, marks
 
-DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id"
+DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id, id"
 _AS_DBSYNC_ROW = functools.partial(tuple.__new__, DbsyncRow)
 _ROW_KEY = operator.itemgetter(1)  # row_key in a dbsync_rows result row
 
@@ -23,7 +23,7 @@ class DbsyncOps(SqlBase):
 
     @staticmethod
     def _dbsync_row(r: Sequence[Any]) -> DbsyncRow:
-        return DbsyncRow(r[0], r[1], r[2], r[3], r[4], int(r[5]))
+        return DbsyncRow(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]))
 
     async def dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> dict[str, DbsyncRow]:
         """What the last runs wrote for these source rows."""
