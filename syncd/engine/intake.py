@@ -43,7 +43,9 @@ class InboundIntake:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((changes, fut))
         self._wake.set()
-        await asyncio.shield(fut)
+        # No shield: a cancelled caller cancels only its future; its changes stay in the
+        # batch and are committed all the same (the writer skips futures already done).
+        await fut
 
     async def run(self) -> None:
         """The writer loop (owned by the engine component); never exits on store errors."""
@@ -51,10 +53,17 @@ class InboundIntake:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
+                waiting = self._waiting
+                size = sum(len(cs) for cs, _ in waiting)
+                if size <= self._max_batch:
+                    # The usual case: everything waiting fits in one transaction.
+                    self._waiting = []
+                    await self._commit(waiting)
+                    continue
                 batch: list[_Waiting] = []
                 size = 0
-                while self._waiting and (not batch or size < self._max_batch):
-                    item = self._waiting.pop(0)
+                while waiting and (not batch or size < self._max_batch):
+                    item = waiting.pop(0)
                     batch.append(item)
                     size += len(item[0])
                 await self._commit(batch)
