@@ -12,7 +12,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from syncd.connectors.hubspot_signature import check_signature_v3
 from syncd.engine.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
@@ -32,6 +32,7 @@ AC_STANDARD = {
     "last_name": "lastName",
     "phone": "phone",
 }
+_FORM_TYPE = "application/x-www-form-urlencoded"
 _ACCEPTED_ONE = json.dumps({"accepted": 1}).encode()  # the answer to nearly every webhook
 HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "contact.deletion"})
 
@@ -209,11 +210,13 @@ async def activecampaign(request: web.Request) -> web.Response:
         raise ApiError(404, "not found")
     engine = _engine(request)
     # Checked before reading: a multipart or oddly-charset body must not reach a parser
-    # that fails with something other than ValueError (a 500).
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise ApiError(400, "body must be form-encoded (application/x-www-form-urlencoded)")
-    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8", "us-ascii"):
-        raise ApiError(400, "body must be UTF-8 form-encoded data")
+    # that fails with something other than ValueError (a 500). The header as senders write
+    # it needs no parsing (no parameters, so no charset).
+    if request.headers.get(hdrs.CONTENT_TYPE) != _FORM_TYPE:
+        if request.content_type != _FORM_TYPE:
+            raise ApiError(400, f"body must be form-encoded ({_FORM_TYPE})")
+        if (request.charset or "utf-8").lower() not in ("utf-8", "utf8", "us-ascii"):
+            raise ApiError(400, "body must be UTF-8 form-encoded data")
     _check_length(request)
     raw = await request.read()
     try:
