@@ -1,8 +1,11 @@
 """The embedded default store: one SQLite file in WAL mode, through aiosqlite.
 
-One connection does everything, serialised by an asyncio.Lock: SQLite allows a single writer
-anyway, and a write transaction that starts with ``BEGIN IMMEDIATE`` can never fail half-way
-on a lock upgrade.
+One connection does everything: SQLite allows a single writer anyway, and a write
+transaction that starts with ``BEGIN IMMEDIATE`` can never fail half-way on a lock upgrade.
+Each transaction runs whole (BEGIN to COMMIT) as one function on aiosqlite's thread, which
+runs them one after the other in the order they were handed over; that order is what
+serialises them, so a caller may hand one over while another is still running (see
+`SqliteStore._run`).
 """
 
 from __future__ import annotations
@@ -114,7 +117,6 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Open the file (creating its directory), set pragmas and migrate."""
@@ -149,22 +151,26 @@ class SqliteStore(SqlStore):
         """Close the connection; safe to call twice."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            async with self._lock:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await conn.close()
+            # Queued behind the transactions already handed over: they finish first.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.close()
 
     async def _run(
         self, fn: Callable[[Tx], Awaitable[T]], *, write: bool = True, conflict_retry: bool = False
     ) -> T:
-        """Run `fn` in one transaction under the connection lock."""
+        """Run `fn` in one transaction on the connection's thread.
+
+        No lock: transactions queue on that thread and each runs whole, so the next one
+        starts as soon as the previous one has committed, without a round trip through the
+        event loop in between (the intake pipelines its group commits this way).
+        """
         for attempt in range(_BUSY_RETRIES):
             conn = self._conn
             if conn is None:
                 raise StoreError("sqlite store is not open")
             txn = _Transaction(fn, write)
             try:
-                async with self._lock:
-                    return await self._in_thread(conn, txn)
+                return await self._in_thread(conn, txn)
             except sqlite3.OperationalError as exc:
                 # Another process (a CLI, a backup) held the file past busy_timeout.
                 busy = "locked" in str(exc) or "busy" in str(exc)
@@ -188,8 +194,8 @@ class SqliteStore(SqlStore):
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
-            # The connection is shared: let the transaction end (rolled back) before the
-            # next one can start, then pass the cancellation on.
+            # Roll back rather than commit if it has not ended yet, and wait for it: the
+            # caller must not go on while its transaction may still commit.
             txn.abandoned = True
             with contextlib.suppress(BaseException):
                 await fut
