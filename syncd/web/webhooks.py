@@ -57,7 +57,8 @@ def _ascii_escapes() -> dict[str, str]:
     # "%xx" of an ASCII byte in any letter case -> its character (UTF-8 of ASCII is itself).
     out: dict[str, str] = {}
     for b in range(128):
-        hi, lo = f"{b:02x}"
+        pair = f"{b:02x}"
+        hi, lo = pair[0], pair[1]
         for h in {hi, hi.upper()}:
             for lo_ in {lo, lo.upper()}:
                 out[h + lo_] = chr(b)
@@ -144,7 +145,7 @@ def parse_activecampaign(form: dict[str, str]) -> Change:
         fields[HINT_KEY] = True
     email = normalize_email(fields.get("email"))
     first, last = fields.get("firstName"), fields.get("lastName")
-    name = f"{first} {last}" if first and last else (first or last or None)
+    full_name = f"{first} {last}" if first and last else (first or last or None)
     return Change(
         direction=Direction.INBOUND,
         object=_object_for(tags),
@@ -152,7 +153,7 @@ def parse_activecampaign(form: dict[str, str]) -> Change:
         source="webhook",
         fields=fields,
         email=email,
-        name=name,
+        name=full_name,
         event=event,
     )
 
