@@ -120,7 +120,7 @@ class InboundIntake:
     async def _commit(self, batch: list[_Waiting]) -> None:
         changes = [c for cs, _ in batch for c in cs]
         try:
-            await self._store.enqueue(changes)
+            await self._store.enqueue(changes, ids=False)
         except StoreError as exc:
             metrics.STORE_ERRORS.labels("enqueue").inc()
             _fail(batch, exc)

@@ -135,7 +135,7 @@ class QueueOps(TallyOps):
         )
 
     # intake --------------------------------------------------------------------------------
-    async def enqueue(self, changes: Sequence[Change]) -> list[int]:
+    async def enqueue(self, changes: Sequence[Change], *, ids: bool = True) -> list[int]:
         """Commit changes in one transaction, coalescing each into its record's pending entry."""
         if not changes:
             return []
@@ -222,15 +222,17 @@ class QueueOps(TallyOps):
                     ),
                     updates,
                 )
-            ids = {key: int(found[key][0]) for key in found}
+            by_key = {key: int(found[key][0]) for key in found}
             if inserts:
                 await tx.executemany(_INSERT_ENTRY, inserts)
-                ids.update(await self._inserted_ids(tx, [k for k in ordered if k not in found]))
+                if ids:  # right after the INSERT: SQLite reads last_insert_rowid()
+                    new_keys = [k for k in ordered if k not in found]
+                    by_key.update(await self._inserted_ids(tx, new_keys))
                 delta = TallyDelta[TallyKey]()
                 for row in inserts:
                     delta.add(tally_key(row[1], row[0], "pending", None, None))
                 await self._apply_tallies(tx, delta)
-            return [ids[k] for k in keys]
+            return [by_key[k] for k in keys] if ids else []
 
         return await self._run(op, conflict_retry=True)
 
