@@ -144,9 +144,19 @@ class QueueOps(TallyOps):
         for key, c in zip(keys, changes, strict=True):
             g = groups.get(key)
             if g is None:
-                g = groups[key] = _Merged(
-                    c.direction, c.object, c.record_key, c.source, c.event, c.email, c.name
+                # What absorbing `c` into an empty _Merged gives, built directly (per change).
+                groups[key] = _Merged(
+                    c.direction,
+                    c.object,
+                    c.record_key,
+                    c.source,
+                    c.event,
+                    c.email,
+                    c.name,
+                    dict(c.fields),
+                    set(c.fields),
                 )
+                continue
             g.absorb(
                 c.fields, list(c.fields), source=c.source, event=c.event, email=c.email, name=c.name
             )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -187,10 +188,14 @@ class SqliteStore(SqlStore):
 
     @staticmethod
     async def _in_thread(conn: aiosqlite.Connection, txn: _Transaction[T]) -> T:
-        # aiosqlite runs functions given to _execute on its connection thread, in order; the
-        # public API offers that per statement only (see _Transaction).
-        job: Awaitable[T] = conn._execute(txn, conn._conn)  # type: ignore[no-untyped-call]
-        fut = asyncio.ensure_future(job)
+        # aiosqlite runs the functions on its queue on the connection's thread, in order;
+        # the public API offers that per statement only (see _Transaction). Queued here as
+        # its _execute does, but at once: through a task, the thread got the transaction
+        # only after the event loop's next round (a wait as long as that round, when busy).
+        if not conn._running or conn._connection is None:
+            raise ValueError("Connection closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        conn._tx.put_nowait((fut, functools.partial(txn, conn._conn)))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
