@@ -163,7 +163,7 @@ class QueueOps(TallyOps):
         ordered = sorted(groups)  # one lock order for every writer: fewer deadlocks
 
         async def op(tx: Tx) -> list[int]:
-            now = self.dialect.ts(utcnow())
+            now = self.dialect.ts_text(utcnow())  # three per row: text is cheap to send
             found = await self._pending_by_key(tx, ordered)
             updates: list[tuple[Any, ...]] = []
             inserts: list[tuple[Any, ...]] = []
