@@ -395,7 +395,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         6,
         "queue counts sharded",
-        # Concurrent transactions (pipelined intake batches, several instances) each add to
+        # Concurrent transactions (intake beside a flush, several instances) each add to
         # one shard's rows instead of all waiting for the lock on one row (see tallies.py).
         # SQLite cannot change a primary key in place: the table is copied; both forms
         # are re-runnable.

@@ -163,7 +163,7 @@ class SqliteStore(SqlStore):
 
         No lock: transactions queue on that thread and each runs whole, so the next one
         starts as soon as the previous one has committed, without a round trip through the
-        event loop in between (the intake pipelines its group commits this way).
+        event loop in between (what lets the intake pipeline its group commits).
         """
         for attempt in range(_BUSY_RETRIES):
             conn = self._conn

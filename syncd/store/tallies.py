@@ -10,8 +10,9 @@ the SQL manager rather than with triggers because MariaDB with binary logging re
 ``CREATE TRIGGER`` to users without SUPER.
 
 On MySQL every intake transaction would add to the same (contact, inbound, pending) row and
-hold its lock until COMMIT, so concurrent transactions (pipelined intake batches, several
-daemon instances) would wait for each other's commit. ``queue_tallies`` rows are therefore
+hold its lock until COMMIT, so concurrent transactions (intake beside a flush claiming
+pending entries, several daemon instances, pipelined intake batches) would wait for each
+other's commit. ``queue_tallies`` rows are therefore
 sharded: each transaction adds to the rows of one shard chosen at random, and reads sum the
 shards. SQLite has a single writer and always uses shard 0.
 """
