@@ -167,7 +167,10 @@ class Daemon:
 
     def component(self, name: str) -> object | None:
         """A started component by name."""
-        return next((c for c in self.components if c.name == name), None)
+        for c in self.components:  # a loop, not next(genexpr): asked on every webhook
+            if c.name == name:
+                return c
+        return None
 
     def status_extra(self) -> dict[str, Any]:
         """Instance id and component status."""

@@ -134,6 +134,21 @@ async def test_enqueue_answers_each_changes_own_entry_in_big_mixed_batches(
         assert entry is not None and entry.record_key == key and entry.payload == {"v": 1}
 
 
+async def test_enqueue_without_ids_stores_the_same(store: SqlStore) -> None:
+    # What the intake asks for: no ids back, the same entries and counts as with them.
+    assert await store.enqueue([change("a", {"v": 1}), change("b", {"v": 1})], ids=False) == []
+    assert await store.enqueue([change("b", {"v": 2}), change("c", {"v": 2})], ids=False) == []
+    entries = await store.pending_entries(IN, ["a", "b", "c"])
+    assert {k: e.payload for k, e in entries.items()} == {
+        "a": {"v": 1},
+        "b": {"v": 2},
+        "c": {"v": 2},
+    }
+    ids = await store.enqueue([change("c", {"v": 3}), change("d", {"v": 3})])
+    assert ids[0] == entries["c"].id and ids[1] not in {e.id for e in entries.values()}
+    assert await store.queue_tallies() == {("contact", "inbound", "pending", "", ""): 4}
+
+
 async def test_batch_with_two_changes_of_one_record(store: SqlStore) -> None:
     ids = await store.enqueue(
         [

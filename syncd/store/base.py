@@ -193,11 +193,12 @@ class StateStore(Protocol):
         """The applied schema version."""
 
     # queue -------------------------------------------------------------------------------
-    async def enqueue(self, changes: Sequence[Change]) -> list[int]:
+    async def enqueue(self, changes: Sequence[Change], *, ids: bool = True) -> list[int]:
         """Commit changes in one transaction, coalescing each into its record's pending entry.
 
         Newer field values win and the changed-field set is the union. Returns entry ids in
-        input order (equal ids where two changes coalesced).
+        input order (equal ids where two changes coalesced); with ``ids=False`` an empty list,
+        which spares the store a query when the caller has no use for them.
         """
 
     async def claim_pending(

@@ -69,6 +69,16 @@ class Dialect:
         # The same text as _TS_FORMAT, several times faster than strftime.
         return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
+    def ts_text(self, dt: datetime) -> str:
+        """A timestamp as text that both drivers store in a timestamp column as `ts` would.
+
+        For rows written in bulk: pymysql escapes a datetime several times slower than text.
+        """
+        utc = as_utc(dt)
+        if utc.year < 1000:
+            return utc.strftime(_TS_FORMAT)
+        return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+
     def from_ts(self, value: Any) -> datetime | None:
         """A stored timestamp back as an aware UTC datetime."""
         if value is None:

@@ -214,7 +214,8 @@ class MysqlStore(SqlStore):
             raise _Attempt(exc, committing=False) from exc
         committing = False
         try:
-            await conn.begin()
+            # No BEGIN: with autocommit off the first statement opens the transaction, and
+            # the round trip it cost was a sixth of an intake commit's.
             async with conn.cursor() as cur:
                 result = await fn(_MysqlTx(cur, self.dialect))
             committing = True

@@ -135,7 +135,7 @@ class QueueOps(TallyOps):
         )
 
     # intake --------------------------------------------------------------------------------
-    async def enqueue(self, changes: Sequence[Change]) -> list[int]:
+    async def enqueue(self, changes: Sequence[Change], *, ids: bool = True) -> list[int]:
         """Commit changes in one transaction, coalescing each into its record's pending entry."""
         if not changes:
             return []
@@ -144,16 +144,26 @@ class QueueOps(TallyOps):
         for key, c in zip(keys, changes, strict=True):
             g = groups.get(key)
             if g is None:
-                g = groups[key] = _Merged(
-                    c.direction, c.object, c.record_key, c.source, c.event, c.email, c.name
+                # What absorbing `c` into an empty _Merged gives, built directly (per change).
+                groups[key] = _Merged(
+                    c.direction,
+                    c.object,
+                    c.record_key,
+                    c.source,
+                    c.event,
+                    c.email,
+                    c.name,
+                    dict(c.fields),
+                    set(c.fields),
                 )
+                continue
             g.absorb(
                 c.fields, list(c.fields), source=c.source, event=c.event, email=c.email, name=c.name
             )
         ordered = sorted(groups)  # one lock order for every writer: fewer deadlocks
 
         async def op(tx: Tx) -> list[int]:
-            now = self.dialect.ts(utcnow())
+            now = self.dialect.ts_text(utcnow())  # three per row: text is cheap to send
             found = await self._pending_by_key(tx, ordered)
             updates: list[tuple[Any, ...]] = []
             inserts: list[tuple[Any, ...]] = []
@@ -222,15 +232,17 @@ class QueueOps(TallyOps):
                     ),
                     updates,
                 )
-            ids = {key: int(found[key][0]) for key in found}
+            by_key = {key: int(found[key][0]) for key in found}
             if inserts:
                 await tx.executemany(_INSERT_ENTRY, inserts)
-                ids.update(await self._inserted_ids(tx, [k for k in ordered if k not in found]))
+                if ids:  # right after the INSERT: SQLite reads last_insert_rowid()
+                    new_keys = [k for k in ordered if k not in found]
+                    by_key.update(await self._inserted_ids(tx, new_keys))
                 delta = TallyDelta[TallyKey]()
                 for row in inserts:
                     delta.add(tally_key(row[1], row[0], "pending", None, None))
                 await self._apply_tallies(tx, delta)
-            return [ids[k] for k in keys]
+            return [by_key[k] for k in keys] if ids else []
 
         return await self._run(op, conflict_retry=True)
 

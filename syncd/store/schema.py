@@ -307,6 +307,18 @@ _TALLY_TABLE = Table(
     primary_key=("object", "direction", "status", "category", "reason"),
 )
 
+# The shape migration 6 gives queue_tallies (created under this name, then renamed on SQLite).
+_TALLY_TABLE_V6 = Table(
+    "queue_tallies_v6",
+    [
+        *_TALLY_TABLE.columns[:5],
+        _c("shard", "int", null=False, default="0"),
+        _TALLY_TABLE.columns[5],
+    ],
+    surrogate_id=False,
+    primary_key=("object", "direction", "status", "category", "reason", "shard"),
+)
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -379,6 +391,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         # delete_missing pass) walks ux_dbsync_rows in key order instead.
         sqlite=("DROP INDEX IF EXISTS ix_dbsync_run",),
         mysql=("DROP INDEX IF EXISTS ix_dbsync_run ON dbsync_rows",),
+    ),
+    Migration(
+        6,
+        "queue counts sharded",
+        # Concurrent transactions (intake beside a flush, several instances) each add to
+        # one shard's rows instead of all waiting for the lock on one row (see tallies.py).
+        # SQLite cannot change a primary key in place: the table is copied; both forms
+        # are re-runnable.
+        sqlite=(
+            *_TALLY_TABLE_V6.render("sqlite"),
+            "DELETE FROM queue_tallies_v6",
+            "INSERT INTO queue_tallies_v6 (object, direction, status, category, reason, n)"
+            " SELECT object, direction, status, category, reason, n FROM queue_tallies",
+            "DROP TABLE queue_tallies",
+            "ALTER TABLE queue_tallies_v6 RENAME TO queue_tallies",
+        ),
+        mysql=(
+            "ALTER TABLE queue_tallies ADD COLUMN IF NOT EXISTS shard INT NOT NULL DEFAULT 0,"
+            " DROP PRIMARY KEY,"
+            " ADD PRIMARY KEY (object, direction, status, category, reason, shard)",
+        ),
     ),
 )
 

@@ -1,14 +1,18 @@
 """The embedded default store: one SQLite file in WAL mode, through aiosqlite.
 
-One connection does everything, serialised by an asyncio.Lock: SQLite allows a single writer
-anyway, and a write transaction that starts with ``BEGIN IMMEDIATE`` can never fail half-way
-on a lock upgrade.
+One connection does everything: SQLite allows a single writer anyway, and a write
+transaction that starts with ``BEGIN IMMEDIATE`` can never fail half-way on a lock upgrade.
+Each transaction runs whole (BEGIN to COMMIT) as one function on aiosqlite's thread, which
+runs them one after the other in the order they were handed over; that order is what
+serialises them, so a caller may hand one over while another is still running (see
+`SqliteStore._run`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -116,7 +120,6 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._conn: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Open the file (creating its directory), set pragmas and migrate."""
@@ -151,22 +154,26 @@ class SqliteStore(SqlStore):
         """Close the connection; safe to call twice."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            async with self._lock:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await conn.close()
+            # Queued behind the transactions already handed over: they finish first.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.close()
 
     async def _run(
         self, fn: Callable[[Tx], Awaitable[T]], *, write: bool = True, conflict_retry: bool = False
     ) -> T:
-        """Run `fn` in one transaction under the connection lock."""
+        """Run `fn` in one transaction on the connection's thread.
+
+        No lock: transactions queue on that thread and each runs whole, so the next one
+        starts as soon as the previous one has committed, without a round trip through the
+        event loop in between (what lets the intake pipeline its group commits).
+        """
         for attempt in range(_BUSY_RETRIES):
             conn = self._conn
             if conn is None:
                 raise StoreError("sqlite store is not open")
             txn = _Transaction(fn, write)
             try:
-                async with self._lock:
-                    return await self._in_thread(conn, txn)
+                return await self._in_thread(conn, txn)
             except sqlite3.OperationalError as exc:
                 # Another process (a CLI, a backup) held the file past busy_timeout.
                 busy = "locked" in str(exc) or "busy" in str(exc)
@@ -183,15 +190,19 @@ class SqliteStore(SqlStore):
 
     @staticmethod
     async def _in_thread(conn: aiosqlite.Connection, txn: _Transaction[T]) -> T:
-        # aiosqlite runs functions given to _execute on its connection thread, in order; the
-        # public API offers that per statement only (see _Transaction).
-        job: Awaitable[T] = conn._execute(txn, conn._conn)  # type: ignore[no-untyped-call]
-        fut = asyncio.ensure_future(job)
+        # aiosqlite runs the functions on its queue on the connection's thread, in order;
+        # the public API offers that per statement only (see _Transaction). Queued here as
+        # its _execute does, but at once: through a task, the thread got the transaction
+        # only after the event loop's next round (a wait as long as that round, when busy).
+        if not conn._running or conn._connection is None:
+            raise ValueError("Connection closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        conn._tx.put_nowait((fut, functools.partial(txn, conn._conn)))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
-            # The connection is shared: let the transaction end (rolled back) before the
-            # next one can start, then pass the cancellation on.
+            # Roll back rather than commit if it has not ended yet, and wait for it: the
+            # caller must not go on while its transaction may still commit.
             txn.abandoned = True
             with contextlib.suppress(BaseException):
                 await fut

@@ -8,12 +8,21 @@ health read a handful of rows instead. Only what the overview groups by is kept:
 of error entries and the reason of excluded ones. This is done in
 the SQL manager rather than with triggers because MariaDB with binary logging refuses
 ``CREATE TRIGGER`` to users without SUPER.
+
+On MySQL every intake transaction would add to the same (contact, inbound, pending) row and
+hold its lock until COMMIT, so concurrent transactions (intake beside a flush claiming
+pending entries, several daemon instances, pipelined intake batches) would wait for each
+other's commit. ``queue_tallies`` rows are therefore
+sharded: each transaction adds to the rows of one shard chosen at random, and reads sum the
+shards. SQLite has a single writer and always uses shard 0.
 """
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from syncd.model import ObjectType
@@ -26,6 +35,7 @@ K = TypeVar("K", TallyKey, LinkKey)
 
 
 _QUEUE_KEYS = ("object", "direction", "status", "category", "reason")
+TALLY_SHARDS = 8  # queue_tallies rows per key on MySQL (see the module docstring)
 
 
 def tally_key(
@@ -68,11 +78,28 @@ class TallyDelta(Generic[K]):
         return sorted((k, n) for k, n in self._n.items() if n)
 
 
+@lru_cache(maxsize=16)
+def _add_counts_sql(dialect: str, table: str, keys: tuple[str, ...]) -> str:
+    cols = ", ".join(keys)
+    head = f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' for _ in keys)}, ?)"
+    if dialect == "mysql":
+        return f"{head} ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
+    return f"{head} ON CONFLICT ({cols}) DO UPDATE SET n = n + excluded.n"
+
+
 class TallyOps(SqlBase):
     """Applying and reading the maintained queue counts."""
 
     async def _apply_tallies(self, tx: Tx, delta: TallyDelta[TallyKey]) -> None:
-        await self._add_counts(tx, "queue_tallies", _QUEUE_KEYS, delta.changes())
+        changes = delta.changes()
+        if not changes:
+            return
+        # One shard for the whole transaction, its rows locked in key order: two
+        # transactions on the same shard lock in the same order, so they cannot deadlock.
+        shard = random.randrange(TALLY_SHARDS) if self.dialect.name == "mysql" else 0
+        await self._add_counts(
+            tx, "queue_tallies", (*_QUEUE_KEYS, "shard"), [((*k, shard), n) for k, n in changes]
+        )
 
     async def _apply_link_tallies(self, tx: Tx, delta: TallyDelta[LinkKey]) -> None:
         await self._add_counts(tx, "link_tallies", ("object", "status"), delta.changes())
@@ -82,16 +109,11 @@ class TallyOps(SqlBase):
         tx: Tx,
         table: str,
         keys: Sequence[str],
-        changes: Sequence[tuple[tuple[str, ...], int]],
+        changes: Sequence[tuple[tuple[Any, ...], int]],
     ) -> None:
         if not changes:
             return
-        cols = ", ".join(keys)
-        head = f"INSERT INTO {table} ({cols}, n) VALUES ({', '.join('?' for _ in keys)}, ?)"
-        if self.dialect.name == "mysql":
-            sql = f"{head} ON DUPLICATE KEY UPDATE n = n + VALUES(n)"
-        else:
-            sql = f"{head} ON CONFLICT ({cols}) DO UPDATE SET n = n + excluded.n"
+        sql = _add_counts_sql(self.dialect.name, table, tuple(keys))
         await tx.executemany(sql, [(*k, n) for k, n in changes])
 
     async def _held_tallies(self, tx: Tx, ids: Sequence[int], owner: str) -> dict[int, TallyKey]:
@@ -125,8 +147,8 @@ class TallyOps(SqlBase):
         self, tx: Tx, where: str = "", params: Iterable[Any] = ()
     ) -> list[tuple[TallyKey, int]]:
         rows = await tx.fetchall(
-            "SELECT object, direction, status, category, reason, n FROM queue_tallies"
-            f" WHERE n <> 0{where}",
+            f"SELECT {', '.join(_QUEUE_KEYS)}, SUM(n) FROM queue_tallies WHERE n <> 0{where}"
+            f" GROUP BY {', '.join(_QUEUE_KEYS)} HAVING SUM(n) <> 0",
             tuple(params),
         )
         return [((r[0], r[1], r[2], r[3], r[4]), int(r[5])) for r in rows]

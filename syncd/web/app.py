@@ -21,14 +21,30 @@ RouteInstaller = Callable[[web.Application, ApiRegistry], None]
 
 
 @web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count and time every request by route template and status code."""
+async def frame(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """What every request goes through, in one layer (each layer is a coroutine call on every
+    webhook): it is timed and counted by route template and status code; an /api/ route needs
+    the admin bearer token; bad input becomes a 4xx JSON message, and an unexpected failure is
+    logged and answered 500."""
     started = time.perf_counter()
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
     status = 500
     try:
-        resp = await handler(request)
+        try:
+            if request.path.startswith("/api/"):
+                check_bearer(request, request.app[CONTROL_KEY])
+            resp = await handler(request)
+        except ApiError:
+            raise
+        except web.HTTPException as exc:
+            mapped = _as_api_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+        except Exception:
+            log.exception("http_handler_failed", path=request.path, method=request.method)
+            raise ApiError(500, "internal error; see the daemon log") from None
         status = resp.status
         return resp
     except web.HTTPException as exc:
@@ -40,6 +56,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         timer.observe(time.perf_counter() - started)
 
 
+def _as_api_error(exc: web.HTTPException) -> web.HTTPException:
+    """aiohttp's own 4xx (404, 405, 413 …) as a JSON message; anything else is `exc` itself."""
+    if exc.status < 400 or exc.content_type == "application/json":
+        return exc
+    message = exc.reason
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        message = "request body too large"
+    keep = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+    return ApiError(exc.status, message, headers=keep or None)
+
+
 @functools.cache
 def _route_metrics(route: str, status: int) -> tuple[Counter, Histogram]:
     # Looking children up by label costs more than the rest of a webhook's bookkeeping;
@@ -47,38 +74,10 @@ def _route_metrics(route: str, status: int) -> tuple[Counter, Histogram]:
     return metrics.HTTP_REQUESTS.labels(route, str(status)), metrics.HTTP_DURATION.labels(route)
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bad input becomes a 4xx JSON message; an unexpected failure is logged and answered 500."""
-    try:
-        return await handler(request)
-    except ApiError:
-        raise
-    except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise
-        message = exc.reason
-        if isinstance(exc, web.HTTPRequestEntityTooLarge):
-            message = "request body too large"
-        keep = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        raise ApiError(exc.status, message, headers=keep or None) from None
-    except Exception:
-        log.exception("http_handler_failed", path=request.path, method=request.method)
-        raise ApiError(500, "internal error; see the daemon log") from None
-
-
-@web.middleware
-async def admin_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api/ route needs the admin bearer token."""
-    if request.path.startswith("/api/"):
-        check_bearer(request, request.app[CONTROL_KEY])
-    return await handler(request)
-
-
 def create_app(control: Control, installers: Iterable[RouteInstaller] = ()) -> web.Application:
     """Build the app; `installers` add the routes of later parts (webhooks, engine, overview)."""
     app = web.Application(
-        middlewares=[observe, errors, admin_auth],
+        middlewares=[frame],
         client_max_size=control.settings.daemon.max_body_bytes,
     )
     app[CONTROL_KEY] = control

@@ -8,6 +8,7 @@ carry a CSRF token (an HMAC of the session nonce) and must come from our own ori
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -296,32 +297,37 @@ async def bulk_retry(request: web.Request) -> web.Response:
     raise _redirect(back, f"{out['retried']} entries back to pending; flush {out['flush']}.")
 
 
-@web.middleware
-async def page_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Page failures as HTML: a failed CSRF/origin check is 403, an unreachable store 503."""
-    try:
-        return await handler(request)
-    except _Forbidden:
-        body = "<h1>Request refused</h1><p>The form was stale or came from another site."
-        body += ' <a href="/">Reload the overview</a> and try again.</p>'
-        return _html(page("Refused", body, signed_in=False), 403)
-    except StoreError as exc:
-        if request.path.startswith("/api/"):
-            raise
-        errors = await integration_errors(request.app)
-        body = f"<h1>State store unavailable</h1><p>{escape(str(exc))}</p>"
-        return _html(page("Unavailable", body, errors=errors), 503)
+def page_errors(handler: Handler) -> Handler:
+    """Page failures as HTML: a failed CSRF/origin check is 403, an unreachable store 503.
+
+    A wrapper of each page route rather than a middleware: a middleware is one more
+    coroutine layer on every request, webhooks included, and only pages need this.
+    """
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _Forbidden:
+            body = "<h1>Request refused</h1><p>The form was stale or came from another site."
+            body += ' <a href="/">Reload the overview</a> and try again.</p>'
+            return _html(page("Refused", body, signed_in=False), 403)
+        except StoreError as exc:
+            errors = await integration_errors(request.app)
+            body = f"<h1>State store unavailable</h1><p>{escape(str(exc))}</p>"
+            return _html(page("Unavailable", body, errors=errors), 503)
+
+    return guarded
 
 
 def install(app: web.Application, api: object = None) -> None:
-    """Add the page routes, the static files and the CSRF-failure middleware."""
-    app.middlewares.append(page_errors)
-    app.router.add_get("/", overview)
-    app.router.add_get("/login", login_get)
-    app.router.add_post("/login", login_post)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/entry/{id}", entry)
-    app.router.add_post("/entry/{id}/retry", entry_retry)
-    app.router.add_post("/entry/{id}/delete", entry_delete)
-    app.router.add_post("/queue/retry", bulk_retry)
+    """Add the page routes (with their HTML error answers) and the static files."""
+    app.router.add_get("/", page_errors(overview))
+    app.router.add_get("/login", page_errors(login_get))
+    app.router.add_post("/login", page_errors(login_post))
+    app.router.add_post("/logout", page_errors(logout))
+    app.router.add_get("/entry/{id}", page_errors(entry))
+    app.router.add_post("/entry/{id}/retry", page_errors(entry_retry))
+    app.router.add_post("/entry/{id}/delete", page_errors(entry_delete))
+    app.router.add_post("/queue/retry", page_errors(bulk_retry))
     app.router.add_static("/static/", Path(__file__).parent / "static", name="static")

@@ -1,0 +1,112 @@
+"""The intake's group commits, pipelined, against SQLite and the real MariaDB."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from syncd.engine.intake import InboundIntake
+from syncd.errors import StoreError
+from syncd.model import Change, Direction, EntryStatus, ObjectType
+from syncd.store.mysql import MysqlStore
+from syncd.store.sql import SqlStore
+from syncd.store.sqlite import SqliteStore
+
+IN = Direction.INBOUND
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(backend, where): a fresh SQLite file or a fresh MariaDB database."""
+    if request.param == "mysql":
+        return "mysql", str(request.getfixturevalue("mysql_database"))
+    return "sqlite", str(tmp_path / "state" / "syncd.sqlite3")
+
+
+@pytest.fixture
+async def store(target: tuple[str, str]) -> AsyncIterator[SqlStore]:
+    kind, where = target
+    s: SqlStore = MysqlStore(where) if kind == "mysql" else SqliteStore(where)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def intake(store: SqlStore) -> AsyncIterator[InboundIntake]:
+    # Small batches and several in flight: many batches, committing side by side.
+    it = InboundIntake(store, max_batch=7, max_in_flight=3)
+    writer = asyncio.create_task(it.run())
+    try:
+        yield it
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+
+
+def change(key: str, n: int) -> Change:
+    return Change(IN, ObjectType.CONTACT, key, "webhook", {"n": n, f"f{n}": True})
+
+
+async def test_concurrent_submissions_coalesce_in_arrival_order(
+    store: SqlStore, intake: InboundIntake
+) -> None:
+    # 300 submissions over 20 records, all at once: every record's entry ends with the
+    # values of its last submission and the fields of all of them.
+    subs = [change(f"r{i % 20}", i) for i in range(300)]
+    await asyncio.gather(*(intake.submit([c]) for c in subs))
+    entries = await store.pending_entries(IN, [f"r{k}" for k in range(20)])
+    assert len(entries) == 20
+    for k in range(20):
+        mine = [i for i in range(300) if i % 20 == k]
+        e = entries[f"r{k}"]
+        assert e.payload["n"] == mine[-1]
+        assert all(e.payload[f"f{i}"] is True for i in mine)
+        assert e.changed_fields == {"n", *(f"f{i}" for i in mine)}
+    counts = await store.counts()
+    assert counts == {(IN, EntryStatus.PENDING): 20}
+    tallies = await store.queue_tallies()
+    assert tallies == {("contact", "inbound", "pending", "", ""): 20}
+
+
+async def test_a_cancelled_sender_still_has_its_change_committed(
+    store: SqlStore, intake: InboundIntake
+) -> None:
+    first = asyncio.create_task(intake.submit([change("a", 1)]))
+    second = asyncio.create_task(intake.submit([change("b", 2)]))
+    await asyncio.sleep(0)  # both are waiting for the writer
+    first.cancel()
+    await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    await intake.submit([change("c", 3)])  # committed after both batches above
+    assert set(await store.pending_entries(IN, ["a", "b", "c"])) == {"a", "b", "c"}
+
+
+async def test_store_failure_answers_the_senders_and_the_writer_goes_on(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "state" / "syncd.sqlite3")
+    await store.open()
+    it = InboundIntake(store)
+    writer = asyncio.create_task(it.run())
+    try:
+        await it.submit([change("a", 1)])
+        await store.close()
+        with pytest.raises(StoreError):
+            await it.submit([change("b", 2)])
+        await store.open()
+        await it.submit([change("c", 3)])
+        assert not writer.done()
+        assert set(await store.pending_entries(IN, ["a", "b", "c"])) == {"a", "c"}
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        await store.close()
