@@ -148,6 +148,7 @@ def calls(before: dict[str, Any], after: dict[str, Any]) -> tuple[int, int]:
 
 async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None:
     """Two runs; prints one line per run."""
+    from bench.common import record
     from syncd.config import DbsyncSettings, HttpSettings, HubSettings, RateLimitSettings
     from syncd.connectors.activecampaign import ActiveCampaignConnector
     from syncd.daemon import settle_heap
@@ -184,6 +185,7 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
     )
     runner = DbsyncRunner(store, hub, default_source, owner="bench")
     settle_heap()  # as the daemon does once started
+    lines: list[str] = []
     try:
         for label in ("first run", "second run (unchanged)"):
             reset_peak_rss()
@@ -204,6 +206,11 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
                 f"sandbox peak RSS {peak_rss_mb(sandbox_pid):,.0f} MB",
                 flush=True,
             )
+            lines.append(
+                f"{label}: {wall:.1f} s = {c['rows_read'] / wall:,.0f} rows/s, writes {writes:,},"
+                f" peak RSS {peak_rss_mb():.0f} MB, CPU daemon {cpu:.0f} s / sandbox {sb_cpu:.0f} s"
+            )
+        record(f"dbsync ({rows:,} rows)", "; ".join(lines))
     finally:
         await hub.close()
         await store.close()
