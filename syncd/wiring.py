@@ -45,9 +45,10 @@ def route_installers() -> list[RouteInstaller]:
 
 def extend_cli(sub: Any, add: AddCommand) -> None:
     """Add the subcommands of later parts (sandbox, demo, flush, queue, dbsync …)."""
-    from syncd import cli_dbsync, cli_overview, cli_sandbox, cli_sync
+    from syncd import cli_dbsync, cli_overview, cli_sandbox, cli_store, cli_sync
 
     cli_sync.register(sub, add)
     cli_overview.register(sub, add)
     cli_dbsync.register(sub, add)
     cli_sandbox.register(sub, add)
+    cli_store.register(sub, add)

@@ -336,6 +336,9 @@ class StateStore(Protocol):
     async def link_counts(self) -> dict[tuple[ObjectType, str], int]:
         """Links by object and status."""
 
+    async def recount_tallies(self) -> None:
+        """Rebuild the maintained counts from the entries and links (after hand edits)."""
+
     async def count_links(self, filt: LinkFilter) -> int:
         """How many links match `filt` (restore previews)."""
 
