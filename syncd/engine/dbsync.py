@@ -44,7 +44,6 @@ from syncd.engine.dbsync_pass import (
     Write,
     chunk_writes,
     first_error,
-    met_in,
 )
 from syncd.engine.dbsync_rows import (
     MappedRow,
@@ -319,7 +318,7 @@ class DbsyncRunner:
         if p.test or not p.record:
             return
         rows, p.record = p.record, []
-        number, _ = p.begin_commit()
+        number = p.begin_commit()
         before = p.commit_task
 
         async def commit() -> None:
@@ -358,8 +357,6 @@ class DbsyncRunner:
         # The unchanged-row test runs for every row of every run: kept inline and local.
         fast = not p.test
         prefix = p.prefix
-        run_id, seen = p.run_id, p.seen
-        inflight, buffered, *later = met  # later: commits this lookup may not show
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
         for raw, (key, _, email) in zip(look.raws, look.peeks, strict=True):
@@ -372,12 +369,8 @@ class DbsyncRunner:
                 digest, _, written_from = s.content_hash.partition(SOURCE_MARK)
                 if (
                     written_from == fp
-                    and s.run_id != run_id
-                    and s.id not in seen
-                    and email not in inflight
-                    and email not in buffered
-                    and not (later and met_in(email, later))
                     and (foreign_ok or not digest.startswith(FOREIGN))
+                    and not p.met(email, s, met)
                 ):
                     firsts[email] = key
                     unchanged += 1
@@ -426,15 +419,7 @@ class DbsyncRunner:
                 [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in emails if e not in seen]
             )
         else:
-            seen = {
-                r.email
-                for r, _ in rows
-                if met_in(r.email, met)
-                or (
-                    r.email in stored
-                    and (stored[r.email].run_id == p.run_id or stored[r.email].id in p.seen)
-                )
-            }
+            seen = {r.email for r, _ in rows if p.met(r.email, stored.get(r.email), met)}
         out = []
         for row, fp in rows:
             if row.email in seen:

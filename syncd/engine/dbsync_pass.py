@@ -110,12 +110,20 @@ class Pass:
         self.commits = [(n, e) for n, e in self.commits if n > oldest]
         return out
 
-    def begin_commit(self) -> tuple[int, set[str]]:
-        """Hand the buffered emails to a new commit; its number and the emails."""
+    def begin_commit(self) -> int:
+        """Hand the buffered emails to a new commit; its number."""
         emails, self.buffered = self.buffered, set()
         number = (self.commits[-1][0] if self.commits else self.committed) + 1
         self.commits.append((number, emails))
-        return number, emails
+        return number
+
+    def met(self, email: str, stored: DbsyncRow | None, since: list[set[str]]) -> bool:
+        """Whether an earlier row of this run had `email`: in the sets `since` gave for the
+        lookup that found `stored`, written by this run, or a stored row it already met."""
+        for emails in since:
+            if email in emails:
+                return True
+        return stored is not None and (stored.run_id == self.run_id or stored.id in self.seen)
 
     def fail(
         self,
@@ -167,8 +175,3 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(e, asyncio.CancelledError):
             return e
     return flat[0] if flat else group
-
-
-def met_in(email: str, sets: list[set[str]]) -> bool:
-    """Whether `email` is in one of the sets of `Pass.since`."""
-    return any(email in s for s in sets)

@@ -13,7 +13,8 @@ from typing import Any
 from syncd.store.base import DbsyncRow
 from syncd.store.dialect import SqlBase, Tx, chunks, marks
 
-DBSYNC_COLS = "dbsync, row_key, email, hub_id, content_hash, run_id, id"
+_ROW_COLS = "row_key, email, hub_id, content_hash, run_id, id"  # a DbsyncRow after `dbsync`
+DBSYNC_COLS = f"dbsync, {_ROW_COLS}"
 _AS_DBSYNC_ROW = functools.partial(tuple.__new__, DbsyncRow)
 _ROW_KEY = operator.itemgetter(1)  # row_key in a dbsync_rows result row
 
@@ -34,7 +35,7 @@ class DbsyncOps(SqlBase):
             out: dict[str, DbsyncRow] = {}
             for part in chunks(list(row_keys)):
                 rows = await tx.fetchall(
-                    f"SELECT ?, {DBSYNC_COLS[len('dbsync, ') :]} FROM dbsync_rows"
+                    f"SELECT ?, {_ROW_COLS} FROM dbsync_rows"
                     f" WHERE dbsync = ? AND row_key IN ({marks(len(part))})",
                     (dbsync, dbsync, *part),
                 )
