@@ -21,14 +21,15 @@ __all__ = ["env"]
 class SlowCommits:
     """The test's store, with dbsync commits that take a while."""
 
-    def __init__(self, inner: SqliteStore) -> None:
+    def __init__(self, inner: SqliteStore, delay: float = 0.3) -> None:
         self._inner = inner
+        self._delay = delay
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
     async def record_dbsync_rows(self, *args: Any) -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(self._delay)
         await self._inner.record_dbsync_rows(*args)
 
 
@@ -65,27 +66,33 @@ async def test_first_row_wins_across_lookups_commits_and_calls_in_flight(env: En
 
 
 async def test_duplicates_next_to_every_commit_boundary_are_caught(env: Env) -> None:
-    # A slice's store lookup is issued while the slice before it is still being mapped, and
-    # store commits run in the background; here the first row of every 16-row lookup slice
-    # repeats an email of the slice before, so whichever slices a commit falls between, a
-    # duplicate meets its first row in a commit its lookup may not show yet.
+    # A slice's store lookup is issued while the slices before it are still being mapped,
+    # and store commits run in the background (slowly here); the first row of every 16-row
+    # lookup slice repeats an email 40 rows back (its write call long answered), so
+    # whichever slices a commit falls between, a duplicate meets its first row in a commit
+    # its lookup may not show yet: rows written by the run (new in the first run, all
+    # changed in the second) as well as stored rows it met unchanged (third run).
     rows = [(i, f"p{i}@example.com", f"First{i}") for i in range(1, 481)]
-    later = {k: k - 4 for k in range(17, 481, 16)}
+    later = {k: k - 40 for k in range(49, 481, 16)}
     for key, first in later.items():
         rows[key - 1] = (key, f"P{first}@example.com ", f"Dup{key}")
     await env.insert(rows)
+    runner = DbsyncRunner(SlowCommits(env.store, 0.05), env.hub, default_source, owner="test")
+    expected = {"created": 480 - len(later)}
     for run in range(3):
+        if run == 1:
+            await env.sql("UPDATE people SET first_name = CONCAT('New', first_name)")
+            expected = {"updated": 480 - len(later)}
         env.sb.reset()
-        report = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
+        report = await runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
         assert report.status == "succeeded", report.error
         assert report.counts["duplicates"] == len(later)
-        if run == 0:
-            assert report.counts["created"] == 480 - len(later)
-        else:
-            assert report.counts["unchanged"] == 480 - len(later)
+        if run == 2:
+            expected = {"unchanged": 480 - len(later)}
             assert env.write_requests() == 0
+        assert {k: report.counts[k] for k in expected} == expected
     for first in later.values():
-        assert env.contact(f"p{first}@example.com").first_name == f"First{first}"  # type: ignore[union-attr]
+        assert env.contact(f"p{first}@example.com").first_name == f"NewFirst{first}"  # type: ignore[union-attr]
 
 
 async def test_hashes_without_source_fingerprint_are_completed_without_calls(env: Env) -> None:
