@@ -71,16 +71,23 @@ def test_pull_5000_changed_contacts_into_the_hub(env: Env) -> None:
     assert again["processed"] == 0
 
 
-def test_hub_failure_mid_pull_keeps_cursor_and_retry_has_no_duplicates(env: Env) -> None:
+def pull_with_half_the_imports_failing(env: Env, prefix: str) -> tuple[Any, int, Any]:
+    """A daemon after one clean pull; 1,500 new contacts, pulled while half the hub's bulk
+    imports answer 503: the daemon and the pull's answer."""
     d = start(env, FAST_HUB)
     pull(d)
-    env.sb.run(lambda: bulk_insert_contacts(env.sf, 1500, start=now_utc(), prefix="mid"))
+    env.sb.run(lambda: bulk_insert_contacts(env.sf, 1500, start=now_utc(), prefix=prefix))
     env.sb.run(
         lambda: env.ac.faults.apply(
             {"fail_ratio": 0.5, "status": 503, "fail_paths": ["/api/3/import/bulk_import"]}
         )
     )
     status, body = d.json("POST", "/api/v1/pulls/contact?wait=true", timeout=120)
+    return d, status, body
+
+
+def test_hub_failure_mid_pull_keeps_cursor_and_retry_has_no_duplicates(env: Env) -> None:
+    d, status, body = pull_with_half_the_imports_failing(env, "mid")
     assert status == 200 and body["counts"]["read"] == 1500
     assert body["counts"]["processed"] < 1500  # the pull stopped at the failed write
     env.sb.run(lambda: env.ac.faults.apply({"fail_ratio": 0.0}))
@@ -94,15 +101,7 @@ def test_hub_failure_mid_pull_keeps_cursor_and_retry_has_no_duplicates(env: Env)
 
 
 def test_failed_pull_queues_what_it_did_not_record_and_next_pull_merges_it(env: Env) -> None:
-    d = start(env, FAST_HUB)
-    pull(d)
-    env.sb.run(lambda: bulk_insert_contacts(env.sf, 1500, start=now_utc(), prefix="q"))
-    env.sb.run(
-        lambda: env.ac.faults.apply(
-            {"fail_ratio": 0.5, "status": 503, "fail_paths": ["/api/3/import/bulk_import"]}
-        )
-    )
-    status, body = d.json("POST", "/api/v1/pulls/contact?wait=true", timeout=120)
+    d, status, body = pull_with_half_the_imports_failing(env, "q")
     assert status == 200
     first = body["counts"]["processed"]
     assert first < 1500
