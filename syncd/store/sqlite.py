@@ -15,6 +15,7 @@ import contextlib
 import functools
 import re
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from pathlib import Path
@@ -84,19 +85,41 @@ class _Transaction(Generic[T]):
         self.fn = fn
         self.write = write
         self.abandoned = False  # the caller was cancelled: roll back rather than commit
+        self._lock = threading.Lock()
+        self._ended = False
+        self._on_end: Callable[[], object] | None = None
 
     def __call__(self, conn: sqlite3.Connection) -> T:
-        conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
         try:
-            result = _drive(self.fn(_SqliteTx(conn)))
             if self.abandoned:
-                raise asyncio.CancelledError
-            conn.execute("COMMIT")
-            return result
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
+                raise asyncio.CancelledError  # cancelled before it started: do nothing
+            conn.execute("BEGIN IMMEDIATE" if self.write else "BEGIN")
+            try:
+                result = _drive(self.fn(_SqliteTx(conn)))
+                if self.abandoned:
+                    raise asyncio.CancelledError
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            with self._lock:
+                self._ended = True
+                on_end = self._on_end
+            if on_end is not None:
+                on_end()
+
+    def abandon(self, on_end: Callable[[], object]) -> bool:
+        """Roll back instead of committing; `on_end` is called (on the store's thread) once
+        the transaction has ended. False if it had ended already (`on_end` is not called)."""
+        with self._lock:
+            if self._ended:
+                return False
+            self.abandoned = True
+            self._on_end = on_end
+            return True
 
 
 def _drive(coro: Awaitable[T]) -> T:
@@ -196,14 +219,23 @@ class SqliteStore(SqlStore):
         # only after the event loop's next round (a wait as long as that round, when busy).
         if not conn._running or conn._connection is None:
             raise ValueError("Connection closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
         conn._tx.put_nowait((fut, functools.partial(txn, conn._conn)))
         try:
-            return await asyncio.shield(fut)
+            # Awaited bare, not shielded: a shield costs one more event-loop round between
+            # the commit and its caller, which the intake pays once per group commit.
+            return await fut
         except asyncio.CancelledError:
             # Roll back rather than commit if it has not ended yet, and wait for it: the
             # caller must not go on while its transaction may still commit.
-            txn.abandoned = True
-            with contextlib.suppress(BaseException):
-                await fut
+            ended: asyncio.Future[None] = loop.create_future()
+            if txn.abandon(lambda: loop.call_soon_threadsafe(_set_done, ended)):
+                with contextlib.suppress(BaseException):
+                    await ended
             raise
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
