@@ -110,3 +110,56 @@ async def test_store_failure_answers_the_senders_and_the_writer_goes_on(
         with pytest.raises(asyncio.CancelledError):
             await writer
         await store.close()
+
+
+class GatedStore:
+    """The real store, logging each batch handed to it; the first batch waits for `gate`."""
+
+    def __init__(self, inner: SqlStore, log: list[tuple[str, str]]) -> None:
+        self.inner = inner
+        self.log = log
+        self.gate = asyncio.Event()
+        self.first = asyncio.Event()  # the first batch has been handed over
+
+    async def enqueue(self, changes: list[Change], *, ids: bool = True) -> list[int]:
+        keys = ",".join(c.record_key for c in changes)
+        self.log.append(("commit", keys))
+        if len(self.log) == 1:
+            self.first.set()
+            await self.gate.wait()
+        return await self.inner.enqueue(changes, ids=ids)
+
+
+async def test_the_next_batch_reaches_the_store_before_the_last_is_answered(
+    store: SqlStore,
+) -> None:
+    # The store must not sit idle while the event loop answers a batch's senders.
+    log: list[tuple[str, str]] = []
+    gated = GatedStore(store, log)
+    it = InboundIntake(gated)  # type: ignore[arg-type]
+    writer = asyncio.create_task(it.run())
+
+    async def send(key: str) -> None:
+        await it.submit([change(key, 1)])
+        log.append(("answered", key))
+
+    try:
+        a = asyncio.create_task(send("a"))
+        await gated.first.wait()
+        b = asyncio.create_task(send("b"))
+        c = asyncio.create_task(send("c"))
+        await asyncio.sleep(0.01)  # b and c wait behind a's commit
+        gated.gate.set()
+        await asyncio.gather(a, b, c)
+        assert log == [
+            ("commit", "a"),
+            ("commit", "b,c"),
+            ("answered", "a"),
+            ("answered", "b"),
+            ("answered", "c"),
+        ]
+        assert set(await store.pending_entries(IN, ["a", "b", "c"])) == {"a", "b", "c"}
+    finally:
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
