@@ -549,6 +549,37 @@ async def test_dbsync_rows(store: SqlStore) -> None:
     assert await store.count_dbsync_rows("other") == 1
 
 
+async def test_dbsync_rows_read_back_exactly_over_many_lookup_chunks(store: SqlStore) -> None:
+    # 4,500 keys span several lookup chunks on either store; hostile text survives the
+    # packed (SQLite) and the row-by-row (MySQL) result alike.
+    odd = [
+        "o'brien\\x@ex.io",
+        'quote"d@ex.io',
+        "\U0001f600@ex.io",
+        "tab\tnl\n@ex.io",
+        "null\x01@ex.io",
+    ]
+    rows = [
+        DbsyncRow(
+            "shop",
+            f"k{i:05}",
+            odd[i % len(odd)] if i % 7 == 0 else f"u{i}@x.io",
+            None if i % 3 == 0 else f"hub-{i}",
+            f"digest{i}\x1fsrc{i}",
+            10 + i % 4,
+        )
+        for i in range(4500)
+    ]
+    await store.upsert_dbsync_rows(rows)
+    asked = [r.row_key for r in rows] + ["absent-1", "absent-2"]
+    found = await store.dbsync_rows("shop", asked)
+    assert set(found) == {r.row_key for r in rows}
+    assert len({r.id for r in found.values()}) == 4500
+    for r in rows:
+        assert found[r.row_key] == r._replace(id=found[r.row_key].id)
+        assert type(found[r.row_key].run_id) is int and type(found[r.row_key].id) is int
+
+
 async def test_record_dbsync_rows_upserts_and_marks_seen_together(store: SqlStore) -> None:
     old = [DbsyncRow("shop", f"{i:03}", f"u{i}@x.io", f"h{i}", f"c{i}", 1) for i in range(6)]
     await store.upsert_dbsync_rows([*old, DbsyncRow("other", "000", "o@x.io", "h", "c", 1)])
