@@ -109,7 +109,8 @@ class _Transaction(Generic[T]):
                 self._ended = True
                 on_end = self._on_end
             if on_end is not None:
-                on_end()
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    on_end()
 
     def abandon(self, on_end: Callable[[], object]) -> bool:
         """Roll back instead of committing; `on_end` is called (on the store's thread) once
