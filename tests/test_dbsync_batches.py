@@ -28,9 +28,9 @@ class SlowCommits:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    async def record_dbsync_rows(self, *args: Any) -> None:
+    async def upsert_dbsync_rows(self, *args: Any) -> None:
         await asyncio.sleep(self._delay)
-        await self._inner.record_dbsync_rows(*args)
+        await self._inner.upsert_dbsync_rows(*args)
 
 
 ROWS = [

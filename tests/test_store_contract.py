@@ -538,7 +538,7 @@ async def test_dbsync_rows(store: SqlStore) -> None:
     assert set(found) == {"001", "002"}
     # An upsert keeps the row's id (dbsync remembers the rows a pass met by id).
     assert found["001"] == DbsyncRow("shop", "001", "new@x.io", None, "c1b", 2, first["001"].id)
-    await store.touch_dbsync_rows("shop", [f"{i:03}" for i in range(5)], 2)
+    await store.upsert_dbsync_rows([r._replace(run_id=2) for r in rows[:5]])
     gone = await store.dbsync_rows_not_seen("shop", 2, limit=3)
     assert [r.row_key for r in gone] == ["005", "006", "007"]
     more = await store.dbsync_rows_not_seen("shop", 2, after_key="007")
@@ -580,23 +580,25 @@ async def test_dbsync_rows_read_back_exactly_over_many_lookup_chunks(store: SqlS
         assert type(found[r.row_key].run_id) is int and type(found[r.row_key].id) is int
 
 
-async def test_record_dbsync_rows_upserts_and_marks_seen_together(store: SqlStore) -> None:
+async def test_upsert_dbsync_rows_of_a_run_leave_the_others_unseen(store: SqlStore) -> None:
     old = [DbsyncRow("shop", f"{i:03}", f"u{i}@x.io", f"h{i}", f"c{i}", 1) for i in range(6)]
     await store.upsert_dbsync_rows([*old, DbsyncRow("other", "000", "o@x.io", "h", "c", 1)])
     written = [
         DbsyncRow("shop", "001", "u1@x.io", "h1", "c1b", 3),
+        DbsyncRow("shop", "002", "u2@x.io", "h2", "c2", 3),
+        DbsyncRow("shop", "003", "u3@x.io", "h3", "c3", 3),
         DbsyncRow("shop", "100", "n@x.io", "h9", "n", 3),
     ]
-    await store.record_dbsync_rows("shop", 3, written, ["002", "003", "003", "zzz"])
+    await store.upsert_dbsync_rows(written)
     found = await store.dbsync_rows("shop", ["001", "002", "003", "004", "100"])
     assert found["001"] == written[0]._replace(id=found["001"].id)
-    assert found["100"] == written[1]._replace(id=found["100"].id)
+    assert found["100"] == written[3]._replace(id=found["100"].id)
     assert (found["002"].run_id, found["003"].run_id, found["004"].run_id) == (3, 3, 1)
-    assert found["002"].content_hash == "c2"  # seen only: what was written stays
+    assert found["002"].content_hash == "c2"
     gone = await store.dbsync_rows_not_seen("shop", 3)
     assert [r.row_key for r in gone] == ["000", "004", "005"]
     assert (await store.dbsync_rows("other", ["000"]))["000"].run_id == 1
-    await store.record_dbsync_rows("shop", 4, [], [])
+    await store.upsert_dbsync_rows([])
     assert await store.count_dbsync_rows("shop") == 7
 
 

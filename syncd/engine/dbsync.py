@@ -327,7 +327,7 @@ class DbsyncRunner:
             try:
                 if before is not None and not before.done():
                     await before
-                await self.store.record_dbsync_rows(p.cfg.name, p.run_id, rows, ())
+                await self.store.upsert_dbsync_rows(rows)
             except BaseException:
                 # Failed, or cancelled with the pass: handed back, so the last commit of a
                 # failing pass still records what the hub accepted.

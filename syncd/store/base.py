@@ -408,14 +408,6 @@ class StateStore(Protocol):
     ) -> list[DbsyncRow]:
         """Rows of this dbsync whose last run is older than `run_id` (gone from the source)."""
 
-    async def touch_dbsync_rows(self, dbsync: str, row_keys: Sequence[str], run_id: int) -> None:
-        """Mark rows as seen by `run_id` without changing what was written."""
-
-    async def record_dbsync_rows(
-        self, dbsync: str, run_id: int, rows: Sequence[DbsyncRow], seen: Sequence[str]
-    ) -> None:
-        """Upsert `rows` and mark the `seen` keys of `dbsync` as met by `run_id`, atomically."""
-
     async def delete_dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> None:
         """Forget rows removed from the list."""
 

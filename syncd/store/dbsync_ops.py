@@ -22,7 +22,7 @@ _SQLITE_CHUNK = 2000  # keys per packed lookup (a dbsync's lookup slice: one ste
 
 
 class DbsyncOps(SqlBase):
-    """Read, record, mark seen and forget the rows a dbsync wrote."""
+    """Read, record and forget the rows a dbsync wrote."""
 
     @staticmethod
     def _dbsync_row(r: Sequence[Any]) -> DbsyncRow:
@@ -101,48 +101,6 @@ class DbsyncOps(SqlBase):
             return [self._dbsync_row(r) for r in rows]
 
         return await self._run(op, write=False)
-
-    async def touch_dbsync_rows(self, dbsync: str, row_keys: Sequence[str], run_id: int) -> None:
-        """Mark rows as seen by `run_id` without changing what was written."""
-        keys = sorted(set(row_keys))
-
-        async def op(tx: Tx) -> None:
-            for part in chunks(keys):
-                await tx.execute(
-                    f"UPDATE dbsync_rows SET run_id = ? WHERE dbsync = ?"
-                    f" AND row_key IN ({marks(len(part))})",
-                    (run_id, dbsync, *part),
-                )
-
-        await self._run(op)
-
-    async def record_dbsync_rows(
-        self, dbsync: str, run_id: int, rows: Sequence[DbsyncRow], seen: Sequence[str]
-    ) -> None:
-        """Record written rows and mark `seen` keys as met by `run_id`, in one transaction.
-
-        One commit for many batches: a commit per batch (upsert, then touch) was most of a
-        dbsync run's store time.
-        """
-        upsert = self._upsert_dbsync_params(rows)
-        # Not sorted: only this dbsync's one run writes its rows, so no lock order to keep,
-        # and sorting a run's every key on the event loop cost more than the UPDATE saved.
-        keys = list(set(seen))
-        if not upsert and not keys:
-            return
-        sql = self._upsert_dbsync_sql()
-
-        async def op(tx: Tx) -> None:
-            for part in chunks(upsert, 1000):
-                await tx.executemany(sql, part)
-            for kpart in chunks(keys):
-                await tx.execute(
-                    f"UPDATE dbsync_rows SET run_id = ? WHERE dbsync = ?"
-                    f" AND row_key IN ({marks(len(kpart))})",
-                    (run_id, dbsync, *kpart),
-                )
-
-        await self._run(op, conflict_retry=True)
 
     async def delete_dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> None:
         """Forget rows removed from the list."""
