@@ -61,13 +61,9 @@ class Dialect:
         """A datetime as the driver stores it: UTC, microsecond precision."""
         if dt is None:
             return None
-        utc = as_utc(dt)
         if self.name == "mysql":
-            return utc.replace(tzinfo=None)
-        if utc.year < 1000:  # isoformat pads the year to four digits, strftime does not
-            return utc.strftime(_TS_FORMAT)
-        # The same text as _TS_FORMAT, several times faster than strftime.
-        return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return as_utc(dt).replace(tzinfo=None)
+        return self.ts_text(dt)
 
     def ts_text(self, dt: datetime) -> str:
         """A timestamp as text that both drivers store in a timestamp column as `ts` would.
@@ -75,8 +71,9 @@ class Dialect:
         For rows written in bulk: pymysql escapes a datetime several times slower than text.
         """
         utc = as_utc(dt)
-        if utc.year < 1000:
+        if utc.year < 1000:  # isoformat pads the year to four digits, strftime does not
             return utc.strftime(_TS_FORMAT)
+        # The same text as _TS_FORMAT, several times faster than strftime.
         return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
 
     def from_ts(self, value: Any) -> datetime | None:

@@ -74,7 +74,7 @@ def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _small_json(value: Mapping[str, Any]) -> str:
-    return "{}" if not value else dump_json(dict(value))
+    return "{}" if not value else dump_json(_as_dict(value))
 
 
 @lru_cache(maxsize=256)
