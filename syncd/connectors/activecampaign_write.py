@@ -9,7 +9,6 @@ least one ``import/info`` read per chunk (none with ``confirm_imports=False``).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from syncd.connectors.activecampaign_util import (
     record_error,
 )
 from syncd.connectors.http import HttpResponse, RateLimiter
+from syncd.jsontext import compact_encoder
 from syncd.model import ErrorCategory, WriteItem, WriteOp, WriteResult
 
 BULK_MAX = 250
@@ -32,7 +32,7 @@ STANDARD = {"email": "email", "firstName": "first_name", "lastName": "last_name"
 ALIASES = {"first_name": "firstName", "last_name": "lastName"}
 META_KEYS = {"tags", "lists", "id"}
 # Bulk bodies: compact, and no circular-reference bookkeeping per contact (plain data).
-_BODY_JSON = json.JSONEncoder(check_circular=False, separators=(",", ":"))
+_BODY_JSON = compact_encoder(default=None)
 
 
 class AcApi(Protocol):
@@ -321,14 +321,14 @@ def _chunks(rows: list[_Row]) -> list[tuple[list[_Row], bytes | None]]:
         row.payload = _bulk_payload(row)
     for start in range(0, len(rows), BULK_MAX):
         window = rows[start : start + BULK_MAX]
-        body = _BODY_JSON.encode({"contacts": [r.payload for r in window]})
+        body = _BODY_JSON({"contacts": [r.payload for r in window]})
         if len(body) <= BULK_MAX_BYTES:  # the usual case: far under the limit
             out.append((window, body.encode("ascii")))
             continue
         cur: list[_Row] = []
         size = 0
         for row in window:
-            n = len(_BODY_JSON.encode(row.payload)) + 1
+            n = len(_BODY_JSON(row.payload)) + 1
             if cur and size + n > BULK_MAX_BYTES:
                 out.append((cur, None))
                 cur, size = [], 0

@@ -7,9 +7,8 @@ Pure functions over tuples from the source; no I/O.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any, Protocol
@@ -18,29 +17,14 @@ from syncd.config import DbsyncSettings
 from syncd.engine.matching import is_valid_email
 from syncd.engine.rules import rule_fields
 from syncd.errors import ConfigError
+from syncd.jsontext import compact_encoder
 from syncd.model import FieldInfo
 
 TAGS = "tags"
 TAG_MAX = 255  # ActiveCampaign's tag name column; HubSpot option labels are shorter still
 _TAG_SPLIT = re.compile(r"[,;]")
-# The hash's JSON settings, built once: json.dumps with options makes an encoder per call.
-_HASH_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def _reusable_encode() -> Callable[[Any], str]:
-    """_HASH_JSON.encode without building the C encoder again on every call (about half of
-    its cost for one row's values); the same text, and the plain encoder where there is no C
-    accelerator."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    quote = getattr(json.encoder, "c_encode_basestring", None)
-    if make is None or quote is None:
-        return _HASH_JSON.encode
-    # No markers: the hashed values are lists of strings, never self-referencing.
-    encode = make(None, _HASH_JSON.default, quote, None, ":", ",", False, False, True)
-    return lambda value: "".join(encode(value, 0))
-
-
-_hash_encode = _reusable_encode()
+# The hash's JSON text (compact, UTF-8 kept), with the C encoder built once.
+_hash_encode = compact_encoder(ensure_ascii=False, default=None)
 # Bump when map_row gives another result for the same values and plan: stored source
 # fingerprints then stop matching and every row is mapped and compared once more.
 _MAPPING_VERSION = "1"
@@ -225,7 +209,7 @@ def peek_rows(plan: RowPlan, rows: Sequence[Sequence[Any]]) -> list[tuple[str, s
 def fingerprint_prefix(plan: RowPlan) -> str:
     """What every source fingerprint of a pass starts with: a hash of everything but the
     values that decides what map_row makes of a row (see `source_fingerprint`)."""
-    seed = _HASH_JSON.encode(
+    seed = _hash_encode(
         [
             _MAPPING_VERSION,
             list(plan.columns),
