@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,9 @@ import pytest
 from syncd.engine.intake import InboundIntake
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ObjectType
+from syncd.store.base import ChangeFeed, FeedBatch
 from syncd.store.mysql import MysqlStore
+from syncd.store.queue import stream_batches
 from syncd.store.sql import SqlStore
 from syncd.store.sqlite import SqliteStore
 
@@ -39,8 +42,8 @@ async def store(target: tuple[str, str]) -> AsyncIterator[SqlStore]:
 
 @pytest.fixture
 async def intake(store: SqlStore) -> AsyncIterator[InboundIntake]:
-    # Small batches and several in flight: many batches, committing side by side.
-    it = InboundIntake(store, max_batch=7, max_in_flight=3)
+    # Small batches: many batches, each taken while the last one commits.
+    it = InboundIntake(store, max_batch=7)
     writer = asyncio.create_task(it.run())
     try:
         yield it
@@ -129,6 +132,9 @@ class GatedStore:
             await self.gate.wait()
         return await self.inner.enqueue(changes, ids=ids)
 
+    async def enqueue_stream(self, feed: ChangeFeed) -> None:
+        await stream_batches(self.enqueue, feed)
+
 
 async def test_the_next_batch_reaches_the_store_before_the_last_is_answered(
     store: SqlStore,
@@ -163,3 +169,81 @@ async def test_the_next_batch_reaches_the_store_before_the_last_is_answered(
         writer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await writer
+
+
+class EndlessFeed:
+    """A feed with one more single-change batch whenever asked, until `close`; it records
+    what was taken (from whichever thread) and how each batch was settled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = True
+        self.taken: list[int] = []
+        self.outcomes: list[tuple[int, StoreError | None]] = []
+        self._settling = asyncio.Event()
+
+    def take(self) -> FeedBatch | None:
+        with self._lock:
+            if not self._open:
+                return None
+            n = len(self.taken)
+            self.taken.append(n)
+        return FeedBatch([change(f"s{n}", n)], n)
+
+    def settled(self, batch: FeedBatch, error: StoreError | None) -> None:
+        self.outcomes.append((batch.ref, error))
+        self._settling.set()
+
+    def close(self) -> None:
+        with self._lock:
+            self._open = False
+
+    async def committed(self, n: int) -> None:
+        while sum(1 for _, e in self.outcomes if e is None) < n:
+            self._settling.clear()
+            await self._settling.wait()
+
+
+async def stored_keys(store: SqlStore, feed: EndlessFeed) -> set[str]:
+    keys = [f"s{n}" for n in feed.taken]
+    return set(await store.pending_entries(IN, keys))
+
+
+async def test_an_endless_stream_leaves_room_for_other_store_work(store: SqlStore) -> None:
+    # Senders that never stop must not starve the API and the flush: a read gets its turn.
+    feed = EndlessFeed()
+    stream = asyncio.create_task(store.enqueue_stream(feed))
+    await feed.committed(3)
+    read = asyncio.create_task(store.counts())
+    await asyncio.wait([read], timeout=10)
+    answered_while_streaming = read.done()
+    feed.close()
+    await asyncio.wait_for(stream, 10)
+    assert answered_while_streaming
+    assert (await read)[(IN, EntryStatus.PENDING)] >= 3
+    await asyncio.sleep(0.01)  # the last settle runs on the loop
+    # Every batch taken was settled once, committed, and is in the queue.
+    assert sorted(ref for ref, _ in feed.outcomes) == feed.taken
+    assert all(e is None for _, e in feed.outcomes)
+    assert await stored_keys(store, feed) == {f"s{n}" for n in feed.taken}
+
+
+async def test_a_cancelled_stream_settles_every_batch_it_took(store: SqlStore) -> None:
+    feed = EndlessFeed()
+    stream = asyncio.create_task(store.enqueue_stream(feed))
+    await feed.committed(5)
+    stream.cancel()
+    await asyncio.wait([stream], timeout=10)
+    ended_on_cancel = stream.done()
+    taken = list(feed.taken)
+    feed.close()  # what a stuck stream would still be taking from
+    with pytest.raises(asyncio.CancelledError):
+        await stream
+    assert ended_on_cancel
+    await asyncio.sleep(0.01)
+    assert sorted(ref for ref, _ in feed.outcomes) == taken  # nobody waits for ever
+    committed = {f"s{ref}" for ref, e in feed.outcomes if e is None}
+    assert len(committed) >= 5
+    # A batch answered as committed is in the queue; one answered with an error is not.
+    assert await stored_keys(store, feed) == committed
+    assert len(feed.taken) == len(taken)  # nothing is taken once the stream has ended

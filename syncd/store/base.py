@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from syncd.errors import StoreError
 from syncd.model import (
     Change,
     Direction,
@@ -21,6 +22,25 @@ from syncd.model import (
     RunKind,
     RunTrigger,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedBatch:
+    """Changes a store commits in one transaction; `ref` is the feed's own (who waits)."""
+
+    changes: Sequence[Change]
+    ref: Any = None
+
+
+class ChangeFeed(Protocol):
+    """Where a store takes intake batches from, and where it reports how each one ended."""
+
+    def take(self) -> FeedBatch | None:
+        """The next batch, or None: nothing waits (end the stream). Safe from any thread."""
+
+    def settled(self, batch: FeedBatch, error: StoreError | None) -> None:
+        """`batch` is committed (error None) or not at all; called on the event loop, in
+        the order the batches were taken."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,10 @@ class StateStore(Protocol):
         input order (equal ids where two changes coalesced); with ``ids=False`` an empty list,
         which spares the store a query when the caller has no use for them.
         """
+
+    async def enqueue_stream(self, feed: ChangeFeed) -> None:
+        """Group commit: `enqueue` the batches `feed` hands over, one transaction each, until
+        it has none; a failed batch is settled with its StoreError and the stream goes on."""
 
     async def claim_pending(
         self,

@@ -9,13 +9,16 @@ older one (newer values win, changed fields united) and the absorbed row is reco
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
+from syncd.store.base import ChangeFeed
 from syncd.store.dialect import (
     Tx,
     as_utc,
@@ -100,6 +103,30 @@ class _Merged:
         self.name = name if name is not None else self.name
 
 
+async def stream_batches(enqueue: Callable[..., Awaitable[list[int]]], feed: ChangeFeed) -> None:
+    """`enqueue` the feed's batches in turn until it has none.
+
+    The next batch is handed to the store in the same event-loop step in which the last one
+    came back, and only then is the last one settled: each loop round between two commits
+    (a busy round writes a dozen responses) would be time the store sits idle.
+    """
+    loop = asyncio.get_running_loop()
+    batch = feed.take()
+    while batch is not None:
+        try:
+            await enqueue(batch.changes, ids=False)
+            error = None
+        except StoreError as exc:
+            error = exc
+        except BaseException:
+            # Cancelled (shutdown) or a bug: its senders must not wait for ever, nor get 2xx.
+            stopped = StoreError("intake stopped before the change was committed")
+            loop.call_soon(feed.settled, batch, stopped)
+            raise
+        done, batch = batch, feed.take()
+        loop.call_soon(feed.settled, done, error)
+
+
 class QueueOps(TallyOps):
     """Queue methods of the StateStore protocol, shared by both SQL backends."""
 
@@ -139,6 +166,16 @@ class QueueOps(TallyOps):
         """Commit changes in one transaction, coalescing each into its record's pending entry."""
         if not changes:
             return []
+        return await self._run(self.enqueue_op(changes, ids=ids), conflict_retry=True)
+
+    async def enqueue_stream(self, feed: ChangeFeed) -> None:
+        """Commit `feed`'s batches one after another (the SQLite store overrides this)."""
+        await stream_batches(self.enqueue, feed)
+
+    def enqueue_op(
+        self, changes: Sequence[Change], *, ids: bool
+    ) -> Callable[[Tx], Awaitable[list[int]]]:
+        """The transaction function `enqueue` runs: coalesces `changes` into pending entries."""
         keys = [pending_key(c.direction, c.object, c.record_key) for c in changes]
         groups: dict[str, _Merged] = {}
         for key, c in zip(keys, changes, strict=True):
@@ -244,7 +281,7 @@ class QueueOps(TallyOps):
                 await self._apply_tallies(tx, delta)
             return [by_key[k] for k in keys] if ids else []
 
-        return await self._run(op, conflict_retry=True)
+        return op
 
     async def _inserted_ids(self, tx: Tx, new_keys: Sequence[str]) -> dict[str, int]:
         """The ids of the pending entries just inserted for `new_keys` (in that order)."""

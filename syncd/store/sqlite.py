@@ -16,6 +16,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from itertools import chain
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from syncd.errors import StoreError
+from syncd.store.base import ChangeFeed, FeedBatch
 from syncd.store.dialect import Dialect, Tx
 from syncd.store.sql import SqlStore
 
@@ -198,19 +200,80 @@ class SqliteStore(SqlStore):
             txn = _Transaction(fn, write)
             try:
                 return await self._in_thread(conn, txn)
-            except sqlite3.OperationalError as exc:
-                # Another process (a CLI, a backup) held the file past busy_timeout.
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if not busy or attempt == _BUSY_RETRIES - 1:
-                    raise StoreError(f"sqlite store: {exc}") from exc
-            except sqlite3.IntegrityError as exc:
-                if not conflict_retry or attempt == _BUSY_RETRIES - 1:
-                    raise StoreError(f"sqlite store: {exc}") from exc
             except (sqlite3.Error, ValueError) as exc:
                 # aiosqlite raises ValueError once its connection is closed.
-                raise StoreError(f"sqlite store: {exc}") from exc
-            await asyncio.sleep(0.05 * (attempt + 1))
+                last = attempt == _BUSY_RETRIES - 1
+                error = _give_up(exc, conflict_retry=conflict_retry, last=last)
+                if error is not None:
+                    raise error from exc
+            await asyncio.sleep(_retry_delay(attempt))
         raise StoreError("sqlite store: retries exhausted")  # pragma: no cover
+
+    async def enqueue_stream(self, feed: ChangeFeed) -> None:
+        """Commit `feed`'s batches on the connection's thread, back to back.
+
+        The next batch starts the moment the last one has committed, while the event loop
+        answers that one's senders: a round trip through a busy loop between two commits
+        left the store idle for most of each cycle (bench/intake.py). After each batch the
+        stream gives way to other work queued for the thread (API reads, flush claims).
+        """
+        conn = self._conn
+        if conn is None or not conn._running or conn._connection is None:
+            await super().enqueue_stream(feed)  # each batch fails as enqueue would
+            return
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        ended: asyncio.Future[None] = loop.create_future()
+
+        def settle(batch: FeedBatch, error: StoreError | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(feed.settled, batch, error)
+
+        def stream(db: sqlite3.Connection) -> None:
+            try:
+                while not stop.is_set():
+                    batch = feed.take()
+                    if batch is None:
+                        return
+                    try:
+                        self._commit_here(db, self.enqueue_op(batch.changes, ids=False))
+                    except StoreError as exc:
+                        settle(batch, exc)
+                    except BaseException:
+                        settle(batch, StoreError("sqlite store: the intake commit failed"))
+                        raise
+                    else:
+                        settle(batch, None)
+                    if not conn._tx.empty():
+                        return  # other work waits for this thread: it goes first
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_set_done, ended)
+
+        done: asyncio.Future[None] = loop.create_future()
+        conn._tx.put_nowait((done, functools.partial(stream, conn._conn)))
+        try:
+            await done
+        except asyncio.CancelledError:
+            # The batch being committed is not cut short (it may be durable already): the
+            # stream stops after it, and the caller goes on once it has.
+            stop.set()
+            with contextlib.suppress(BaseException):
+                await ended
+            raise
+
+    @staticmethod
+    def _commit_here(db: sqlite3.Connection, fn: Callable[[Tx], Awaitable[Any]]) -> None:
+        """Run write transaction `fn` on the connection's own thread, retried as in `_run`."""
+        for attempt in range(_BUSY_RETRIES):
+            try:
+                _Transaction(fn, write=True)(db)
+                return
+            except sqlite3.Error as exc:
+                error = _give_up(exc, conflict_retry=True, last=attempt == _BUSY_RETRIES - 1)
+                if error is not None:
+                    raise error from exc
+            time.sleep(_retry_delay(attempt))  # the store's thread: nothing else runs on it
 
     @staticmethod
     async def _in_thread(conn: aiosqlite.Connection, txn: _Transaction[T]) -> T:
@@ -235,6 +298,20 @@ class SqliteStore(SqlStore):
                 with contextlib.suppress(BaseException):
                     await ended
             raise
+
+
+def _give_up(exc: Exception, *, conflict_retry: bool, last: bool) -> StoreError | None:
+    """The StoreError a failed transaction ends with, or None: try it again."""
+    if isinstance(exc, sqlite3.OperationalError):
+        # Another process (a CLI, a backup) held the file past busy_timeout.
+        retry = "locked" in str(exc) or "busy" in str(exc)
+    else:
+        retry = conflict_retry and isinstance(exc, sqlite3.IntegrityError)
+    return None if retry and not last else StoreError(f"sqlite store: {exc}")
+
+
+def _retry_delay(attempt: int) -> float:
+    return 0.05 * (attempt + 1)
 
 
 def _set_done(fut: asyncio.Future[None]) -> None:
