@@ -413,6 +413,23 @@ MIGRATIONS: tuple[Migration, ...] = (
             " ADD PRIMARY KEY (object, direction, status, category, reason, shard)",
         ),
     ),
+    Migration(
+        7,
+        "fewer queue indexes for each webhook to write",
+        # Every intake commit writes each queue index; on SQLite they were most of its cost.
+        # The health breakdown reads the tallies (v4), so its index only slowed writes; an
+        # entry has a lease and a run only once a flush took it, so on SQLite (which has
+        # partial indexes) those two indexes leave the rows the webhooks add alone.
+        sqlite=(
+            "DROP INDEX IF EXISTS ix_queue_health",
+            "DROP INDEX IF EXISTS ix_queue_lease",
+            "CREATE INDEX ix_queue_lease ON queue_entries (status, lease_expires_at)"
+            " WHERE lease_expires_at IS NOT NULL",
+            "DROP INDEX IF EXISTS ix_queue_run",
+            "CREATE INDEX ix_queue_run ON queue_entries (run_id) WHERE run_id IS NOT NULL",
+        ),
+        mysql=("DROP INDEX IF EXISTS ix_queue_health ON queue_entries",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
