@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable
 from pathlib import Path
 
 from syncd.model import Change, Direction, ObjectType
@@ -10,14 +11,14 @@ from syncd.store.base import EntryFilter
 from syncd.store.sqlite import SqliteStore
 
 
-async def traced(store: SqliteStore, call: object) -> list[str]:
+async def traced(store: SqliteStore, call: Awaitable[object]) -> list[str]:
     """The SELECTs on queue_entries that `await call` ran, with their values bound."""
     seen: list[str] = []
     conn = store._conn
     assert conn is not None
     await conn.set_trace_callback(seen.append)
     try:
-        await call  # type: ignore[misc]
+        await call
     finally:
         await conn.set_trace_callback(None)
     return [s for s in seen if s.lstrip().upper().startswith("SELECT") and "queue_entries" in s]

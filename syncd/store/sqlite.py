@@ -218,7 +218,7 @@ class SqliteStore(SqlStore):
         stream gives way to other work queued for the thread (API reads, flush claims).
         """
         conn = self._conn
-        if conn is None or not conn._running or conn._connection is None:
+        if conn is None or not _is_open(conn):
             await super().enqueue_stream(feed)  # each batch fails as enqueue would
             return
         loop = asyncio.get_running_loop()
@@ -281,7 +281,7 @@ class SqliteStore(SqlStore):
         # the public API offers that per statement only (see _Transaction). Queued here as
         # its _execute does, but at once: through a task, the thread got the transaction
         # only after the event loop's next round (a wait as long as that round, when busy).
-        if not conn._running or conn._connection is None:
+        if not _is_open(conn):
             raise ValueError("Connection closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
@@ -298,6 +298,11 @@ class SqliteStore(SqlStore):
                 with contextlib.suppress(BaseException):
                     await ended
             raise
+
+
+def _is_open(conn: aiosqlite.Connection) -> bool:
+    """Whether aiosqlite's thread still takes work (it stops once the connection closes)."""
+    return bool(conn._running) and conn._connection is not None
 
 
 def _give_up(exc: Exception, *, conflict_retry: bool, last: bool) -> StoreError | None:
