@@ -15,7 +15,7 @@ import pytest
 from syncd.config import HttpSettings, HubSettings, RateLimitSettings
 from syncd.connectors.activecampaign import ActiveCampaignConnector
 from syncd.connectors.activecampaign_util import parse_ac_datetime
-from syncd.connectors.activecampaign_write import BULK_MAX, BULK_MAX_BYTES, _chunks, _Row
+from syncd.connectors.activecampaign_write import BULK_MAX, BULK_MAX_BYTES, _BulkRow, _chunks
 from syncd.connectors.base import HubConnector
 from syncd.errors import AuthError
 from syncd.model import ErrorCategory, ObjectType, SyncTag, WriteItem, WriteOp
@@ -388,13 +388,17 @@ def test_bulk_chunks_stay_under_the_body_limit_and_keep_every_row_in_order() -> 
     """A window of 250 rows over AC's body limit is split by measured size; small windows are
     sent with the body encoded while measuring them."""
     big = [
-        _Row(i, f"p{i}@example.com", {"email": f"p{i}@example.com"}, {"1": "x" * 3000})
+        _BulkRow(
+            i,
+            f"p{i}@example.com",
+            {"email": f"p{i}@example.com", "fields": [{"id": 1, "value": "x" * 3000}]},
+        )
         for i in range(300)
     ]
-    small = [_Row(i, f"s{i}@example.com", {"email": f"s{i}@example.com"}, {}) for i in range(260)]
+    small = [_BulkRow(i, f"s{i}@example.com", {"email": f"s{i}@example.com"}) for i in range(260)]
     for rows in (big, small):
         chunks = _chunks(rows)
-        assert [r.index for c, _ in chunks for r in c] == [r.index for r in rows]
+        assert [r.pos for c, _ in chunks for r in c] == [r.pos for r in rows]
         for chunk, encoded in chunks:
             body = {"contacts": [r.payload for r in chunk]}
             assert 0 < len(chunk) <= BULK_MAX

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from syncd.connectors.activecampaign_util import (
     EMAIL_RE,
@@ -79,7 +79,14 @@ class _Row:
     tags: list[str] = field(default_factory=list)
     lists: list[str] = field(default_factory=list)
     id: str | None = None
-    payload: dict[str, Any] = field(default_factory=dict)  # its bulk_import entry, once built
+
+
+class _BulkRow(NamedTuple):
+    """One contact of a bulk import: its input position, email and bulk_import entry."""
+
+    pos: int
+    email: str
+    payload: dict[str, Any]
 
 
 def _as_list(value: Any) -> list[str]:
@@ -111,11 +118,7 @@ async def _prepare(
                 continue
             is_std, name = kind
             if not name:
-                problem = failed(
-                    ErrorCategory.MAPPING,
-                    "UNKNOWN_FIELD",
-                    f"activecampaign has no contact field named {ALIASES.get(key, key)!r}",
-                )
+                problem = _unknown_field(key)
                 break
             if type(value) is not str:  # str() only when needed: this runs per value
                 value = "" if value is None else str(value)
@@ -125,9 +128,7 @@ async def _prepare(
                 custom[name] = value
         email = std.get("email", "")
         if problem is None and (need_email or email) and not EMAIL_RE.match(email):
-            problem = failed(
-                ErrorCategory.VALIDATION, "INVALID_EMAIL", f"invalid email address: {email!r}"
-            )
+            problem = _invalid_email(email)
         if problem is not None:
             results[i] = problem
             continue
@@ -160,14 +161,97 @@ async def _field_kind(api: AcApi, key: str) -> tuple[bool, str] | None:
 async def write_contacts(api: AcApi, op: WriteOp, items: Sequence[WriteItem]) -> list[WriteResult]:
     """Write contacts matched by email; large upserts go through bulk import."""
     results: list[WriteResult | None] = [None] * len(items)
+    if op is WriteOp.UPSERT and len(items) > api.bulk_threshold:
+        bulk = await _prepare_bulk(api, items, results)
+        if len(bulk) > api.bulk_threshold:
+            await _bulk(api, bulk, results)
+            return _filled(results)
+        results = [None] * len(items)  # too few valid rows for an import: one by one below
     by_id = op is WriteOp.UPDATE and all(i.id for i in items)
     rows = await _prepare(api, items, results, need_email=not by_id)
-    if op is WriteOp.UPSERT and len(rows) > api.bulk_threshold:
-        await _bulk(api, rows, results)
-    else:
-        for row in rows:
-            results[row.index] = await _one(api, op, row)
+    for row in rows:
+        results[row.index] = await _one(api, op, row)
+    return _filled(results)
+
+
+def _filled(results: list[WriteResult | None]) -> list[WriteResult]:
     return [r or failed(ErrorCategory.TRANSIENT, "NO_RESULT", "no result") for r in results]
+
+
+async def _prepare_bulk(
+    api: AcApi, items: Sequence[WriteItem], results: list[WriteResult | None]
+) -> list[_BulkRow]:
+    """Each valid item as its bulk_import entry, built in one pass over its fields (the
+    rules of _prepare); invalid items get their result here."""
+    # Per call, not per item: how each field key is written, and the list subscriptions.
+    kinds: dict[str, str | int | None] = {}
+    subscriptions: dict[Any, list[dict[str, int]]] = {}
+    rows: list[_BulkRow] = []
+    for i, item in enumerate(items):
+        payload: dict[str, Any] = {}
+        custom: list[dict[str, Any]] = []
+        problem: WriteResult | None = None
+        fields = item.fields
+        for key, value in fields.items():
+            if key in kinds:
+                kind = kinds[key]
+            else:
+                kind = kinds[key] = await _bulk_kind(api, key)
+            if kind is None:
+                continue
+            if kind == "":
+                problem = _unknown_field(key)
+                break
+            if type(value) is not str:
+                value = "" if value is None else str(value)
+            if isinstance(kind, str):
+                payload[kind] = value.strip()
+            else:
+                custom.append({"id": kind, "value": value})
+        email = payload.get("email", "")
+        if problem is None and not EMAIL_RE.match(email):
+            problem = _invalid_email(email)
+        if problem is not None:
+            results[i] = problem
+            continue
+        if custom:
+            payload["fields"] = custom
+        tags = fields.get("tags")
+        if tags:
+            payload["tags"] = _as_list(tags)
+        lists = fields.get("lists")
+        if lists:
+            which = lists if isinstance(lists, str) else tuple(lists)
+            sub = subscriptions.get(which)
+            if sub is None:  # one shared list: the encoder writes it out for every contact
+                sub = subscriptions[which] = [{"listid": int(lid)} for lid in _as_list(lists)]
+            payload["subscribe"] = sub
+        rows.append(_BulkRow(i, email, payload))
+    return rows
+
+
+async def _bulk_kind(api: AcApi, key: str) -> str | int | None:
+    """_field_kind in bulk_import's terms: the attribute name (str) or custom field id (int);
+    "" when AC has no such field, None for the keys handled apart."""
+    kind = await _field_kind(api, key)
+    if kind is None:
+        return None
+    is_std, name = kind
+    if not name:
+        return ""
+    return STANDARD[name] if is_std else int(name)
+
+
+def _unknown_field(key: str) -> WriteResult:
+    return failed(
+        ErrorCategory.MAPPING,
+        "UNKNOWN_FIELD",
+        f"activecampaign has no contact field named {ALIASES.get(key, key)!r}",
+    )
+
+
+def _invalid_email(email: str) -> WriteResult:
+    return failed(ErrorCategory.VALIDATION, "INVALID_EMAIL", f"invalid email address: {email!r}")
 
 
 async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
@@ -205,19 +289,8 @@ async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
     return WriteResult(ok=True, id=cid, created=created)
 
 
-def _bulk_payload(row: _Row) -> dict[str, Any]:
-    out: dict[str, Any] = {STANDARD[k]: v for k, v in row.std.items()}
-    if row.custom:
-        out["fields"] = [{"id": int(f), "value": v} for f, v in row.custom.items()]
-    if row.tags:
-        out["tags"] = row.tags
-    if row.lists:
-        out["subscribe"] = [{"listid": int(lid)} for lid in row.lists]
-    return out
-
-
 async def _submit(
-    api: AcApi, chunk: list[_Row], results: list[WriteResult | None], encoded: bytes | None
+    api: AcApi, chunk: list[_BulkRow], results: list[WriteResult | None], encoded: bytes | None
 ) -> str | None:
     """Queue one chunk; rows AC rejects up front are marked and the rest resubmitted once."""
     for attempt in range(2):
@@ -230,7 +303,7 @@ async def _submit(
                 endpoint="import.bulk",
                 json_body=encoded
                 if encoded is not None and attempt == 0
-                else {"contacts": [r.payload or _bulk_payload(r) for r in chunk]},
+                else {"contacts": [r.payload for r in chunk]},
             )
             return str(body["batchId"])
         except Rejected as exc:
@@ -241,12 +314,12 @@ async def _submit(
             if attempt == 1 or not bad:
                 err = record_error(exc.resp)
                 for r in chunk:
-                    results[r.index] = err
+                    results[r.pos] = err
                 return None
             keep = []
             for pos, r in enumerate(chunk):
                 if pos in bad:
-                    results[r.index] = failed(ErrorCategory.VALIDATION, "IMPORT_INVALID", bad[pos])
+                    results[r.pos] = failed(ErrorCategory.VALIDATION, "IMPORT_INVALID", bad[pos])
                 else:
                     keep.append(r)
             chunk[:] = keep
@@ -255,9 +328,9 @@ async def _submit(
     return None
 
 
-async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None]) -> None:
+async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | None]) -> None:
     """Submit every chunk first, then poll, so AC works on them while we send the next."""
-    batches: list[tuple[str, list[_Row]]] = []
+    batches: list[tuple[str, list[_BulkRow]]] = []
     # Import results list ids but not whether each contact is new: ids above the highest
     # one before the import were created by it (one read per write call, not per chunk).
     high = await _highest_contact_id(api) if api.confirm_imports else None
@@ -268,12 +341,12 @@ async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None])
     for batch_id, chunk in batches:
         if not api.confirm_imports:
             for r in chunk:
-                results[r.index] = WriteResult(ok=True)
+                results[r.pos] = WriteResult(ok=True)
             continue
         info = await _wait_import(api, batch_id)
         if info is None:
             for r in chunk:
-                results[r.index] = failed(
+                results[r.pos] = failed(
                     ErrorCategory.TRANSIENT,
                     "IMPORT_TIMEOUT",
                     f"bulk import {batch_id} did not finish in {api.import_timeout:g}s",
@@ -286,7 +359,7 @@ async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None])
         aligned = len(ids) == len(ok_rows)
         for r in chunk:
             if r.email.lower() in failures:
-                results[r.index] = failed(
+                results[r.pos] = failed(
                     ErrorCategory.REJECTED,
                     "IMPORT_FAILED",
                     f"ActiveCampaign's bulk import did not accept {r.email}",
@@ -294,7 +367,7 @@ async def _bulk(api: AcApi, rows: list[_Row], results: list[WriteResult | None])
         for pos, r in enumerate(ok_rows):
             cid = ids[pos] if aligned else None
             created = cid is not None and high is not None and cid.isdigit() and int(cid) > high
-            results[r.index] = WriteResult(ok=True, id=cid, created=created)
+            results[r.pos] = WriteResult(ok=True, id=cid, created=created)
 
 
 async def _highest_contact_id(api: AcApi) -> int | None:
@@ -311,21 +384,18 @@ async def _highest_contact_id(api: AcApi) -> int | None:
     return int(raw) if raw.isdigit() else None
 
 
-def _chunks(rows: list[_Row]) -> list[tuple[list[_Row], bytes | None]]:
+def _chunks(rows: list[_BulkRow]) -> list[tuple[list[_BulkRow], bytes | None]]:
     """Runs of at most 250 rows whose JSON stays under the payload limit, each with its
     request body when it was encoded while measuring it (JSON encoding is ~5 µs a contact:
     done once, not once to measure and again to send)."""
-    out: list[tuple[list[_Row], bytes | None]] = []
-    for row in rows:
-        # Built once here and sent as is by _submit.
-        row.payload = _bulk_payload(row)
+    out: list[tuple[list[_BulkRow], bytes | None]] = []
     for start in range(0, len(rows), BULK_MAX):
         window = rows[start : start + BULK_MAX]
         body = _BODY_JSON({"contacts": [r.payload for r in window]})
         if len(body) <= BULK_MAX_BYTES:  # the usual case: far under the limit
             out.append((window, body.encode("ascii")))
             continue
-        cur: list[_Row] = []
+        cur: list[_BulkRow] = []
         size = 0
         for row in window:
             n = len(_BODY_JSON(row.payload)) + 1

@@ -11,10 +11,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from syncd.config import DbsyncSettings
-from syncd.engine.matching import is_valid_email
+from syncd.engine.matching import is_valid_normal_email
 from syncd.engine.rules import rule_fields
 from syncd.errors import ConfigError
 from syncd.jsontext import compact_encoder
@@ -51,9 +51,10 @@ class RowProblem:
     code: str
 
 
-@dataclass(frozen=True)
-class MappedRow:
-    """One source row as hub values: its key, normalised email and the fields to write."""
+class MappedRow(NamedTuple):
+    """One source row as hub values: its key, normalised email and the fields to write.
+
+    A named tuple: every changed source row makes one (cheaper than a frozen dataclass)."""
 
     key: str
     email: str  # lower-cased, trimmed: the match key
@@ -174,8 +175,12 @@ def parse_tags(raw: Any) -> tuple[str, ...]:
     """Comma/semicolon separated tags, trimmed, empties dropped, first spelling kept."""
     if raw is None:
         return ()
+    text = raw if type(raw) is str else as_text(raw)
+    if "," not in text and ";" not in text:  # one tag or none: most rows
+        tag = text.strip()
+        return (tag,) if tag else ()
     seen: dict[str, str] = {}
-    for part in _TAG_SPLIT.split(raw if type(raw) is str else as_text(raw)):
+    for part in _TAG_SPLIT.split(text):
         tag = part.strip()
         if tag:
             seen.setdefault(tag.lower(), tag)
@@ -246,7 +251,7 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
         problems.append(
             RowProblem((plan.email_column,), "missing required field: email", "MISSING_REQUIRED")
         )
-    elif not is_valid_email(norm):
+    elif not is_valid_normal_email(norm):
         problems.append(
             RowProblem(
                 (plan.email_column,),

@@ -24,7 +24,12 @@ def normalize_email(value: object) -> str | None:
 def is_valid_email(value: object) -> bool:
     """Whether `value` is a syntactically valid email address."""
     v = normalize_email(value)
-    return v is not None and len(v) <= 254 and _EMAIL.match(v) is not None
+    return v is not None and is_valid_normal_email(v)
+
+
+def is_valid_normal_email(value: str) -> bool:
+    """is_valid_email for text already trimmed and lower-cased (no second normalisation)."""
+    return len(value) <= 254 and _EMAIL.match(value) is not None
 
 
 def normalize_domain(value: object) -> str | None:
