@@ -471,6 +471,23 @@ async def test_runs_and_failures(store: SqlStore) -> None:
     assert await store.get_run(999_999) is None
 
 
+async def test_failures_of_any_count_are_all_recorded(store: SqlStore) -> None:
+    """Batches that end in a part of one row after full multi-row statements (501 = 500 + 1
+    on SQLite) are recorded whole, in order."""
+    run = await store.start_run(RunKind.DBSYNC, RunTrigger.MANUAL, name="many")
+    n = 0
+    for size in (1, 2, 500, 501, 1001):
+        await store.add_run_failures(
+            [
+                RunFailure(run, f"k{n + i:05d}", ("email",), "bad", ErrorCategory.VALIDATION, None)
+                for i in range(size)
+            ]
+        )
+        n += size
+    keys = [f.key for f in await store.run_failures(run, limit=10_000)]
+    assert keys == [f"k{i:05d}" for i in range(n)]
+
+
 async def test_cursors(store: SqlStore) -> None:
     assert await store.get_cursor("outbound:contact") is None
     await store.set_cursor("outbound:contact", "2024-01-01T00:00:00Z")

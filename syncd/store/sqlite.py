@@ -59,7 +59,7 @@ class _SqliteTx:
         n = 0
         for i in range(0, len(rows), per):
             part = rows[i : i + per]
-            text = sql + ", " + ", ".join(group for _ in range(len(part) - 1))
+            text = sql + f", {group}" * (len(part) - 1)  # `sql` has the first row's group
             n += self._conn.execute(text, list(chain.from_iterable(part))).rowcount
         return n
 
