@@ -435,7 +435,9 @@ class MySqlSource:
                     )
                 size = max(size // 8, 1)
                 continue
-            yield rows
+            # Tuples: rows of plain values leave the collector's young generation at its
+            # first pass, while lists would be walked again by every older-generation pass.
+            yield list(map(tuple, rows))
             after = last
             size = max(batch_size, 1)
 
