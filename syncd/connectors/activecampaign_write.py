@@ -103,17 +103,14 @@ async def _prepare(
     # The same few field names repeat on every item: each is resolved once per call to
     # (standard attribute?, name or custom field id), None for tags/lists/id, or "" when AC
     # has no such field.
-    kinds: dict[str, tuple[bool, str] | None] = {}
+    kinds = {key: await _field_kind(api, key) for key in _keys(items)}
     rows: list[_Row] = []
     for i, item in enumerate(items):
         std: dict[str, str] = {}
         custom: dict[str, str] = {}
         problem: WriteResult | None = None
         for key, value in item.fields.items():
-            if key in kinds:
-                kind = kinds[key]
-            else:
-                kind = kinds[key] = await _field_kind(api, key)
+            kind = kinds[key]
             if kind is None:
                 continue
             is_std, name = kind
@@ -144,6 +141,11 @@ async def _prepare(
             )
         )
     return rows
+
+
+def _keys(items: Sequence[WriteItem]) -> set[str]:
+    """Every field key of a batch (a few names, repeated on every item)."""
+    return set().union(*(item.fields for item in items))
 
 
 async def _field_kind(api: AcApi, key: str) -> tuple[bool, str] | None:
@@ -184,7 +186,7 @@ async def _prepare_bulk(
     """Each valid item as its bulk_import entry, built in one pass over its fields (the
     rules of _prepare); invalid items get their result here."""
     # Per call, not per item: how each field key is written, and the list subscriptions.
-    kinds: dict[str, str | int | None] = {}
+    kinds = {key: await _bulk_kind(api, key) for key in _keys(items)}
     subscriptions: dict[Any, list[dict[str, int]]] = {}
     rows: list[_BulkRow] = []
     for i, item in enumerate(items):
@@ -193,10 +195,7 @@ async def _prepare_bulk(
         problem: WriteResult | None = None
         fields = item.fields
         for key, value in fields.items():
-            if key in kinds:
-                kind = kinds[key]
-            else:
-                kind = kinds[key] = await _bulk_kind(api, key)
+            kind = kinds[key]
             if kind is None:
                 continue
             if kind == "":
