@@ -169,6 +169,30 @@ async def test_bulk_results_say_which_contacts_were_created(env: Env) -> None:
     assert [r.created for r in results] == [False] * 10 + [True] * 25
 
 
+async def test_a_large_batch_with_few_valid_rows_is_written_contact_by_contact(env: Env) -> None:
+    """Over the bulk threshold by count, under it once invalid rows are set aside: no import
+    of a handful of contacts, but the same per-row results, tags and list as in bulk."""
+    sb = env.sandbox
+    lid = sb.next_id("list")
+    sb.lists[lid] = {"name": "Few", "stringid": "few", "sender_reminder": ""}
+    c = env.make()
+    items = [
+        WriteItem({"email": f"broken{i}.example.com", "lists": [str(lid)]}) for i in range(20)
+    ] + [
+        WriteItem({"email": f"few{i}@example.com", "tags": ["vip"], "lists": [str(lid)]})
+        for i in range(5)
+    ]
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, items)
+    assert _req(sb, "POST /api/3/import/bulk_import") == 0
+    assert _req(sb, "POST /api/3/contact/sync") == 5
+    assert [r.error_code for r in results[:20]] == ["INVALID_EMAIL"] * 20
+    for i, r in enumerate(results[20:]):
+        contact = sb.contact_by_email(f"few{i}@example.com")
+        assert contact is not None and r.ok and r.created and r.id == str(contact.id)
+        assert [sb.tags[t]["tag"] for t in sb.tags_of[contact.id]] == ["vip"]
+        assert sb.memberships[(contact.id, lid)]["status"] == 1
+
+
 async def test_per_record_failures_map_back_in_input_order(env: Env) -> None:
     env.sandbox.faults.fail_emails = {"reject3@example.com", "reject17@example.com"}
     c = env.make()
