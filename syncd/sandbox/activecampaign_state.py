@@ -9,11 +9,12 @@ inspect it directly.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -132,7 +133,8 @@ class ActiveCampaignSandbox(SandboxBase):
         self._queued: list[ImportJob] = []  # imports not yet applied, oldest first
         self.live_count = 0  # contacts not deleted: meta.total of the unfiltered list
         self.request_times: list[float] = []  # wall clock of every API request received
-        self._next: dict[str, int] = {}
+        self._next: dict[str, Iterator[int]] = {}
+        self._membership_ids = self.ids_of("contactList")
         self.version = 0  # bumps on every change; keys the meta.total cache
         self._total_cache: dict[tuple[Any, ...], tuple[int, int]] = {}
 
@@ -145,8 +147,15 @@ class ActiveCampaignSandbox(SandboxBase):
     # ---- ids and clocks -------------------------------------------------------------
     def next_id(self, kind: str) -> int:
         """The next id of a resource kind."""
-        self._next[kind] = self._next.get(kind, 0) + 1
-        return self._next[kind]
+        return next(self.ids_of(kind))
+
+    def ids_of(self, kind: str) -> Iterator[int]:
+        """The id sequence of a resource kind (1, 2, ...): `next_id` draws from it, and so
+        may a loop that makes many ids of one kind (an import) without a call per id."""
+        ids = self._next.get(kind)
+        if ids is None:
+            ids = self._next[kind] = itertools.count(1)
+        return ids
 
     def now(self) -> float:
         """The account clock (epoch seconds)."""
@@ -162,12 +171,16 @@ class ActiveCampaignSandbox(SandboxBase):
         now = float(attrs.pop("cdate", self.now()))
         udate = float(attrs.pop("udate", now))
         c = Contact(id=self.next_id("contact"), email=email, cdate=now, udate=udate, **attrs)
-        self.contacts[c.id] = c
-        self._ids.append(c.id)
-        self.by_email[email.lower()] = c.id
-        self.live_count += 0 if c.deleted else 1
+        self._add_contact(c)
         self.touch()
         return c
+
+    def _add_contact(self, c: Contact) -> None:
+        """File a new contact row by id and email (no touch: imports touch once)."""
+        self.contacts[c.id] = c
+        self._ids.append(c.id)
+        self.by_email[c.email.lower()] = c.id
+        self.live_count += 0 if c.deleted else 1
 
     def contact_by_email(self, email: str) -> Contact | None:
         """A live contact by email, case-insensitively."""
@@ -300,7 +313,7 @@ class ActiveCampaignSandbox(SandboxBase):
         row = self.memberships.get((cid, lid))
         if row is None:
             self.memberships[(cid, lid)] = {
-                "id": self.next_id("contactList"),
+                "id": next(self._membership_ids),
                 "status": status,
                 "sdate": now,
                 "udate": now,
@@ -387,6 +400,7 @@ class ActiveCampaignSandbox(SandboxBase):
         known_fields, known_lists = self.fields, self.lists
         by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
         success, failure = job.success, job.failure
+        contact_ids, contact_tag_ids = self.ids_of("contact"), self.ids_of("contactTag")
         for row in job.contacts:
             email = str(row["email"]).strip()
             low_email = email.lower()
@@ -397,7 +411,8 @@ class ActiveCampaignSandbox(SandboxBase):
             c = contacts.get(cid) if cid is not None else None
             created = c is None or c.deleted
             if created:
-                c = self.insert_contact(email, cdate=now)
+                c = Contact(next(contact_ids), email, cdate=now, udate=now)
+                self._add_contact(c)
             assert c is not None
             changed: dict[str, Any] = {}
             for key, attr in _IMPORT_ATTRS:
@@ -428,7 +443,7 @@ class ActiveCampaignSandbox(SandboxBase):
                         if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
                             tag_ids[low] = tid
                     if tid not in mine:
-                        ctid = self.next_id("contactTag")
+                        ctid = next(contact_tag_ids)
                         self.contact_tags[ctid] = (c.id, tid, now)
                         mine[tid] = ctid
             for subs, status in ((row.get("subscribe"), 1), (row.get("unsubscribe"), 2)):
