@@ -568,7 +568,8 @@ class DbsyncRunner:
         done: list[DbsyncRow] = []
         created_ids: list[str] = []
         if chunk:
-            items = [WriteItem(self._fields(plan, w.row), w.hub_id) for w in chunk]
+            lists = (plan.list_id,)  # one tuple for the call's items: connectors only read it
+            items = [WriteItem(self._fields(w.row, lists), w.hub_id) for w in chunk]
             p.tally.write_calls += 1
             results = await self.hub.write(
                 ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email"
@@ -595,11 +596,10 @@ class DbsyncRunner:
         return done, created_ids
 
     @staticmethod
-    def _fields(plan: RowPlan, row: MappedRow) -> dict[str, object]:
-        out: dict[str, object] = dict(row.fields)
-        out["lists"] = [plan.list_id]
+    def _fields(row: MappedRow, lists: tuple[str, ...]) -> dict[str, object]:
+        out: dict[str, object] = {**row.fields, "lists": lists}
         if row.tags:
-            out["tags"] = list(row.tags)
+            out["tags"] = row.tags
         return out
 
     # -- delete_missing ----------------------------------------------------------------------

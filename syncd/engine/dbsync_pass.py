@@ -23,7 +23,7 @@ EXAMPLES = 10
 Raws = list[Sequence[Any]]  # source rows, values in plan column order
 
 
-@dataclass
+@dataclass(slots=True)
 class Write:
     """One row to send: what to record once the hub accepted it."""
 
