@@ -134,7 +134,6 @@ class ActiveCampaignSandbox(SandboxBase):
         self.live_count = 0  # contacts not deleted: meta.total of the unfiltered list
         self.request_times: list[float] = []  # wall clock of every API request received
         self._next: dict[str, Iterator[int]] = {}
-        self._membership_ids = self.ids_of("contactList")
         self.version = 0  # bumps on every change; keys the meta.total cache
         self._total_cache: dict[tuple[Any, ...], tuple[int, int]] = {}
 
@@ -313,7 +312,7 @@ class ActiveCampaignSandbox(SandboxBase):
         row = self.memberships.get((cid, lid))
         if row is None:
             self.memberships[(cid, lid)] = {
-                "id": next(self._membership_ids),
+                "id": self.next_id("contactList"),
                 "status": status,
                 "sdate": now,
                 "udate": now,
