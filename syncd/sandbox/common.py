@@ -208,18 +208,21 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
     return runner
 
 
-async def keep_data_out_of_collector(every: float = 2.0) -> None:
-    """For a simulator serving in its own process, until cancelled: every few seconds, move
-    what survived into the collector's permanent generation.
+async def keep_data_out_of_collector(every: float = 0.1) -> None:
+    """For a simulator serving in its own process, until cancelled: several times a second,
+    move what survived into the collector's permanent generation.
 
     A simulator's data only grows (a million imported contacts are millions of objects) and
-    every full collection walked all of it again: about half the CPU of a large import.
-    Young garbage is collected first, so only cycles that were already old stay uncollected.
+    every full collection walked all of it again: about half the CPU of a large import. The
+    data not yet frozen is walked again by each full pass too, so it is frozen often: at 2 s
+    an import cost 12.8 µs a contact, at 0.1 s 8 µs. Young garbage is collected first, so only
+    cycles that were already old stay uncollected; an idle simulator skips the pass.
     """
     while True:
         await asyncio.sleep(every)
-        gc.collect(1)
-        gc.freeze()
+        if gc.get_count()[1]:  # young collections ran since the last pass: survivors to move
+            gc.collect(1)
+            gc.freeze()
 
 
 def bound_port(runner: web.AppRunner) -> int:
