@@ -32,7 +32,8 @@ import asyncio
 import contextlib
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
 
 from syncd.config import DbsyncSettings
 from syncd.connectors.base import HubConnector
@@ -77,8 +78,9 @@ SOURCE_MARK = "/"
 FOREIGN = "x:"
 PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
+MAP_CALLS = 2  # write calls' worth of rows mapped before their calls start (the loop stays free)
 FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit (an fsync)
-IN_FLIGHT = 3  # hub write calls at once: rows are mapped and looked up while the hub works
+IN_FLIGHT = 4  # hub write calls at once: rows are mapped and looked up while the hub works
 LOOKAHEAD = 4  # slices whose store lookup is issued before they are mapped
 FAILURE_FLUSH = 500
 UNSEEN_SCAN = 5000  # stored rows read per query when looking for rows a pass did not meet
@@ -345,21 +347,22 @@ class DbsyncRunner:
         self,
         p: Pass,
         plan: RowPlan,
-        look: Lookup,
+        part: Iterable[tuple[Sequence[Any], tuple[str, str, str]]],
         stored: dict[str, DbsyncRow],
         met: list[set[str]],
+        firsts: dict[str, str],
     ) -> list[tuple[MappedRow, str]]:
-        """Map a batch in key order: first rows per email with their source fingerprints.
-        A run's unchanged row is known by its stored source fingerprint and never mapped;
-        later rows of an email in the batch are duplicates."""
-        firsts: dict[str, str] = {}  # email -> key of its first row in the batch
+        """Map a part of a slice in key order: first rows per email with their source
+        fingerprints. A run's unchanged row is known by its stored source fingerprint and
+        never mapped; later rows of an email in the slice (`firsts`: email -> key of its
+        first row) are duplicates."""
         rows: list[tuple[MappedRow, str]] = []
         # The unchanged-row test runs for every row of every run: kept inline and local.
         fast = not p.test
         prefix = p.prefix
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
-        for raw, (key, _, email) in zip(look.raws, look.peeks, strict=True):
+        for raw, (key, _, email) in part:
             s = stored.get(email)
             fp = ""
             if fast and s is not None and email not in firsts:
@@ -448,15 +451,37 @@ class DbsyncRunner:
         writers: asyncio.TaskGroup,
         limit: asyncio.Semaphore,
     ) -> None:
-        cfg, tally = p.cfg, p.tally
+        """Map, compare and send one looked-up slice, a part at a time: each part's write
+        calls start before the next part is mapped, so the calls in flight (several round
+        trips each) keep moving while the slice is worked through."""
         stored = await look.stored if look.stored is not None else {}
         met = p.since(look.mark)
-        mapped = self._map_batch(p, plan, look, stored, met)
-        rows = await self._drop_seen(p, plan, mapped, stored, met)
+        firsts: dict[str, str] = {}
+        rows = list(zip(look.raws, look.peeks, strict=True))
+        step = p.cfg.batch_size * MAP_CALLS
+        for start in range(0, len(rows), step):
+            await self._process_part(
+                p, plan, rows[start : start + step], stored, met, firsts, writers, limit
+            )
         # Every stored row whose email this slice has is met now (later rows of the email
         # are duplicates); marked after the slice's own checks.
         for known in stored.values():
             p.seen.add(known.id)
+
+    async def _process_part(
+        self,
+        p: Pass,
+        plan: RowPlan,
+        part: list[tuple[Sequence[Any], tuple[str, str, str]]],
+        stored: dict[str, DbsyncRow],
+        met: list[set[str]],
+        firsts: dict[str, str],
+        writers: asyncio.TaskGroup,
+        limit: asyncio.Semaphore,
+    ) -> None:
+        cfg, tally = p.cfg, p.tally
+        mapped = self._map_batch(p, plan, part, stored, met, firsts)
+        rows = await self._drop_seen(p, plan, mapped, stored, met)
         writes: list[Write] = []
         keep: list[DbsyncRow] = []  # recorded without a hub write
         new: list[tuple[MappedRow, str]] = []
