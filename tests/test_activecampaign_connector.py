@@ -175,6 +175,39 @@ async def test_bulk_results_say_which_contacts_were_created(env: Env) -> None:
     assert [r.created for r in results] == [False] * 10 + [True] * 25
 
 
+async def test_a_run_of_imports_reads_the_highest_contact_id_once(env: Env) -> None:
+    """Created or updated is judged against a watermark read once per `ttl` and raised by
+    our own writes' ids: contacts our earlier writes made, in bulk or one by one, count as
+    updated later; one made by someone else counts as existing once the watermark is read
+    again."""
+    sb = env.sandbox
+    c = env.make()
+    reads = _req(sb, "GET /api/3/contacts")
+
+    async def upsert(emails: list[str]) -> list[bool]:
+        results = await c.write(
+            ObjectType.CONTACT, WriteOp.UPSERT, [WriteItem({"email": e}) for e in emails]
+        )
+        assert all(r.ok for r in results)
+        return [r.created for r in results]
+
+    first = [f"w{i}@x.io" for i in range(30)]
+    assert await upsert(first) == [True] * 30
+    one = [f"one{i}@x.io" for i in range(3)]  # written one by one (under the threshold)
+    assert await upsert(one) == [True] * 3
+    second = [f"v{i}@x.io" for i in range(30)]
+    assert await upsert(first[:10] + one + second) == [False] * 13 + [True] * 30
+    assert _req(sb, "GET /api/3/contacts") - reads == 1
+    # Someone else creates a contact: inside the window it counts as created...
+    sb.insert_contact("outside@x.io")
+    assert (await upsert(["outside@x.io", *first[10:30]]))[0] is True
+    # ...and once the watermark is read again, as existing.
+    sb.insert_contact("later@x.io")
+    c.contact_mark.ttl = 0.0
+    assert await upsert(["later@x.io", *second]) == [False] * 31
+    assert _req(sb, "GET /api/3/contacts") - reads == 2
+
+
 async def test_a_large_batch_with_few_valid_rows_is_written_contact_by_contact(env: Env) -> None:
     """Over the bulk threshold by count, under it once invalid rows are set aside: no import
     of a handful of contacts, but the same per-row results, tags and list as in bulk."""

@@ -37,7 +37,11 @@ from syncd.connectors.activecampaign_util import (
     query_since,
     vendor_message,
 )
-from syncd.connectors.activecampaign_write import write_contacts, write_plain
+from syncd.connectors.activecampaign_write import (
+    ContactWatermark,
+    write_contacts,
+    write_plain,
+)
 from syncd.connectors.base import ListMembershipResult
 from syncd.connectors.http import (
     HttpClient,
@@ -99,6 +103,7 @@ class ActiveCampaignConnector:
         self.confirm_imports = confirm_imports
         # AC allows 100 multi-contact bulk_import requests a minute, on top of 5 calls/s.
         self.bulk_limiter = RateLimiter(*bulk_rate) if bulk_rate else None
+        self.contact_mark = ContactWatermark()
         rl = settings.effective_rate_limit
         h = settings.http
         # The margin keeps the server's window (which sees our requests a little later and

@@ -3,14 +3,15 @@ accounts and deals one by one. Every function returns one WriteResult per input,
 
 Call cost: a contact batch of n ≤ threshold costs n calls (plus tag/list calls when items
 carry ``tags``/``lists``); a larger upsert costs ceil(n/250) ``bulk_import`` calls plus at
-least one ``import/info`` read per chunk (none with ``confirm_imports=False``).
+least one ``import/info`` read per chunk, and a read of the highest contact id at most
+every few seconds (``ContactWatermark``); no reads with ``confirm_imports=False``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple, Protocol
@@ -44,6 +45,7 @@ class AcApi(Protocol):
     import_timeout: float
     confirm_imports: bool
     bulk_limiter: RateLimiter | None
+    contact_mark: ContactWatermark
 
     async def call(
         self,
@@ -69,6 +71,36 @@ class AcApi(Protocol):
 
     async def subscribe(self, list_id: str, contact_ids: Sequence[str]) -> Any:
         """Subscribe contacts to a list."""
+
+
+class ContactWatermark:
+    """The highest contact id AC had before an import: the ids above it that the import
+    reports are the contacts it created (AC's import results do not say).
+
+    Read from AC at most every `ttl` seconds and otherwise raised by the ids this connector's
+    own writes reported, so a run of imports costs one read, not one each. A contact that
+    someone else creates inside that window and an import of ours then updates is counted as
+    created; the data is right either way, as for one created while an import waits in AC's
+    queue.
+    """
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._value: int | None = None
+        self._read_at = 0.0
+
+    async def before_import(self, api: AcApi) -> int | None:
+        """The watermark to judge an import about to be sent (None: unknown)."""
+        now = time.monotonic()
+        if self._value is None or now - self._read_at >= self.ttl:
+            self._value = await _highest_contact_id(api)
+            self._read_at = now
+        return self._value
+
+    def seen(self, ids: Iterable[str]) -> None:
+        """Raise the watermark past contact ids our writes were answered with."""
+        if self._value is not None:
+            self._value = max(self._value, max((int(i) for i in ids if i.isdigit()), default=0))
 
 
 @dataclass
@@ -290,6 +322,7 @@ async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
             # contact/sync answers 201 when it created the contact, 200 when it updated one.
             created = resp.status == 201
         cid = str(body["contact"]["id"])
+        api.contact_mark.seen((cid,))
         if row.tags:
             await api.add_tags(cid, row.tags)
         for lid in row.lists:
@@ -340,8 +373,8 @@ async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | No
     """Submit every chunk first, then poll, so AC works on them while we send the next."""
     batches: list[tuple[str, list[_BulkRow]]] = []
     # Import results list ids but not whether each contact is new: ids above the highest
-    # one before the import were created by it (one read per write call, not per chunk).
-    high = await _highest_contact_id(api) if api.confirm_imports else None
+    # one before the import were created by it.
+    high = await api.contact_mark.before_import(api) if api.confirm_imports else None
     for chunk in _chunks(rows):
         batch_id = await _submit(api, chunk, results)
         if batch_id is not None:
@@ -363,6 +396,7 @@ async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | No
         failures = {str(e).strip().lower() for e in info.get("failure") or []}
         ok_rows = [r for r in chunk if r.email.lower() not in failures]
         ids = [str(x) for x in info.get("success") or []]
+        api.contact_mark.seen(ids)
         # AC lists the ids of the imported contacts; they line up with the accepted rows.
         aligned = len(ids) == len(ok_rows)
         for r in chunk:
