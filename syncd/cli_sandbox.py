@@ -19,6 +19,12 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         sandboxes = await runner.start_sandboxes(
             vendors, base_port=args.port, seed=args.seed, rate_limits=not args.no_rate_limits
         )
+        # Stop signals are handled before the banner says Ctrl-C stops: a signal sent as soon
+        # as it is read must stop the simulators, not kill the process mid-start.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         for vendor, rs in sandboxes.running.items():
             print(f"{vendor:15} {rs.url}")
         print(f"salesforce     client_id={runner.SF_CLIENT_ID}")
@@ -28,11 +34,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(
             "admin: GET /_sandbox/stats, GET /_sandbox/ledger, POST /_sandbox/faults; Ctrl-C stops"
         )
-        print("\n# syncd config for these simulators:" + sandboxes.config_toml())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        print("\n# syncd config for these simulators:" + sandboxes.config_toml(), flush=True)
         collector = loop.create_task(keep_data_out_of_collector())
         await stop.wait()
         collector.cancel()
