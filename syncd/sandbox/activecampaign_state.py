@@ -56,9 +56,9 @@ def valid_email(email: str) -> bool:
     return bool(EMAIL_RE.match(email)) and len(email) <= 255
 
 
-@dataclass
+@dataclass(slots=True)
 class Contact:
-    """One contact row."""
+    """One contact row (slots: a big import keeps a million of them)."""
 
     id: int
     email: str

@@ -82,10 +82,7 @@ class DbsyncOps(SqlBase):
     def _upsert_dbsync_params(rows: Sequence[DbsyncRow]) -> list[tuple[Any, ...]]:
         # The last value for a key wins, as if the rows were applied one by one.
         latest = {(r.dbsync, r.row_key): r for r in rows}
-        return [
-            (r.dbsync, r.row_key, r.email, r.hub_id, r.content_hash, r.run_id)
-            for _, r in sorted(latest.items())
-        ]
+        return [latest[k][:6] for k in sorted(latest)]  # (dbsync … run_id): all but the id
 
     async def dbsync_rows_not_seen(
         self, dbsync: str, run_id: int, *, after_key: str = "", limit: int = 1000
