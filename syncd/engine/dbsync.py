@@ -42,6 +42,7 @@ from syncd.engine.dbsync_pass import (
     Lookup,
     Pass,
     Raws,
+    SliceView,
     Write,
     chunk_writes,
     first_error,
@@ -348,14 +349,12 @@ class DbsyncRunner:
         p: Pass,
         plan: RowPlan,
         part: Iterable[tuple[Sequence[Any], tuple[str, str, str]]],
-        stored: dict[str, DbsyncRow],
-        met: list[set[str]],
-        firsts: dict[str, str],
+        view: SliceView,
     ) -> list[tuple[MappedRow, str]]:
         """Map a part of a slice in key order: first rows per email with their source
         fingerprints. A run's unchanged row is known by its stored source fingerprint and
-        never mapped; later rows of an email in the slice (`firsts`: email -> key of its
-        first row) are duplicates."""
+        never mapped; later rows of an email in the slice are duplicates."""
+        stored, met, firsts = view.stored, view.met, view.firsts
         rows: list[tuple[MappedRow, str]] = []
         # The unchanged-row test runs for every row of every run: kept inline and local.
         fast = not p.test
@@ -405,8 +404,7 @@ class DbsyncRunner:
         p: Pass,
         plan: RowPlan,
         rows: list[tuple[MappedRow, str]],
-        stored: dict[str, DbsyncRow],
-        met: list[set[str]],
+        view: SliceView,
     ) -> list[tuple[MappedRow, str]]:
         """Rows whose email no earlier batch of this pass had; the others are duplicates.
 
@@ -422,6 +420,7 @@ class DbsyncRunner:
                 [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in emails if e not in seen]
             )
         else:
+            stored, met = view.stored, view.met
             seen = {r.email for r, _ in rows if p.met(r.email, stored.get(r.email), met)}
         out = []
         for row, fp in rows:
@@ -455,14 +454,11 @@ class DbsyncRunner:
         calls start before the next part is mapped, so the calls in flight (several round
         trips each) keep moving while the slice is worked through."""
         stored = await look.stored if look.stored is not None else {}
-        met = p.since(look.mark)
-        firsts: dict[str, str] = {}
+        view = SliceView(stored, p.since(look.mark))
         rows = list(zip(look.raws, look.peeks, strict=True))
         step = p.cfg.batch_size * MAP_CALLS
         for start in range(0, len(rows), step):
-            await self._process_part(
-                p, plan, rows[start : start + step], stored, met, firsts, writers, limit
-            )
+            await self._process_part(p, plan, rows[start : start + step], view, writers, limit)
         # Every stored row whose email this slice has is met now (later rows of the email
         # are duplicates); marked after the slice's own checks.
         for known in stored.values():
@@ -473,15 +469,13 @@ class DbsyncRunner:
         p: Pass,
         plan: RowPlan,
         part: list[tuple[Sequence[Any], tuple[str, str, str]]],
-        stored: dict[str, DbsyncRow],
-        met: list[set[str]],
-        firsts: dict[str, str],
+        view: SliceView,
         writers: asyncio.TaskGroup,
         limit: asyncio.Semaphore,
     ) -> None:
-        cfg, tally = p.cfg, p.tally
-        mapped = self._map_batch(p, plan, part, stored, met, firsts)
-        rows = await self._drop_seen(p, plan, mapped, stored, met)
+        cfg, tally, stored = p.cfg, p.tally, view.stored
+        mapped = self._map_batch(p, plan, part, view)
+        rows = await self._drop_seen(p, plan, mapped, view)
         writes: list[Write] = []
         keep: list[DbsyncRow] = []  # recorded without a hub write
         new: list[tuple[MappedRow, str]] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from syncd.config import DbsyncSettings
@@ -61,6 +61,17 @@ class Lookup:
     peeks: list[tuple[str, str, str]]  # peek_rows of `raws`
     mark: int  # Pass.begin_lookup when the lookup was issued
     stored: asyncio.Future[dict[str, DbsyncRow]] | None  # None: no emails to look up
+
+
+@dataclass(slots=True)
+class SliceView:
+    """What the parts of one looked-up slice are checked against: the stored rows of its
+    emails, the run's emails its lookup may not show (`Pass.since`), and the key of the
+    first row of each email met so far in the slice."""
+
+    stored: dict[str, DbsyncRow]
+    met: list[set[str]]
+    firsts: dict[str, str] = field(default_factory=dict)
 
 
 class Pass:
