@@ -1,8 +1,9 @@
-"""`syncd sandbox all` serves the three simulators and prints how to reach them."""
+"""`syncd sandbox` serves the simulators, prints how to reach them and stops on Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -12,25 +13,51 @@ import urllib.request
 from tests.daemon_harness import free_port
 
 
-def test_sandbox_command_serves_and_stops() -> None:
-    port = free_port()
+def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start `syncd sandbox ARGS`; the process and its banner up to 'Ctrl-C stops'."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "sandbox", "all", "--port", str(port)],
+        [sys.executable, "-m", "syncd", "sandbox", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("Ctrl-C" in ln for ln in lines):
+        line = proc.stdout.readline()
+        if not line:  # exited before it was ready
+            break
+        lines.append(line)
+    return proc, "".join(lines)
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(15)
+
+
+def test_sandbox_command_serves_all_three_and_stops() -> None:
+    # Free ports picked by the command itself (no --port): nothing else can hold them.
+    proc, banner = _serve("all")
     try:
-        lines: list[str] = []
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any("Ctrl-C" in ln for ln in lines):
-            lines.append(proc.stdout.readline())
-        text = "".join(lines)
-        for vendor in ("salesforce", "activecampaign", "hubspot"):
-            assert vendor in text
+        urls = dict(
+            re.findall(r"^(salesforce|activecampaign|hubspot)\s+(http://\S+)$", banner, re.M)
+        )
+        assert set(urls) == {"salesforce", "activecampaign", "hubspot"}, banner
+        for url in urls.values():
+            with urllib.request.urlopen(f"{url}/_sandbox/stats", timeout=5) as r:
+                assert "requests" in json.loads(r.read())
+    finally:
+        assert _stop(proc) == 0
+
+
+def test_sandbox_command_serves_on_the_port_asked_for() -> None:
+    port = free_port()
+    proc, banner = _serve("activecampaign", "--port", str(port))
+    try:
+        assert f"http://127.0.0.1:{port}" in banner, banner
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=5) as r:
             assert "requests" in json.loads(r.read())
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        assert _stop(proc) == 0

@@ -48,9 +48,30 @@ class SandboxSet:
         """The simulator's in-memory state (for seeding, ledgers and fault knobs)."""
         return self.running[vendor].state
 
-    def config_toml(self, hub: str = "activecampaign") -> str:
-        """``[hub]`` and ``[crm]`` sections pointing syncd at these simulators."""
-        crm = f"""
+    def config_toml(self, hub: str | None = None) -> str:
+        """``[hub]`` and ``[crm]`` sections pointing syncd at those of these simulators that
+        run; the hub is `hub`, else ActiveCampaign when it runs, else HubSpot."""
+        if hub is None:
+            hub = "activecampaign" if "activecampaign" in self.running else "hubspot"
+        out = ""
+        if hub == "activecampaign" and hub in self.running:
+            out += f"""
+[hub]
+kind = "activecampaign"
+base_url = "{self.url("activecampaign")}/api/3"
+api_token = "{AC_TOKEN}"
+webhook_token = "demo-webhook-token-0123456789"
+"""
+        elif hub == "hubspot" and hub in self.running:
+            out += f"""
+[hub]
+kind = "hubspot"
+base_url = "{self.url("hubspot")}"
+api_token = "{HS_TOKEN}"
+webhook_secret = "{HS_CLIENT_SECRET}"
+"""
+        if "salesforce" in self.running:
+            out += f"""
 [crm]
 kind = "salesforce"
 login_url = "{self.url("salesforce")}"
@@ -58,23 +79,7 @@ auth_flow = "client_credentials"
 client_id = "{SF_CLIENT_ID}"
 client_secret = "{SF_CLIENT_SECRET}"
 """
-        if hub == "activecampaign":
-            hub_section = f"""
-[hub]
-kind = "activecampaign"
-base_url = "{self.url("activecampaign")}/api/3"
-api_token = "{AC_TOKEN}"
-webhook_token = "demo-webhook-token-0123456789"
-"""
-        else:
-            hub_section = f"""
-[hub]
-kind = "hubspot"
-base_url = "{self.url("hubspot")}"
-api_token = "{HS_TOKEN}"
-webhook_secret = "{HS_CLIENT_SECRET}"
-"""
-        return hub_section + crm
+        return out
 
     async def close(self) -> None:
         """Stop every simulator; safe to call twice."""
