@@ -27,10 +27,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         for vendor, rs in sandboxes.running.items():
             print(f"{vendor:15} {rs.url}")
-        print(f"salesforce     client_id={runner.SF_CLIENT_ID}")
-        print(f"               client_secret={runner.SF_CLIENT_SECRET}")
-        print(f"activecampaign Api-Token: {runner.AC_TOKEN}  (base_url {{url}}/api/3)")
-        print(f"hubspot        Bearer {runner.HS_TOKEN}  webhook secret {runner.HS_CLIENT_SECRET}")
+        credentials = {
+            "salesforce": f"salesforce     client_id={runner.SF_CLIENT_ID}\n"
+            f"               client_secret={runner.SF_CLIENT_SECRET}",
+            "activecampaign": f"activecampaign Api-Token: {runner.AC_TOKEN}"
+            "  (base_url {url}/api/3)",
+            "hubspot": f"hubspot        Bearer {runner.HS_TOKEN}"
+            f"  webhook secret {runner.HS_CLIENT_SECRET}",
+        }
+        for vendor in sandboxes.running:  # only the simulators that serve
+            print(credentials[vendor])
         print(
             "admin: GET /_sandbox/stats, GET /_sandbox/ledger, POST /_sandbox/faults; Ctrl-C stops"
         )

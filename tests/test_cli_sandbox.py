@@ -57,6 +57,7 @@ def test_sandbox_command_serves_on_the_port_asked_for() -> None:
     proc, banner = _serve("activecampaign", "--port", str(port))
     try:
         assert f"http://127.0.0.1:{port}" in banner, banner
+        assert "Api-Token" in banner and "client_id" not in banner, banner
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=5) as r:
             assert "requests" in json.loads(r.read())
     finally:
