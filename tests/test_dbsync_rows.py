@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 from syncd.config import DbsyncSettings
-from syncd.engine.dbsync_rows import MappedRow, build_plan, map_row, row_hash
+from syncd.engine.dbsync_rows import MappedRow, build_plan, map_row, row_hash, row_hasher
 from syncd.model import FieldInfo
 
 
@@ -60,3 +60,28 @@ def test_map_row_normalises_and_reports_problems() -> None:
     assert bad.key == "" and bad.email == "no-at-sign"
     assert [p.code for p in bad.problems] == ["INVALID_EMAIL", "TOO_LONG"]
     assert map_row(plan, [1, None, "", "", None]).problems[0].code == "MISSING_REQUIRED"
+
+
+def test_row_hasher_gives_row_hash_for_every_kind_of_row() -> None:
+    # The plan's hasher is what runs write into the store: any difference from row_hash
+    # would make every row look changed (and be resent) once.
+    plan = _plan()
+    hasher = row_hasher(plan)
+    rows = [
+        [1, "ada@example.com", "Ada", "Acme", "vip"],
+        [2, "bob@example.com", None, None, None],  # only email
+        [3, "not an email", "Bo", "Co", "a;b"],  # no email field at all
+        [4, "c@example.com", 'Q"uo\\te', "\u00e5\U0001f600\x01", "t1, t2 ,T1"],
+        [5, "d@example.com", "", "Only co", ""],
+    ]
+    for raw in rows:
+        mapped = map_row(plan, raw)
+        assert hasher(mapped) == row_hash(mapped, "3"), raw
+    # Rows the plan could not have made still hash as row_hash does.
+    odd = MappedRow("9", "e@example.com", {"email": "e@example.com", "Other": "x"}, ())
+    assert hasher(odd) == row_hash(odd, "3")
+    typed = MappedRow("9", "e@example.com", {"email": "e@example.com", "COMPANY": 7}, ("t",))  # type: ignore[dict-item]
+    assert hasher(typed) == row_hash(typed, "3")
+    fields = {"email": "Ada@Example.com", "firstName": "Ådä", "COMPANY": 'Co "1"'}
+    pinned = MappedRow("7", "ada@example.com", fields, ("vip", "trial"))
+    assert hasher(pinned) == "8fc6acfc8e0f32fea0375058704b4f07"

@@ -258,7 +258,13 @@ async def _prepare_bulk(
             parts.append('"fields":[' + ",".join(custom) + "]")
         tags = fields.get("tags")
         if tags:
-            parts.append('"tags":[' + ",".join(map(_quote, _as_list(tags))) + "]")
+            if isinstance(tags, str):
+                tags = _as_list(tags)
+            try:  # a sequence of str (the engine's rows) is quoted as it is
+                quoted = ",".join(map(_quote, tags))
+            except TypeError:
+                quoted = ",".join(map(_quote, _as_list(tags)))
+            parts.append('"tags":[' + quoted + "]")
         lists = fields.get("lists")
         if lists:
             which = lists if isinstance(lists, str) else tuple(lists)
@@ -394,22 +400,28 @@ async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | No
                 )
             continue
         failures = {str(e).strip().lower() for e in info.get("failure") or []}
-        ok_rows = [r for r in chunk if r.email.lower() not in failures]
+        ok_rows = chunk
+        if failures:
+            ok_rows = []
+            for r in chunk:
+                if r.email.lower() in failures:
+                    results[r.pos] = failed(
+                        ErrorCategory.REJECTED,
+                        "IMPORT_FAILED",
+                        f"ActiveCampaign's bulk import did not accept {r.email}",
+                    )
+                else:
+                    ok_rows.append(r)
         ids = [str(x) for x in info.get("success") or []]
         api.contact_mark.seen(ids)
         # AC lists the ids of the imported contacts; they line up with the accepted rows.
-        aligned = len(ids) == len(ok_rows)
-        for r in chunk:
-            if r.email.lower() in failures:
-                results[r.pos] = failed(
-                    ErrorCategory.REJECTED,
-                    "IMPORT_FAILED",
-                    f"ActiveCampaign's bulk import did not accept {r.email}",
-                )
-        for pos, r in enumerate(ok_rows):
-            cid = ids[pos] if aligned else None
-            created = cid is not None and high is not None and cid.isdigit() and int(cid) > high
-            results[r.pos] = WriteResult(ok=True, id=cid, created=created)
+        if len(ids) != len(ok_rows):
+            for r in ok_rows:
+                results[r.pos] = WriteResult(True)
+            continue
+        for r, cid in zip(ok_rows, ids, strict=True):
+            created = high is not None and cid.isdigit() and int(cid) > high
+            results[r.pos] = WriteResult(True, cid, created)
 
 
 async def _highest_contact_id(api: AcApi) -> int | None:

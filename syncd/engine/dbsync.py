@@ -54,7 +54,7 @@ from syncd.engine.dbsync_rows import (
     fingerprint_prefix,
     map_row,
     peek_rows,
-    row_hash,
+    row_hasher,
     source_fingerprint,
 )
 from syncd.engine.dbsync_types import (
@@ -240,6 +240,7 @@ class DbsyncRunner:
                 if progress is not None:
                     progress(0, p.tally.total)
                 p.prefix = fingerprint_prefix(plan)
+                p.hasher = row_hasher(plan)
                 queue: asyncio.Queue[Raws | None] = asyncio.Queue(maxsize=4)
                 try:
                     async with asyncio.TaskGroup() as tg:
@@ -480,7 +481,7 @@ class DbsyncRunner:
         keep: list[DbsyncRow] = []  # recorded without a hub write
         new: list[tuple[MappedRow, str]] = []
         for row, fp in rows:
-            digest = row_hash(row, plan.list_id)
+            digest = p.hasher(row)
             stamp = f"{digest}{SOURCE_MARK}{fp}"
             s = stored.get(row.email)
             if s is None:

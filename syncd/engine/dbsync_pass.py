@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from syncd.config import DbsyncSettings
-from syncd.engine.dbsync_rows import MappedRow, payload_size
+from syncd.engine.dbsync_rows import MappedRow, payload_size, row_hash
 from syncd.engine.dbsync_types import FailureExample, Tally
 from syncd.model import ErrorCategory
 from syncd.store.base import DbsyncRow, RunFailure
@@ -98,6 +99,7 @@ class Pass:
         self.buffered: set[str] = set()
         self.record: list[DbsyncRow] = []
         self.prefix = ""  # fingerprint_prefix of the pass's plan
+        self.hasher: Callable[[MappedRow], str] = partial(row_hash, list_id=cfg.list)
         # Store lookups run ahead of the rows being mapped, and commits run behind them: a
         # lookup shows only the commits finished before it was issued, so the emails of
         # every later commit stay visible here until no lookup older than it is left.
