@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -27,6 +28,7 @@ _TAG_SPLIT = re.compile(r"[,;]")
 # The hash's JSON text (compact, UTF-8 kept), with the C encoder built once.
 _hash_encode = compact_encoder(ensure_ascii=False, default=None)
 _quote = encode_basestring  # a string as _hash_encode writes it (C)
+_new_tuple = tuple.__new__
 # Bump when map_row gives another result for the same values and plan: stored source
 # fingerprints then stop matching and every row is mapped and compared once more.
 _MAPPING_VERSION = "1"
@@ -80,6 +82,8 @@ class RowPlan:
     limits: Mapping[str, int]
     required: frozenset[str]
     list_id: str
+    # `fields` with each hub field's length limit (sys.maxsize for none): what map_row checks
+    checked: tuple[tuple[int, str, str, int], ...] = ()
 
 
 def build_plan(
@@ -153,6 +157,7 @@ def build_plan(
         limits=limits,
         required=frozenset(required),
         list_id=cfg.list,
+        checked=tuple((i, col, hub, limits.get(hub, sys.maxsize)) for i, col, hub in mapped),
     )
 
 
@@ -263,16 +268,14 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
         )
     else:
         fields["email"] = email_text
-    limits = plan.limits
-    for position, column, hub in plan.fields:
+    for position, column, hub, limit in plan.checked:
         value = row[position]
         if value is None:
             continue
         text = value if type(value) is str else as_text(value)
-        if text == "":
+        if not text:
             continue
-        limit = limits.get(hub)
-        if limit is not None and len(text) > limit:
+        if len(text) > limit:
             problems.append(
                 RowProblem(
                     (column,),
@@ -291,16 +294,17 @@ def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
     tags: tuple[str, ...] = ()
     if plan.tags_pos is not None and plan.tags_column is not None:
         tags = parse_tags(row[plan.tags_pos])
-        long = [t for t in tags if len(t) > TAG_MAX]
-        if long:
+        if tags and max(map(len, tags)) > TAG_MAX:
+            first = next(len(t) for t in tags if len(t) > TAG_MAX)
             problems.append(
                 RowProblem(
                     (plan.tags_column,),
-                    f"tag too long: {len(long[0])} characters, at most {TAG_MAX}",
+                    f"tag too long: {first} characters, at most {TAG_MAX}",
                     "TOO_LONG",
                 )
             )
-    return MappedRow(key, norm, fields, tags, tuple(problems))
+    # tuple.__new__ in C: the named tuple's own __new__ is a Python call, once per row
+    return _new_tuple(MappedRow, (key, norm, fields, tags, tuple(problems) if problems else ()))
 
 
 def row_hash(row: MappedRow, list_id: str) -> str:
