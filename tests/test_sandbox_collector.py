@@ -6,10 +6,15 @@ import asyncio
 import gc
 from typing import Any
 
+import pytest
+
 from syncd.sandbox.common import keep_data_out_of_collector
 
 
-async def test_survivors_are_frozen_soon_and_an_idle_process_is_left_alone() -> None:
+@pytest.mark.parametrize("threshold", [700, 100_000])  # Python's default, the daemon's
+async def test_survivors_are_frozen_soon_and_an_idle_process_is_left_alone(threshold: int) -> None:
+    saved = gc.get_threshold()
+    gc.set_threshold(threshold, *saved[1:])
     gc.collect()
     gc.unfreeze()
     passes: list[int] = []
@@ -34,3 +39,4 @@ async def test_survivors_are_frozen_soon_and_an_idle_process_is_left_alone() -> 
             gc.callbacks.remove(count)
         task.cancel()
         gc.unfreeze()
+        gc.set_threshold(*saved)
