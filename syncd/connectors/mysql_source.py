@@ -435,9 +435,7 @@ class MySqlSource:
                     )
                 size = max(size // 8, 1)
                 continue
-            # Tuples: rows of plain values leave the collector's young generation at its
-            # first pass, while lists would be walked again by every older-generation pass.
-            yield list(map(tuple, rows))
+            yield rows
             after = last
             size = max(batch_size, 1)
 

@@ -364,7 +364,8 @@ class DbsyncRunner:
         prefix = p.prefix
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
-        for raw, (key, _, email) in part:
+        for raw, peek in part:
+            key, _, email = peek
             s = stored.get(email)
             fp = ""
             if fast and s is not None and email not in firsts:
@@ -380,7 +381,7 @@ class DbsyncRunner:
                     firsts[email] = key
                     unchanged += 1
                     continue
-            row = map_row(plan, raw)
+            row = map_row(plan, raw, peek)
             if row.problems:
                 first = row.problems[0]
                 for prob in row.problems:

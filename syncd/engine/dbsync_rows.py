@@ -243,15 +243,21 @@ def source_fingerprint(prefix: str, row: Sequence[Any]) -> str:
     return prefix + str(row[-1])
 
 
-def map_row(plan: RowPlan, row: Sequence[Any]) -> MappedRow:
-    """Map one source row; problems (invalid email, missing or too long values) are listed."""
+def map_row(
+    plan: RowPlan, row: Sequence[Any], peek: tuple[str, str, str] | None = None
+) -> MappedRow:
+    """Map one source row; problems (invalid email, missing or too long values) are listed.
+    `peek` is the row's `key_and_email` when the caller has it already (`peek_rows`)."""
     # Runs once per changed source row: kept to plain local operations.
-    raw_key, raw_email = row[plan.key_pos], row[plan.email_pos]
-    if type(raw_email) is str and type(raw_key) in (int, str):  # as peek_rows
-        key, email_text = str(raw_key), raw_email.strip()
-        norm = email_text.lower()
+    if peek is not None:
+        key, email_text, norm = peek
     else:
-        key, email_text, norm = key_and_email(plan, row)
+        raw_key, raw_email = row[plan.key_pos], row[plan.email_pos]
+        if type(raw_email) is str and type(raw_key) in (int, str):  # as peek_rows
+            key, email_text = str(raw_key), raw_email.strip()
+            norm = email_text.lower()
+        else:
+            key, email_text, norm = key_and_email(plan, row)
     problems: list[RowProblem] = []
     fields: dict[str, str] = {}
     if not norm:
