@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.sandbox.common import LedgerEntry, SandboxBase
+from syncd.sandbox.common import SandboxBase
 
 # AC answers in the account's timezone with a numeric offset, e.g. 2024-01-02T10:11:12-06:00.
 ACCOUNT_TZ = timezone(timedelta(hours=-5))
@@ -401,8 +401,6 @@ class ActiveCampaignSandbox(SandboxBase):
         by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
         success, failure = job.success, job.failure
         contact_ids, contact_tag_ids = self.ids_of("contact"), self.ids_of("contactTag")
-        membership_ids, memberships = self.ids_of("contactList"), self.memberships
-        ledger_add, seq = self.ledger.append, self._seq
         for row in job.contacts:
             email = str(row["email"]).strip()
             low_email = email.lower()
@@ -413,12 +411,8 @@ class ActiveCampaignSandbox(SandboxBase):
             c = contacts.get(cid) if cid is not None else None
             created = c is None or c.deleted
             if created:
-                # _add_contact, inlined (a new contact has no memberships yet)
                 c = Contact(next(contact_ids), email, cdate=now, udate=now)
-                contacts[c.id] = c
-                self._ids.append(c.id)
-                by_email[low_email] = c.id
-                self.live_count += 1
+                self._add_contact(c)
             assert c is not None
             changed: dict[str, Any] = {}
             for key, attr in _IMPORT_ATTRS:
@@ -455,29 +449,15 @@ class ActiveCampaignSandbox(SandboxBase):
             for subs, status in ((row.get("subscribe"), 1), (row.get("unsubscribe"), 2)):
                 for sub in subs or ():
                     lid = int(sub["listid"])
-                    if lid not in known_lists:
-                        continue
-                    if created:  # _set_membership_at for a contact with no memberships
-                        memberships[(c.id, lid)] = {
-                            "id": next(membership_ids),
-                            "status": status,
-                            "sdate": now,
-                            "udate": now,
-                        }
-                    else:
+                    if lid in known_lists:
                         self._set_membership_at(c.id, lid, status, now)
             c.udate = now
             done = str(c.id)
             success.append(done)
             changed["tags"] = tuple(tags)
-            # record_write, inlined: one ledger entry per contact, all at the import's instant
-            seq += 1
-            ledger_add(
-                LedgerEntry(
-                    seq, now, _IMPORT_ENDPOINT, "contact", done, low_email, created, changed
-                )
+            self.record_write(
+                _IMPORT_ENDPOINT, "contact", done, changed, key=low_email, created=created, at=now
             )
-        self._seq = seq
         self.touch()
         job.contacts = []
         job.done = True

@@ -103,11 +103,14 @@ class SandboxBase:
         *,
         key: str | None = None,
         created: bool = False,
+        at: float | None = None,
     ) -> None:
-        """Append one applied write to the ledger."""
+        """Append one applied write to the ledger, made at `at` (default: now); an import
+        passes its one instant for all of its contacts."""
         self._seq += 1
+        when = time.time() if at is None else at
         self.ledger.append(
-            LedgerEntry(self._seq, time.time(), endpoint, obj, record_id, key, created, fields)
+            LedgerEntry(self._seq, when, endpoint, obj, record_id, key, created, fields)
         )
 
     def reset(self) -> None:
