@@ -173,6 +173,12 @@ class DeletedRecord:
     deleted_at: datetime | None
 
 
+# Builds a named tuple from all its values in C: `new_named_tuple(WriteItem, (fields, id))`.
+# A named tuple's own constructor is a Python call (0.25 against 0.10 µs), paid per record
+# of a big batch, so the per-row paths of dbsync and the bulk writes build them this way.
+new_named_tuple = tuple.__new__
+
+
 class WriteItem(NamedTuple):
     """One record to write: its fields, and its vendor id for updates.
 

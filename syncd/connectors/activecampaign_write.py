@@ -24,7 +24,7 @@ from syncd.connectors.activecampaign_util import (
     record_error,
 )
 from syncd.connectors.http import HttpResponse, RateLimiter
-from syncd.model import ErrorCategory, WriteItem, WriteOp, WriteResult
+from syncd.model import ErrorCategory, WriteItem, WriteOp, WriteResult, new_named_tuple
 
 BULK_MAX = 250
 # AC refuses bulk_import bodies over 400,000 bytes; stay clear of it.
@@ -35,8 +35,6 @@ META_KEYS = {"tags", "lists", "id"}
 _EMAIL_KEY = '"email":'
 # Bulk entries are written as text: a JSON string literal, non-ASCII escaped (as json.dumps).
 _quote: Callable[[str], str] = encode_basestring_ascii
-# Builds a named tuple in C (its own __new__ is a Python call): once per row of a bulk write.
-_new_tuple = tuple.__new__
 
 
 class AcApi(Protocol):
@@ -275,7 +273,7 @@ async def _prepare_bulk(
                 ids = ",".join(f'{{"listid":{int(lid)}}}' for lid in _as_list(lists))
                 sub = subscriptions[which] = f'"subscribe":[{ids}]'
             parts.append(sub)
-        rows.append(_new_tuple(_BulkRow, (i, email, "{" + ",".join(parts) + "}")))
+        rows.append(new_named_tuple(_BulkRow, (i, email, "{" + ",".join(parts) + "}")))
     return rows
 
 
@@ -423,7 +421,7 @@ async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | No
             continue
         for r, cid in zip(ok_rows, ids, strict=True):
             created = high is not None and cid.isdigit() and int(cid) > high
-            results[r.pos] = _new_tuple(WriteResult, (True, cid, created, None, None, None))
+            results[r.pos] = new_named_tuple(WriteResult, (True, cid, created, None, None, None))
 
 
 async def _highest_contact_id(api: AcApi) -> int | None:

@@ -66,12 +66,18 @@ from syncd.engine.dbsync_types import (
 )
 from syncd.errors import IntegrationError, StoreError
 from syncd.logging import get_logger
-from syncd.model import ErrorCategory, ObjectType, RunKind, RunTrigger, WriteItem, WriteOp
+from syncd.model import (
+    ErrorCategory,
+    ObjectType,
+    RunKind,
+    RunTrigger,
+    WriteItem,
+    WriteOp,
+    new_named_tuple,
+)
 from syncd.store.base import DbsyncRow, StateStore
 
 log = get_logger("syncd.dbsync")
-# Builds a named tuple in C: its own __new__ is a Python call, paid per row of a big run.
-_new_tuple = tuple.__new__
 
 # A stored content hash is "<hash of what was sent>/<source fingerprint>": the second part
 # lets an unchanged row be recognised without mapping it (hashes of older versions lack it).
@@ -583,7 +589,7 @@ class DbsyncRunner:
             limit.release()
 
     def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
-        return _new_tuple(
+        return new_named_tuple(
             DbsyncRow, (p.cfg.name, row.email, row.email, hub_id, digest, p.run_id, 0)
         )
 
@@ -594,7 +600,9 @@ class DbsyncRunner:
         created_ids: list[str] = []
         if chunk:
             lists = (plan.list_id,)  # one tuple for the call's items: connectors only read it
-            items = [_new_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk]
+            items = [
+                new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk
+            ]
             p.tally.write_calls += 1
             results = await self.hub.write(
                 ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email"

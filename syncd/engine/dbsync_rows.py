@@ -20,7 +20,7 @@ from syncd.engine.matching import is_valid_normal_email
 from syncd.engine.rules import rule_fields
 from syncd.errors import ConfigError
 from syncd.jsontext import compact_encoder
-from syncd.model import FieldInfo
+from syncd.model import FieldInfo, new_named_tuple
 
 TAGS = "tags"
 TAG_MAX = 255  # ActiveCampaign's tag name column; HubSpot option labels are shorter still
@@ -28,7 +28,6 @@ _TAG_SPLIT = re.compile(r"[,;]")
 # The hash's JSON text (compact, UTF-8 kept), with the C encoder built once.
 _hash_encode = compact_encoder(ensure_ascii=False, default=None)
 _quote = encode_basestring  # a string as _hash_encode writes it (C)
-_new_tuple = tuple.__new__
 # Bump when map_row gives another result for the same values and plan: stored source
 # fingerprints then stop matching and every row is mapped and compared once more.
 _MAPPING_VERSION = "1"
@@ -309,8 +308,9 @@ def map_row(
                     "TOO_LONG",
                 )
             )
-    # tuple.__new__ in C: the named tuple's own __new__ is a Python call, once per row
-    return _new_tuple(MappedRow, (key, norm, fields, tags, tuple(problems) if problems else ()))
+    return new_named_tuple(
+        MappedRow, (key, norm, fields, tags, tuple(problems) if problems else ())
+    )
 
 
 def row_hash(row: MappedRow, list_id: str) -> str:
