@@ -10,7 +10,7 @@ import hashlib
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from json.encoder import encode_basestring
 from typing import Any, NamedTuple, Protocol
@@ -81,8 +81,15 @@ class RowPlan:
     limits: Mapping[str, int]
     required: frozenset[str]
     list_id: str
+
     # `fields` with each hub field's length limit (sys.maxsize for none): what map_row checks
-    checked: tuple[tuple[int, str, str, int], ...] = ()
+    # for every row, without a lookup per field. Derived here, never passed in.
+    checked: tuple[tuple[int, str, str, int], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.limits
+        checked = tuple((i, col, hub, limits.get(hub, sys.maxsize)) for i, col, hub in self.fields)
+        object.__setattr__(self, "checked", checked)
 
 
 def build_plan(
@@ -156,7 +163,6 @@ def build_plan(
         limits=limits,
         required=frozenset(required),
         list_id=cfg.list,
-        checked=tuple((i, col, hub, limits.get(hub, sys.maxsize)) for i, col, hub in mapped),
     )
 
 
@@ -331,17 +337,18 @@ def row_hasher(plan: RowPlan) -> Callable[[MappedRow], str]:
 
     def hasher(row: MappedRow) -> str:
         fields = row.fields
-        try:  # quote takes only str, and a field this plan does not fill is not in opening
+        try:
             if len(fields) == len(order):  # every field filled: most rows
                 pairs = [opening[hub] + quote(fields[hub]) for hub in order]
             else:
                 pairs = [opening[hub] + quote(fields[hub]) for hub in order if hub in fields]
-                if len(pairs) != len(fields):
-                    raise KeyError
-            body = "],".join(pairs) + "]" if pairs else ""
-            text = head + body + "],[" + ",".join(map(quote, row.tags)) + "]]"
-        except (TypeError, KeyError):
-            return row_hash(row, list_id)  # the general way
+            tags = ",".join(map(quote, row.tags))
+        except (TypeError, KeyError):  # a value that is not str, or a field not in the plan
+            return row_hash(row, list_id)
+        if len(pairs) != len(fields):  # fields the plan does not fill, beside some it does
+            return row_hash(row, list_id)
+        body = "],".join(pairs) + "]" if pairs else ""
+        text = head + body + "],[" + tags + "]]"
         return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
     return hasher
