@@ -442,12 +442,13 @@ def _chunks(rows: list[_BulkRow]) -> list[list[_BulkRow]]:
     """Runs of at most 250 rows whose request body stays under the payload limit."""
     out: list[list[_BulkRow]] = []
     cur: list[_BulkRow] = []
-    size = len(_body([]))
+    empty = len(_body([]))  # the body's own text around the entries
+    size = empty
     for row in rows:
         n = len(row.entry) + 1  # its text and a comma
         if cur and (len(cur) >= BULK_MAX or size + n > BULK_MAX_BYTES):
             out.append(cur)
-            cur, size = [], len(_body([]))
+            cur, size = [], empty
         cur.append(row)
         size += n
     if cur:
