@@ -35,7 +35,7 @@ ROOT = "mysql://root@127.0.0.1:3306"
 TOKEN = "bench-token"
 SANDBOX_SCRIPT = """
 import asyncio, sys
-from syncd.sandbox.activecampaign import ActiveCampaignSandbox, create_activecampaign_app
+from syncd.sandbox.activecampaign.app import ActiveCampaignSandbox, create_activecampaign_app
 from syncd.sandbox.common import bound_port, keep_data_out_of_collector, serve
 
 async def main():
@@ -162,12 +162,12 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
     """Two runs; prints one line per run."""
     from bench.common import record
     from syncd.config import DbsyncSettings, HttpSettings, HubSettings, RateLimitSettings
-    from syncd.connectors.activecampaign import ActiveCampaignConnector
     from syncd.daemon import settle_heap
-    from syncd.dbsync_component import default_source
-    from syncd.engine.dbsync import DbsyncRunner
+    from syncd.dbsync.component import default_source
+    from syncd.dbsync.runner import DbsyncRunner
     from syncd.model import RunTrigger
     from syncd.store.sqlite import SqliteStore
+    from syncd.vendors.activecampaign.client import ActiveCampaignConnector
 
     hub = ActiveCampaignConnector(
         HubSettings(

@@ -80,8 +80,8 @@ def pull(d: Any, obj: str = "contact") -> tuple[dict[str, Any], float]:
 def run_hub(hub: str, args: argparse.Namespace) -> dict[str, Any]:
     """One pull of `args.records` contacts into `hub`; the figures."""
     from syncd.sandbox.runner import SandboxThread
-    from syncd.sandbox.salesforce_seed import bulk_insert_contacts
-    from syncd.sandbox.soql_eval import now_utc
+    from syncd.sandbox.salesforce.seed import bulk_insert_contacts
+    from syncd.sandbox.salesforce.soql import now_utc
 
     sb = SandboxThread(("salesforce", hub), rate_limits=False)
     sb.keep_data_out_of_collector()  # as `syncd sandbox` serves them

@@ -27,8 +27,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from syncd.engine.rules import Rule, RuleError, parse_rule
 from syncd.model import ObjectType
+from syncd.rules import Rule, RuleError, parse_rule
 
 DEFAULT_CONFIG_PATH = Path("/etc/syncd/syncd.toml")
 INTERVAL_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)

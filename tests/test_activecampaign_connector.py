@@ -13,24 +13,24 @@ import aiohttp
 import pytest
 
 from syncd.config import HttpSettings, HubSettings, RateLimitSettings
-from syncd.connectors.activecampaign import ActiveCampaignConnector
-from syncd.connectors.activecampaign_util import parse_ac_datetime
-from syncd.connectors.activecampaign_write import (
+from syncd.errors import AuthError
+from syncd.model import ErrorCategory, ObjectType, SyncTag, WriteItem, WriteOp
+from syncd.sandbox.activecampaign.app import (
+    ActiveCampaignSandbox,
+    create_activecampaign_app,
+    seed_activecampaign,
+)
+from syncd.sandbox.common import bound_port, serve
+from syncd.vendors.activecampaign.answers import parse_ac_datetime
+from syncd.vendors.activecampaign.client import ActiveCampaignConnector
+from syncd.vendors.activecampaign.write import (
     BULK_MAX,
     BULK_MAX_BYTES,
     _body,
     _BulkRow,
     _chunks,
 )
-from syncd.connectors.base import HubConnector
-from syncd.errors import AuthError
-from syncd.model import ErrorCategory, ObjectType, SyncTag, WriteItem, WriteOp
-from syncd.sandbox.activecampaign import (
-    ActiveCampaignSandbox,
-    create_activecampaign_app,
-    seed_activecampaign,
-)
-from syncd.sandbox.common import bound_port, serve
+from syncd.vendors.protocols import HubConnector
 
 TOKEN = "ac-test-token-0123456789"
 FAST = RateLimitSettings(requests=10_000, per_seconds=1.0)

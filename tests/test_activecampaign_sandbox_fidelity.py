@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from syncd.sandbox.activecampaign import (
+from syncd.sandbox.activecampaign.app import (
     ActiveCampaignSandbox,
     create_activecampaign_app,
     seed_activecampaign,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import ConfigInvalid, load_settings
-from syncd.engine.rules import Condition, Group, Op
+from syncd.rules import Condition, Group, Op
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = """

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from syncd.dbsync_component import default_source
-from syncd.engine import dbsync as dbsync_engine
-from syncd.engine.dbsync import SOURCE_MARK, DbsyncRunner
+from syncd.dbsync import runner as dbsync_engine
+from syncd.dbsync.component import default_source
+from syncd.dbsync.runner import SOURCE_MARK, DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
 from syncd.store.sqlite import SqliteStore
 from tests.test_dbsync_support import Env, env

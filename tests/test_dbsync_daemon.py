@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from syncd.cli_dbsync import register
+from syncd.cli.dbsync import register
 from syncd.config import load_settings
 from syncd.daemon import Daemon
-from syncd.dbsync_component import DbsyncComponent, component_factory
+from syncd.dbsync.component import DbsyncComponent, component_factory
 from syncd.model import RunKind, RunTrigger
 from syncd.web.dbsync_api import install
 from tests.daemon_harness import free_port

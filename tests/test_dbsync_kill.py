@@ -8,9 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from syncd.dbsync_component import default_source
-from syncd.engine.dbsync import DbsyncRunner
-from syncd.engine.dbsync_types import DbsyncBusy
+from syncd.dbsync.component import default_source
+from syncd.dbsync.runner import DbsyncRunner
+from syncd.dbsync.types import DbsyncBusy
 from syncd.model import RunKind, RunTrigger
 from syncd.store.sqlite import SqliteStore
 from tests.test_dbsync_support import LIST_ID, MAPPING, Env, env
@@ -23,9 +23,9 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from syncd.config import DbsyncSettings
-    from syncd.connectors.activecampaign import ActiveCampaignConnector
-    from syncd.dbsync_component import default_source
-    from syncd.engine.dbsync import DbsyncRunner
+    from syncd.vendors.activecampaign.client import ActiveCampaignConnector
+    from syncd.dbsync.component import default_source
+    from syncd.dbsync.runner import DbsyncRunner
     from syncd.model import RunTrigger
     from syncd.store.sqlite import SqliteStore
     from tests.test_dbsync_support import MAPPING, hub_settings

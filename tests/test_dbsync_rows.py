@@ -6,7 +6,7 @@ from datetime import date
 from typing import Any
 
 from syncd.config import DbsyncSettings
-from syncd.engine.dbsync_rows import MappedRow, build_plan, map_row, row_hash, row_hasher
+from syncd.dbsync.rows import MappedRow, build_plan, map_row, row_hash, row_hasher
 from syncd.model import FieldInfo
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.engine.dbsync_types import DbsyncBusy
+from syncd.dbsync.types import DbsyncBusy
 from syncd.errors import ConfigError
 from syncd.model import ErrorCategory, RunKind, RunTrigger
 from tests.test_dbsync_support import LIST_ID, Env, env
@@ -236,8 +236,8 @@ async def test_one_run_at_a_time(env: Env) -> None:
         await env.runner.begin(env.cfg(), RunTrigger.MANUAL)
     assert busy.value.run_id == run_id
     # Another instance sharing the store is refused too, and learns the run id.
-    from syncd.dbsync_component import default_source
-    from syncd.engine.dbsync import DbsyncRunner
+    from syncd.dbsync.component import default_source
+    from syncd.dbsync.runner import DbsyncRunner
 
     other = DbsyncRunner(env.store, env.hub, default_source, owner="other", lock_ttl=5.0)
     with pytest.raises(DbsyncBusy) as busy:

@@ -11,13 +11,13 @@ import aiomysql
 import pytest
 
 from syncd.config import DbsyncSettings, HttpSettings, HubSettings, MysqlDsn, RateLimitSettings
-from syncd.connectors.activecampaign import ActiveCampaignConnector
-from syncd.dbsync_component import default_source
-from syncd.engine.dbsync import DbsyncRunner
-from syncd.sandbox.activecampaign import ActiveCampaignSandbox, create_activecampaign_app
-from syncd.sandbox.activecampaign_state import Contact
+from syncd.dbsync.component import default_source
+from syncd.dbsync.runner import DbsyncRunner
+from syncd.sandbox.activecampaign.app import ActiveCampaignSandbox, create_activecampaign_app
+from syncd.sandbox.activecampaign.state import Contact
 from syncd.sandbox.common import bound_port, serve
 from syncd.store.sqlite import SqliteStore
+from syncd.vendors.activecampaign.client import ActiveCampaignConnector
 
 TOKEN = "ac-test-token"
 LIST_ID = 1

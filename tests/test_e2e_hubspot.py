@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.connectors.hubspot_signature import compute_signature_v3
 from syncd.sandbox.runner import HS_CLIENT_SECRET
+from syncd.vendors.hubspot.signature import compute_signature_v3
 from tests.daemon_harness import DaemonProcess
 from tests.e2e import Env, queue_counts, sf_records
 

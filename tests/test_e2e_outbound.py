@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from syncd.sandbox.salesforce import bulk_insert_contacts
-from syncd.sandbox.soql_eval import now_utc
+from syncd.sandbox.salesforce.app import bulk_insert_contacts
+from syncd.sandbox.salesforce.soql import now_utc
 from tests.e2e import Env, ac_webhook, queue_counts, sf_records
 
 QUIET = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"

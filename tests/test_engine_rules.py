@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 
 from syncd.config import ObjectSyncSettings
-from syncd.engine.conflicts import resolve
-from syncd.engine.eligibility import (
+from syncd.emails import is_valid_email, normalize_domain, normalize_email
+from syncd.errors import RecordError
+from syncd.model import ErrorCategory, ObjectType
+from syncd.sync.conflicts import resolve
+from syncd.sync.eligibility import (
     Excluded,
     Target,
     inbound_target,
     parse_tags,
     tags_after_conversion,
 )
-from syncd.engine.mapping import ObjectMapping, content_hash
-from syncd.engine.matching import is_valid_email, normalize_domain, normalize_email
-from syncd.errors import RecordError
-from syncd.model import ErrorCategory, ObjectType
+from syncd.sync.mapping import ObjectMapping, content_hash
 from syncd.web.webhooks import parse_activecampaign, parse_hubspot
 
 

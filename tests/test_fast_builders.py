@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from syncd.engine.outbound_flight import Outcome
 from syncd.jsontext import compact_encoder
 from syncd.model import Change, Direction, ObjectType, Record, builder
 from syncd.store.base import RecordLink
+from syncd.sync.flight import Outcome
 
 
 def test_builder_makes_the_dataclass_instance() -> None:

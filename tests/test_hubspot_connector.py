@@ -12,13 +12,13 @@ import pytest
 from aiohttp import web
 
 from syncd.config import HttpSettings, HubSettings, RateLimitSettings
-from syncd.connectors.base import HubConnector
-from syncd.connectors.hubspot import HubSpotConnector
-from syncd.engine.rules import Condition, Group, Op
 from syncd.errors import AuthError, ConfigError, QuotaExhausted
 from syncd.model import ErrorCategory, ObjectType, Record, WriteItem, WriteOp
+from syncd.rules import Condition, Group, Op
 from syncd.sandbox.common import bound_port, serve
-from syncd.sandbox.hubspot import HubSpotSandbox, bulk_load, create_hubspot_app, seed_hubspot
+from syncd.sandbox.hubspot.app import HubSpotSandbox, bulk_load, create_hubspot_app, seed_hubspot
+from syncd.vendors.hubspot.client import HubSpotConnector
+from syncd.vendors.protocols import HubConnector
 
 TOKEN = "pat-na1-test-token"
 UPSERT_EP = "POST /crm/v3/objects/{object}/batch/upsert"

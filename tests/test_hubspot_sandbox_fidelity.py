@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from syncd.sandbox.common import bound_port, serve
-from syncd.sandbox.hubspot import HubSpotSandbox, bulk_load, create_hubspot_app
+from syncd.sandbox.hubspot.app import HubSpotSandbox, bulk_load, create_hubspot_app
 
 TOKEN = "pat-na1-fidelity"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

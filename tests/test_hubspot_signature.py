@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from syncd.connectors import hubspot_signature as sig
+from syncd.vendors.hubspot import signature as sig
 
 SECRET = "client-secret-123"
 URI = "https://syncd.example.com/webhooks/hubspot?portal=42"

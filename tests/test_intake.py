@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from syncd.engine.intake import InboundIntake
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ObjectType
 from syncd.store.base import ChangeFeed, FeedBatch
@@ -17,6 +16,7 @@ from syncd.store.mysql import MysqlStore
 from syncd.store.queue import stream_batches
 from syncd.store.sql import SqlStore
 from syncd.store.sqlite import SqliteStore
+from syncd.sync.intake import InboundIntake
 
 IN = Direction.INBOUND
 

@@ -12,10 +12,10 @@ import pymysql
 import pytest
 
 from syncd.config import MysqlDsn
-from syncd.connectors.mysql_source import ColumnInfo, MySqlSource
-from syncd.connectors.sql_rules import RuleColumnError
-from syncd.engine.rules import Condition, Group, Op
+from syncd.dbsync.source import ColumnInfo, MySqlSource
+from syncd.dbsync.sql_rules import RuleColumnError
 from syncd.errors import ConfigError, TransientError
+from syncd.rules import Condition, Group, Op
 
 ER_READ_ONLY_TRANSACTION = 1792
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from syncd.cli_overview import register
+from syncd.cli.overview import register
 from syncd.model import Direction, ErrorCategory
 from tests.test_overview_support import LiveApp, Seeded, seed, seed_links
 

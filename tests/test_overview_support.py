@@ -21,11 +21,6 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from syncd.config import Settings
-from syncd.engine.gate import DirectionGate
-from syncd.engine.inbound import InboundFlusher
-from syncd.engine.outbound import OutboundPuller
-from syncd.engine.rules import Rule
-from syncd.engine.service import SyncEngine
 from syncd.model import (
     Change,
     DeletedRecord,
@@ -41,9 +36,14 @@ from syncd.model import (
     WriteOp,
     WriteResult,
 )
+from syncd.rules import Rule
 from syncd.store.base import EntryFilter, RecordLink, StateStore
 from syncd.store.sqlite import SqliteStore
-from syncd.web import engine_api, webhooks
+from syncd.sync.component import SyncEngine
+from syncd.sync.gate import DirectionGate
+from syncd.sync.inbound import InboundFlusher
+from syncd.sync.outbound import OutboundPuller
+from syncd.web import sync_api, webhooks
 from syncd.web.app import create_app
 from syncd.web.context import Check
 from syncd.web.overview_api import install
@@ -290,7 +290,7 @@ class LiveApp:
             self.control.components["engine"] = engine
             self.engine = engine
         self.app = create_app(
-            self.control, installers=[engine_api.install, webhooks.install, install]
+            self.control, installers=[sync_api.install, webhooks.install, install]
         )
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()

@@ -14,19 +14,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
 from syncd.config import CrmSettings, HttpSettings
-from syncd.connectors.base import CrmConnector
-from syncd.connectors.salesforce import SalesforceConnector, parse_sf_datetime
-from syncd.engine.rules import Condition, Group, Op
 from syncd.errors import AuthError, ConfigError, QuotaExhausted
 from syncd.model import ErrorCategory, ObjectType, WriteItem, WriteOp
+from syncd.rules import Condition, Group, Op
 from syncd.sandbox.common import bound_port, serve
-from syncd.sandbox.salesforce import (
+from syncd.sandbox.salesforce.app import (
     SalesforceSandbox,
     bulk_insert_contacts,
     create_salesforce_app,
     seed_salesforce,
 )
-from syncd.sandbox.soql_eval import now_utc
+from syncd.sandbox.salesforce.soql import now_utc
+from syncd.vendors.protocols import CrmConnector
+from syncd.vendors.salesforce.client import SalesforceConnector, parse_sf_datetime
 
 SECRET = "s3cr3t-client-secret-value"
 FAST = HttpSettings(retry_attempts=5, retry_base_delay=0.01, retry_max_delay=0.05)

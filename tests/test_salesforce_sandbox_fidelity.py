@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from syncd.sandbox.common import bound_port, serve
-from syncd.sandbox.salesforce import (
+from syncd.sandbox.salesforce.app import (
     SalesforceSandbox,
     bulk_insert_contacts,
     create_salesforce_app,

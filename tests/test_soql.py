@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.connectors.soql import (
+from syncd.rules import Condition, Group, Op, Rule, parse_rule
+from syncd.sandbox.salesforce.soql import SoqlError, parse_query, run_query
+from syncd.vendors.salesforce.soql import (
     SoqlBuildError,
     compile_rule,
     datetime_literal,
@@ -18,8 +20,6 @@ from syncd.connectors.soql import (
     quote,
     record_id,
 )
-from syncd.engine.rules import Condition, Group, Op, Rule, parse_rule
-from syncd.sandbox.soql_eval import SoqlError, parse_query, run_query
 
 TYPES = {"Name": "string", "Amount": "currency", "Active": "boolean", "Stamp": "datetime"}
 

@@ -9,15 +9,15 @@ import aiomysql
 import pytest
 
 from syncd.config import MysqlDsn
-from syncd.connectors.sql_rules import (
+from syncd.dbsync.sql_rules import (
     RuleColumnError,
     RuleOperatorError,
     compile_where,
     escape_like,
     quote_ident,
 )
-from syncd.engine.rules import Condition, Group, Op, RuleError, parse_rule
 from syncd.errors import ConfigError
+from syncd.rules import Condition, Group, Op, RuleError, parse_rule
 
 COLS = {"id": "int", "email": "varchar", "Name": "text", "score": "decimal", "pct%": "int"}
 

@@ -20,7 +20,6 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from syncd.engine.claims import keep_leases
 from syncd.model import (
     Change,
     Direction,
@@ -40,6 +39,7 @@ from syncd.store.base import (
     StateStore,
     SyncedRecord,
 )
+from syncd.store.leases import keep_leases
 from syncd.store.mysql import MysqlStore
 from syncd.store.schema import LATEST_VERSION
 from syncd.store.sql import SqlStore

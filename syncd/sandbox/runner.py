@@ -109,7 +109,7 @@ async def start_sandboxes(
 
 def _build(vendor: str, *, rate_limits: bool, seed: bool) -> tuple[SandboxBase, web.Application]:
     if vendor == "salesforce":
-        from syncd.sandbox.salesforce import (
+        from syncd.sandbox.salesforce.app import (
             SalesforceSandbox,
             create_salesforce_app,
             seed_salesforce,
@@ -127,8 +127,11 @@ def _build(vendor: str, *, rate_limits: bool, seed: bool) -> tuple[SandboxBase, 
             )
         return sf, create_salesforce_app(sf)
     if vendor == "activecampaign":
-        from syncd.sandbox.activecampaign import ActiveCampaignSandbox, create_activecampaign_app
-        from syncd.sandbox.activecampaign_seed import seed_activecampaign
+        from syncd.sandbox.activecampaign.app import (
+            ActiveCampaignSandbox,
+            create_activecampaign_app,
+        )
+        from syncd.sandbox.activecampaign.seed import seed_activecampaign
 
         ac = ActiveCampaignSandbox()
         if seed:
@@ -136,7 +139,7 @@ def _build(vendor: str, *, rate_limits: bool, seed: bool) -> tuple[SandboxBase, 
         rate = (5, 1.0) if rate_limits else None
         return ac, create_activecampaign_app(ac, api_token=AC_TOKEN, rate_limit=rate)
     if vendor == "hubspot":
-        from syncd.sandbox.hubspot import HubSpotSandbox, create_hubspot_app, seed_hubspot
+        from syncd.sandbox.hubspot.app import HubSpotSandbox, create_hubspot_app, seed_hubspot
 
         hs = HubSpotSandbox()
         if seed:

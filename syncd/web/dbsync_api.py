@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.dbsync_component import DbsyncComponent
-from syncd.engine.dbsync_types import DbsyncBusy
+from syncd.dbsync.component import DbsyncComponent
+from syncd.dbsync.types import DbsyncBusy
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import RunKind
 from syncd.store.base import Run, RunFailure

@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.engine.service import SyncEngine
 from syncd.errors import StoreError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus
+from syncd.sync.component import SyncEngine
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
 from syncd.web.overview_model import (
     ENTRY_DETAIL_SCHEMA,

@@ -10,11 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from syncd.engine.service import SyncEngine
 from syncd.errors import IntegrationError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus, ErrorCategory, ObjectType, RunKind
 from syncd.store.base import LinkFilter, RecordLink, StateStore
+from syncd.sync.component import SyncEngine
+from syncd.sync.restore import RestoreRequest, count_restorable, restore_links
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
 from syncd.web.hints import category_hint, exclusion_group
 from syncd.web.overview_model import (
@@ -31,7 +32,6 @@ from syncd.web.overview_model import (
     page_args,
 )
 from syncd.web.queue_api import store_guard
-from syncd.web.restore import RestoreRequest, count_restorable, restore_links
 
 EXPORT_PAGE = 1000
 log = get_logger("syncd.overview")

@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from syncd.connectors.hubspot_signature import check_signature_v3
-from syncd.engine.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
-from syncd.engine.inbound import HINT_KEY
-from syncd.engine.matching import normalize_email
-from syncd.engine.service import SyncEngine
+from syncd.emails import normalize_email
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, ObjectType
+from syncd.sync.component import SyncEngine
+from syncd.sync.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
+from syncd.sync.inbound import HINT_KEY
+from syncd.vendors.hubspot.signature import check_signature_v3
 from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry
 
 AC_EVENTS = frozenset(

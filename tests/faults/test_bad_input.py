@@ -11,8 +11,8 @@ import socket
 import time
 from pathlib import Path
 
-from syncd.connectors.hubspot_signature import compute_signature_v3
 from syncd.sandbox.runner import HS_CLIENT_SECRET
+from syncd.vendors.hubspot.signature import compute_signature_v3
 from tests.daemon_harness import DaemonProcess
 from tests.e2e import AC_HOOK, Env, queue_counts
 from tests.faults.harness import pick, rss_kb

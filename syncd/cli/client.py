@@ -1,0 +1,76 @@
+"""The admin API's client side: exit codes, loading the config, calling the daemon.
+
+Exit codes: 0 ok, 1 failed, 2 usage or invalid configuration, 3 daemon unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from syncd.config import ConfigInvalid, Settings, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def load_or_exit(path: str | None) -> Settings:
+    """The settings at `path`, or exit 2 printing each problem."""
+    try:
+        return load_settings(path)
+    except ConfigInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+
+
+class AdminClient:
+    """A small client of the daemon's admin API, using the config's listen address and token."""
+
+    def __init__(self, settings: Settings, url: str | None = None) -> None:
+        host = settings.daemon.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        self.base = (url or f"http://{host}:{settings.daemon.port}").rstrip("/")
+        token = settings.daemon.admin_token
+        self.token = token.get_secret_value() if token else ""
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """One request; (status, decoded JSON or text). Raises SystemExit(3) if unreachable."""
+        import urllib.error
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"syncd: daemon unreachable at {self.base}: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_UNREACHABLE) from None
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode("utf-8", "replace")
+
+
+def admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """Call the admin API; exit 1 with the server's message on a non-2xx answer."""
+    client = AdminClient(load_or_exit(args.config), getattr(args, "url", None))
+    status, payload = client.call(method, path, body)
+    if status == 401:
+        print("syncd: the daemon refused the admin token (daemon.admin_token)", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED)
+    if not 200 <= status < 300:
+        msg = payload.get("error") if isinstance(payload, dict) else payload
+        print(f"syncd: {method} {path} failed ({status}): {msg}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED)
+    return payload

@@ -1,0 +1,132 @@
+"""Command line: ``syncd run``, ``check-config``, ``status``, and every command group's parser.
+
+Exit codes are in `syncd.cli.client`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from syncd import __version__
+from syncd.cli import dbsync, overview, sandbox, store, sync
+from syncd.cli.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE, admin_call, load_or_exit
+from syncd.config import DEFAULT_CONFIG_PATH, Settings, config_path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground until SIGTERM/SIGINT."""
+    from syncd.daemon import Daemon
+    from syncd.logging import configure_logging
+    from syncd.wiring import component_factories, route_installers
+
+    settings = load_or_exit(args.config)
+    d = settings.daemon
+    configure_logging(d.log_level, d.log_format, settings.secret_values())
+
+    async def main() -> int:
+        daemon = Daemon(
+            settings,
+            config_path(args.config),
+            components=component_factories(settings),
+            installers=route_installers(),
+        )
+        return await daemon.run()
+
+    return asyncio.run(main())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration; print each problem as ``section.key: what is wrong``."""
+    settings = load_or_exit(args.config)
+    print(f"{config_path(args.config)}: ok (digest {settings.digest()})")
+    if not args.online:
+        return EXIT_OK
+    return asyncio.run(_check_online(settings))
+
+
+async def _check_online(settings: Settings) -> int:
+    from syncd.errors import ConfigError
+    from syncd.sync.setup_check import check_online
+    from syncd.vendors.factory import build_connectors
+
+    try:
+        crm, hub = build_connectors(settings)
+    except ConfigError as exc:
+        print(f"config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        await crm.start()
+        await hub.start()
+        report = await check_online(settings, crm, hub)
+    finally:
+        await crm.close()
+        await hub.close()
+    for line in report.info:
+        print(line)
+    for problem in report.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_USAGE if report.problems else EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the daemon's status."""
+    body = admin_call(args, "GET", "/api/v1/status")
+    if args.format == "json":
+        print(json.dumps(body, indent=2))
+        return EXIT_OK
+    print(f"syncd {body['version']}  up {body['uptime_seconds']:.0f}s  store {body['store']}")
+    print(f"config digest {body['config_digest']}")
+    for direction, counts in sorted(body.get("queue", {}).items()):
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        print(f"queue {direction}: {parts}")
+    for job in body.get("jobs", []):
+        print(f"job {job['id']}: next {job['next_run']}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="syncd", description="hub <-> Salesforce sync daemon")
+    p.add_argument("--version", action="version", version=f"syncd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument(
+            "--config", help=f"config file (default $SYNCD_CONFIG, else {DEFAULT_CONFIG_PATH})"
+        )
+        sp.set_defaults(func=fn)
+        return sp
+
+    add("run", cmd_run, "run the daemon in the foreground")
+    sp = add("check-config", cmd_check_config, "validate the configuration")
+    sp.add_argument(
+        "--online", action="store_true", help="also connect to both sides and check the mapping"
+    )
+    sp = add("status", cmd_status, "show the running daemon's status")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.add_argument("--url", help="admin API base URL (default from daemon.listen)")
+    for group in (sync, overview, dbsync, sandbox, store):
+        group.register(sub, add)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``syncd`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main"]

@@ -1,1 +1,0 @@
-"""Vendor connectors behind the CrmConnector and HubConnector protocols."""

@@ -1,0 +1,276 @@
+"""The dbsync daemon component: runs on request (API/CLI) and on schedules, one at a time each.
+
+Schedules (``manual``, ``every 6h``, a cron expression) become APScheduler jobs named
+``dbsync:<name>`` and are replaced on SIGHUP. A run started over the API is claimed (and
+recorded) before the request is answered, then continues as a task owned by the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd.config import DbsyncSettings, HubSettings, MysqlDsn, Settings, parse_schedule
+from syncd.dbsync.runner import DbsyncRunner
+from syncd.dbsync.source import MySqlSource
+from syncd.dbsync.types import DbsyncBusy, DbsyncReport
+from syncd.errors import ConfigError, IntegrationError, StoreError
+from syncd.logging import get_logger
+from syncd.model import RunTrigger
+from syncd.store.base import StateStore
+from syncd.vendors.protocols import HubConnector
+from syncd.web.context import Check
+
+log = get_logger("syncd.dbsync")
+JOB_PREFIX = "dbsync:"
+HubFactory = Callable[[HubSettings], HubConnector]
+
+
+def default_source(cfg: DbsyncSettings) -> MySqlSource:
+    """The read-only source of one dbsync."""
+    return MySqlSource(MysqlDsn.parse(cfg.dsn.get_secret_value()))
+
+
+def default_hub(settings: HubSettings) -> HubConnector:
+    """The hub connector the config names (the shared connector factory)."""
+    from syncd.vendors.factory import build_hub
+
+    return build_hub(settings)
+
+
+class Host(Protocol):
+    """What the component needs from the daemon."""
+
+    @property
+    def settings(self) -> Settings:
+        """Configuration in force."""
+
+    @property
+    def store(self) -> StateStore:
+        """The state store."""
+
+    scheduler: AsyncIOScheduler
+    instance_id: str
+
+    def spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        """Run an owned background task."""
+
+    async def wait_store(self) -> None:
+        """Wait until the store is open."""
+
+
+@dataclass
+class Progress:
+    """Live progress of a run in this process."""
+
+    name: str
+    rows_read: int = 0
+    total: int = 0
+    started: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form with rate and ETA."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = self.rows_read / elapsed
+        left = max(self.total - self.rows_read, 0)
+        return {
+            "rows_read": self.rows_read,
+            "total": self.total,
+            "rows_per_second": round(rate, 1),
+            "eta_seconds": round(left / rate, 1) if rate > 0 else None,
+        }
+
+
+class DbsyncComponent:
+    """Runs dbsyncs on request and on schedule."""
+
+    name = "dbsync"
+
+    def __init__(
+        self,
+        hub_factory: HubFactory = default_hub,
+        source_factory: Callable[[DbsyncSettings], Any] = default_source,
+        *,
+        lock_ttl: float = 60.0,
+    ) -> None:
+        self._hub_factory = hub_factory
+        self._source_factory = source_factory
+        self._lock_ttl = lock_ttl
+        self._host: Host | None = None
+        self._runner: DbsyncRunner | None = None
+        self._hub_settings: HubSettings | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.progress: dict[int, Progress] = {}
+        self._ready = asyncio.Event()
+
+    # -- Component protocol ------------------------------------------------------------------
+    async def start(self, daemon: Host) -> None:
+        """Build the runner; schedules start once the store is open."""
+        self._host = daemon
+        self._build(daemon.settings)
+        daemon.spawn(self._after_store(), "dbsync-start")
+
+    async def _after_store(self) -> None:
+        host = self._need_host()
+        await host.wait_store()
+        self._schedule(host.settings)
+        self._ready.set()
+
+    async def stop(self, deadline: float) -> None:
+        """Let running runs finish until `deadline`, then cancel them (marked failed)."""
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(deadline - time.monotonic(), 0.0))
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await self._runner.hub.close()
+
+    def reload(self, settings: Settings) -> None:
+        """Apply new dbsync entries and schedules (and a new hub connection if it changed)."""
+        if settings.hub != self._hub_settings and not self._tasks:
+            old = self._runner
+            self._build(settings)
+            if old is not None:
+                self._need_host().spawn(old.hub.close(), "dbsync-hub-close")
+        if self._ready.is_set():
+            self._schedule(settings)
+
+    def readiness(self) -> dict[str, Check]:
+        """dbsync adds no readiness check: a broken source fails its own runs only."""
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        """Runs going on in this process."""
+        return {"dbsync_running": {p.name: rid for rid, p in self.progress.items()}}
+
+    def flush_requested(self) -> None:
+        """Nothing buffered."""
+
+    # -- used by the API ---------------------------------------------------------------------
+    def config(self, name: str) -> DbsyncSettings | None:
+        """The dbsync entry called `name` in the config in force."""
+        return self._need_host().settings.dbsync_by_name(name)
+
+    async def request_run(self, name: str, trigger: RunTrigger = RunTrigger.MANUAL) -> int:
+        """Claim and start a run; its id. KeyError for an unknown name, DbsyncBusy if running."""
+        cfg = self.config(name)
+        if cfg is None:
+            raise KeyError(name)
+        runner = self._need_runner()
+        run_id = await runner.begin(cfg, trigger)
+        prog = Progress(name, started=time.monotonic())
+        self.progress[run_id] = prog
+
+        def on_progress(read: int, total: int) -> None:
+            prog.rows_read, prog.total = read, total
+
+        async def go() -> None:
+            try:
+                await runner.execute(cfg, run_id, on_progress)
+            except (IntegrationError, StoreError) as exc:
+                log.warning("dbsync_run_failed", dbsync=name, run=run_id, error=str(exc))
+            finally:
+                self.progress.pop(run_id, None)
+                self._tasks.pop(run_id, None)
+
+        self._tasks[run_id] = self._need_host().spawn(go(), f"dbsync-{name}-{run_id}")
+        return run_id
+
+    async def test(self, name: str) -> DbsyncReport:
+        """Count what a run would do, writing nothing to the hub."""
+        cfg = self.config(name)
+        if cfg is None:
+            raise KeyError(name)
+        return await self._need_runner().test(cfg)
+
+    async def wait(self, run_id: int) -> None:
+        """Wait for a run started here to end."""
+        task = self._tasks.get(run_id)
+        if task is not None:
+            await asyncio.wait([task])
+
+    # -- internals ---------------------------------------------------------------------------
+    def _need_host(self) -> Host:
+        assert self._host is not None, "dbsync component not started"
+        return self._host
+
+    def _need_runner(self) -> DbsyncRunner:
+        if self._runner is None:
+            raise ConfigError("dbsync needs a [hub] section in the config")
+        return self._runner
+
+    def _build(self, settings: Settings) -> None:
+        host = self._need_host()
+        self._hub_settings = settings.hub
+        if settings.hub is None:
+            self._runner = None
+            return
+        self._runner = DbsyncRunner(
+            host.store,
+            self._hub_factory(settings.hub),
+            self._source_factory,
+            owner=host.instance_id,
+            lock_ttl=self._lock_ttl,
+        )
+
+    def _schedule(self, settings: Settings) -> None:
+        scheduler = self._need_host().scheduler
+        wanted: set[str] = set()
+        for cfg in settings.dbsync:
+            sched = parse_schedule(cfg.schedule)
+            if sched.kind == "manual":
+                continue
+            job_id = JOB_PREFIX + cfg.name
+            wanted.add(job_id)
+            trigger: IntervalTrigger | CronTrigger
+            if sched.kind == "interval":
+                trigger = IntervalTrigger(seconds=sched.seconds, timezone="UTC")
+            else:
+                trigger = CronTrigger.from_crontab(sched.cron, timezone="UTC")
+            scheduler.add_job(
+                self._scheduled,
+                trigger=trigger,
+                id=job_id,
+                args=[cfg.name],
+                replace_existing=True,
+                coalesce=True,
+                max_instances=1,
+                misfire_grace_time=300,
+            )
+        for job in scheduler.get_jobs():
+            if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
+                job.remove()
+
+    async def _scheduled(self, name: str) -> None:
+        try:
+            run_id = await self.request_run(name, RunTrigger.SCHEDULE)
+        except DbsyncBusy as exc:
+            log.info("dbsync_schedule_skipped", dbsync=name, reason=str(exc))
+        except KeyError:
+            log.warning("dbsync_schedule_unknown", dbsync=name)
+        except (IntegrationError, StoreError) as exc:
+            log.warning("dbsync_schedule_failed", dbsync=name, error=str(exc))
+        else:
+            log.info("dbsync_scheduled_run", dbsync=name, run=run_id)
+
+
+def component_factory(
+    hub_factory: HubFactory = default_hub, *, lock_ttl: float = 60.0
+) -> Callable[[Any], DbsyncComponent]:
+    """A factory for ``syncd.wiring.component_factories``."""
+
+    def make(_daemon: Any) -> DbsyncComponent:
+        return DbsyncComponent(hub_factory, lock_ttl=lock_ttl)
+
+    return make

@@ -1,0 +1,309 @@
+"""The sync engine as a daemon component: intake, flush loop, scheduled pulls, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd import metrics
+from syncd.config import Settings
+from syncd.emails import normalize_email
+from syncd.errors import IntegrationError, StoreError
+from syncd.logging import get_logger
+from syncd.model import Change, Direction, ObjectType, RunTrigger
+from syncd.store.base import StateStore
+from syncd.sync.eligibility import parse_tags
+from syncd.sync.gate import DirectionGate
+from syncd.sync.inbound import InboundFlusher
+from syncd.sync.intake import InboundIntake
+from syncd.sync.outbound import OutboundPuller, PullBusy, PullCounts
+from syncd.vendors.protocols import CrmConnector, HubConnector
+from syncd.web.context import Check
+
+log = get_logger("syncd.sync")
+PULL_OBJECTS = (ObjectType.LEAD, ObjectType.CONTACT, ObjectType.ACCOUNT, ObjectType.OPPORTUNITY)
+
+
+class Host(Protocol):
+    """What the engine needs from the daemon hosting it."""
+
+    @property
+    def settings(self) -> Settings:
+        """Configuration in force."""
+
+    @property
+    def store(self) -> StateStore:
+        """The state store."""
+
+    scheduler: AsyncIOScheduler
+    instance_id: str
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run an owned background task."""
+
+    async def wait_store(self) -> None:
+        """Wait until the store is open."""
+
+
+ConnectorFactory = Callable[[Settings], tuple[CrmConnector, HubConnector]]
+
+
+class SyncEngine:
+    """Two-way sync: webhook intake and buffer flushes inbound, scheduled pulls outbound."""
+
+    name = "engine"
+
+    def __init__(self, connectors: ConnectorFactory) -> None:
+        self._make_connectors = connectors
+        self._host: Host | None = None
+        self.crm: CrmConnector | None = None
+        self.hub: HubConnector | None = None
+        self.intake: InboundIntake | None = None
+        self.flusher: InboundFlusher | None = None
+        self.puller: OutboundPuller | None = None
+        self.gates: dict[Direction, DirectionGate] = {}
+        self._interval: tuple[float, ...] = ()
+        self._ready = asyncio.Event()
+        self._pull_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def host(self) -> Host:
+        """The hosting daemon (set at start)."""
+        assert self._host is not None, "engine not started"
+        return self._host
+
+    async def start(self, daemon: Host) -> None:
+        """Build connectors and loops; they start working once the store is open."""
+        self._host = daemon
+        settings = daemon.settings
+        self.crm, self.hub = self._make_connectors(settings)
+        store = daemon.store
+        self.gates = {d: DirectionGate(d, store) for d in (Direction.INBOUND, Direction.OUTBOUND)}
+        owner = daemon.instance_id
+        self.flusher = InboundFlusher(
+            store,
+            self.crm,
+            self.hub,
+            lambda: self.host.settings,
+            self.gates[Direction.INBOUND],
+            owner,
+        )
+        self.intake = InboundIntake(store, on_committed=self.flusher.notify_arrivals)
+        self.puller = OutboundPuller(
+            store,
+            self.crm,
+            self.hub,
+            lambda: self.host.settings,
+            self.gates[Direction.OUTBOUND],
+            owner,
+        )
+        daemon.spawn(self.intake.run(), "intake")
+        daemon.spawn(self._after_store_open(), "engine-start")
+
+    async def _after_store_open(self) -> None:
+        host = self.host
+        await host.wait_store()
+        for gate in self.gates.values():
+            await _retry_store(gate.load)
+        if host.store.kind == "sqlite":
+            # An embedded store has one process: claims still leased are from our previous
+            # life (killed, or cut short by a second SIGTERM); send them again right away.
+            far = datetime.now(UTC) + timedelta(days=36500)
+            n = await host.store.reclaim_expired(now=far)
+            if n:
+                log.warning("claims_recovered_at_start", entries=n)
+        assert self.crm is not None and self.hub is not None and self.flusher is not None
+        for conn in (self.crm, self.hub):
+            try:
+                await conn.start()
+            except IntegrationError as exc:
+                # A vendor down or refusing us at start is no different from later: each
+                # call authenticates on demand and a failing direction pauses; stay up.
+                log.warning("connector_start_failed", error=str(exc))
+        self._schedule(host.settings, first=True)
+        host.spawn(self.flusher.run(), "flusher")
+        host.spawn(self._lease_reaper(), "lease-reaper")
+        self._ready.set()
+        log.info("engine_started", hub=host.settings.hub.kind if host.settings.hub else None)
+
+    def _schedule(self, settings: Settings, *, first: bool = False) -> None:
+        out = settings.outbound
+        seconds = out.interval_seconds_override or out.interval_hours * 3600.0
+        poll = settings.inbound.poll_interval
+        key = (seconds, poll)
+        if key == self._interval:
+            return
+        self._interval = key
+        sched = self.host.scheduler
+        start = datetime.now(UTC) + timedelta(seconds=5 if first else seconds)
+        for obj in PULL_OBJECTS:
+            sched.add_job(
+                self._scheduled_pull,
+                IntervalTrigger(seconds=seconds, start_date=start),
+                args=[obj],
+                id=f"pull:{obj.value}",
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=int(seconds),
+            )
+        if poll > 0:
+            sched.add_job(
+                self._poll,
+                IntervalTrigger(seconds=poll),
+                id="poll:hub",
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+            )
+        elif sched.get_job("poll:hub") is not None:
+            sched.remove_job("poll:hub")
+
+    async def _scheduled_pull(self, obj: ObjectType) -> None:
+        assert self.puller is not None
+        try:
+            await self.puller.pull(obj, RunTrigger.SCHEDULE)
+        except PullBusy as exc:
+            log.info("pull_skipped", object=obj.value, reason=str(exc))
+        except StoreError as exc:
+            log.warning("pull_store_error", object=obj.value, error=str(exc))
+
+    async def pull_now(self, obj: ObjectType) -> PullCounts:
+        """An on-demand pull (API/CLI); raises PullBusy when one is running."""
+        assert self.puller is not None
+        await self._ready.wait()
+        return await self.puller.pull(obj, RunTrigger.MANUAL)
+
+    def pull_in_background(self, obj: ObjectType) -> None:
+        """Start an on-demand pull without waiting for it."""
+
+        async def run() -> None:
+            with contextlib.suppress(PullBusy, StoreError):
+                await self.pull_now(obj)
+
+        task = self.host.spawn(run(), f"pull-{obj.value}")
+        self._pull_tasks.add(task)
+        task.add_done_callback(self._pull_tasks.discard)
+
+    async def _poll(self) -> None:
+        """Polling fallback: hub contacts changed since the poll cursor become changes."""
+        assert self.hub is not None and self.intake is not None
+        store = self.host.store
+        cursor = await store.get_cursor("poll:hub:contact")
+        try:
+            async for page in self.hub.changed_since(ObjectType.CONTACT, cursor):
+                changes = [
+                    Change(
+                        direction=Direction.INBOUND,
+                        object=ObjectType.CONTACT,
+                        record_key=r.id,
+                        source="poll",
+                        fields={**dict(r.fields), "tags": sorted(r.tags)},
+                        email=normalize_email(r.email),
+                        name=_name(r.fields),
+                        event="poll",
+                    )
+                    for r in page.records
+                    if parse_tags(r.tags)
+                ]
+                await self.intake.submit(changes)
+                if page.cursor:
+                    await store.set_cursor("poll:hub:contact", page.cursor)
+        except IntegrationError as exc:
+            log.warning("poll_failed", error=str(exc))
+
+    async def _lease_reaper(self) -> None:
+        while True:
+            # Check at least twice per lease so a dead instance's claims return promptly.
+            await asyncio.sleep(min(15.0, self.host.settings.daemon.lease_seconds / 2))
+            try:
+                n = await self.host.store.reclaim_expired()
+            except StoreError:
+                continue
+            if n:
+                log.warning("leases_reclaimed", entries=n)
+                if self.flusher is not None:
+                    self.flusher.notify_arrivals()
+
+    async def stop(self, deadline: float) -> None:
+        """Stop intake, drain the buffer within the deadline, close connectors."""
+        loop = asyncio.get_running_loop()
+        if self.intake is not None:
+            self.intake.close()
+        if self.flusher is not None and self._ready.is_set():
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0.1)):
+                    await self.flusher.flush(RunTrigger.DRAIN)
+            except TimeoutError:
+                log.warning("drain_timeout", note="unsent changes stay queued for the next start")
+            except (StoreError, IntegrationError) as exc:
+                log.warning("drain_failed", error=str(exc))
+        for conn in (self.crm, self.hub):
+            if conn is not None:
+                await conn.close()
+
+    def reload(self, settings: Settings) -> None:
+        """New intervals reschedule the jobs; flush settings are read live."""
+        if self._ready.is_set():
+            self._schedule(settings)
+        if self.flusher is not None:
+            self.flusher.notify_arrivals()
+
+    def readiness(self) -> dict[str, Check]:
+        """One check per direction: ok, paused, or the integration error pausing it."""
+        checks: dict[str, Check] = {
+            "engine": Check(self._ready.is_set(), "running" if self._ready.is_set() else "starting")
+        }
+        for d, gate in self.gates.items():
+            if gate.error is not None:
+                cat, msg = gate.error
+                checks[f"{d.value}"] = Check(False, f"{cat.value}: {msg}")
+            else:
+                checks[f"{d.value}"] = Check(True, "paused" if gate.paused else "ok")
+        return checks
+
+    def status(self) -> dict[str, Any]:
+        """Paused directions and integration errors for /api/v1/status."""
+        return {
+            "directions": {
+                d.value: {
+                    "paused": g.paused,
+                    "error": None
+                    if g.error is None
+                    else {"category": g.error[0].value, "message": g.error[1]},
+                }
+                for d, g in self.gates.items()
+            },
+            "last_flush": self.flusher.last_flush if self.flusher else None,
+        }
+
+    def flush_requested(self) -> None:
+        """SIGUSR1."""
+        if self.flusher is not None:
+            fut = self.flusher.request()
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+async def _retry_store(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await fn()
+            return
+        except StoreError:
+            metrics.STORE_ERRORS.labels("engine_start").inc()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def _name(fields: Any) -> str | None:
+    first, last = fields.get("firstName"), fields.get("lastName")
+    name = " ".join(str(p) for p in (first, last) if p)
+    return name or None

@@ -1,0 +1,117 @@
+"""The connector seams: what the engine may ask of a CRM and of a marketing hub."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from syncd.model import (
+    DeletedRecord,
+    FieldInfo,
+    ObjectType,
+    Page,
+    QuotaState,
+    Record,
+    WriteItem,
+    WriteOp,
+    WriteResult,
+)
+from syncd.rules import Rule
+
+
+@dataclass(frozen=True)
+class ListMembershipResult:
+    """Outcome of subscribing one contact to a list."""
+
+    contact_id: str
+    ok: bool
+    subscribed: bool
+    message: str | None = None
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """What every vendor connector has: a lifecycle, reads, writes and field descriptions."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open the HTTP session (and authenticate where the vendor needs a token)."""
+
+    async def close(self) -> None:
+        """Close the HTTP session; safe to call twice."""
+
+    async def check_auth(self) -> None:
+        """Make one cheap authenticated call; raise AuthError if the credentials fail."""
+
+    def changed_since(
+        self,
+        obj: ObjectType,
+        cursor: str | None,
+        *,
+        fields: Sequence[str] = (),
+        criteria: Rule | None = None,
+    ) -> AsyncIterator[Page]:
+        """Pages of records changed after `cursor` (oldest first), each with its resume cursor."""
+
+    async def get_by_ids(
+        self, obj: ObjectType, ids: Sequence[str], *, fields: Sequence[str] = ()
+    ) -> list[Record]:
+        """The current state of the given records (missing ones are left out)."""
+
+    async def deleted_since(
+        self, obj: ObjectType, cursor: str | None
+    ) -> tuple[list[DeletedRecord], str | None]:
+        """Records deleted after `cursor`, and the cursor to use next time."""
+
+    async def write(
+        self,
+        obj: ObjectType,
+        op: WriteOp,
+        items: Sequence[WriteItem],
+        *,
+        match_field: str | None = None,
+    ) -> list[WriteResult]:
+        """Write records in vendor-sized batches; one result per item, in input order."""
+
+    async def describe(self, obj: ObjectType) -> list[FieldInfo]:
+        """The fields of an object: names, types and whether creating requires them."""
+
+    def quota(self) -> QuotaState | None:
+        """Daily API quota as last reported by the vendor, if it reports one."""
+
+
+@runtime_checkable
+class CrmConnector(Connector, Protocol):
+    """A sales CRM (Salesforce)."""
+
+
+@runtime_checkable
+class HubConnector(Connector, Protocol):
+    """A marketing hub (ActiveCampaign, HubSpot)."""
+
+    supports_last_broadcast: bool
+
+    async def find_by_emails(self, emails: Sequence[str]) -> dict[str, Record]:
+        """Existing contacts by lower-cased, trimmed email."""
+
+    async def add_tags(self, contact_id: str, tags: Sequence[str]) -> None:
+        """Add sync tags to a contact (tags on AC, a multi-checkbox property on HubSpot)."""
+
+    async def remove_tags(self, contact_id: str, tags: Sequence[str]) -> None:
+        """Remove sync tags from a contact."""
+
+    async def get_tags(self, contact_id: str) -> frozenset[str]:
+        """The sync tags a contact carries."""
+
+    async def subscribe(
+        self, list_id: str, contact_ids: Sequence[str]
+    ) -> list[ListMembershipResult]:
+        """Add contacts to a list; a contact that unsubscribed stays unsubscribed."""
+
+    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
+        """Take contacts off a list (used by dbsync delete_missing)."""
+
+    async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None:
+        """Send the list's last campaign to new contacts, where the hub supports it."""
