@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -22,13 +22,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from syncd import __version__, metrics
 from syncd.config import ConfigInvalid, Settings, load_settings, systemd_env
 from syncd.errors import StoreError
+from syncd.lifecycle import Check, Component
 from syncd.logging import configure_logging, get_logger
 from syncd.model import Direction, ObjectType
 from syncd.sdnotify import SystemdNotifier
 from syncd.store import create_store
 from syncd.store.base import StateStore
 from syncd.web.app import RouteInstaller, create_app
-from syncd.web.context import Check
 
 log = get_logger("syncd.daemon")
 
@@ -54,30 +54,7 @@ def settle_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
-class Component(Protocol):
-    """A part of the daemon with its own lifecycle (the sync engine, dbsync …)."""
-
-    name: str
-
-    async def start(self, daemon: Daemon) -> None:
-        """Start after the store and scheduler, before the HTTP server."""
-
-    async def stop(self, deadline: float) -> None:
-        """Finish in-flight work before the monotonic `deadline`, then stop."""
-
-    def reload(self, settings: Settings) -> None:
-        """Apply a new, validated configuration."""
-
-    def readiness(self) -> dict[str, Check]:
-        """Readiness checks this component contributes."""
-
-    def status(self) -> dict[str, Any]:
-        """Extra fields for /api/v1/status."""
-
-    def flush_requested(self) -> None:
-        """SIGUSR1: flush buffered work now."""
-
-
+# Builds a component complete, from the daemon (its host) and the daemon's store.
 ComponentFactory = Callable[["Daemon"], Component]
 
 
@@ -168,12 +145,10 @@ class Daemon:
             )
         return jobs
 
-    def component(self, name: str) -> object | None:
-        """A started component by name."""
-        for c in self.components:  # a loop, not next(genexpr): asked on every webhook
-            if c.name == name:
-                return c
-        return None
+    @property
+    def started_components(self) -> tuple[Component, ...]:
+        """The components started so far, in start order."""
+        return tuple(self.components)
 
     def status_extra(self) -> dict[str, Any]:
         """Instance id and component status."""
@@ -214,7 +189,7 @@ class Daemon:
         self.scheduler.start()
         for factory in self._component_factories:
             comp = factory(self)
-            await comp.start(self)
+            await comp.start()
             self.components.append(comp)
         await self._start_http()
         settle_heap()

@@ -6,32 +6,37 @@
 from __future__ import annotations
 
 from syncd.config import Settings
-from syncd.daemon import Component, ComponentFactory, Daemon
+from syncd.daemon import ComponentFactory, Daemon
+from syncd.dbsync.component import DbsyncComponent
+from syncd.lifecycle import Component
+from syncd.sync.component import SyncEngine
+from syncd.vendors.factory import build_connectors
+from syncd.web import dbsync_api, overview_api, sync_api, webhooks
 from syncd.web.app import RouteInstaller
 
 
-def _engine(_: Daemon) -> Component:
-    from syncd.sync.component import SyncEngine
-    from syncd.vendors.factory import build_connectors
+def sync_engine(daemon: Daemon) -> Component:
+    """The two-way sync engine, with the connectors the config names."""
+    crm, hub = build_connectors(daemon.settings)
+    return SyncEngine(daemon, daemon.store, crm, hub)
 
-    return SyncEngine(build_connectors)
+
+def dbsync(daemon: Daemon) -> Component:
+    """dbsync, with the shared hub connector factory and MySQL sources."""
+    return DbsyncComponent(daemon, daemon.store)
 
 
 def component_factories(settings: Settings) -> list[ComponentFactory]:
     """Components the daemon starts, in order (stopped in reverse)."""
     factories: list[ComponentFactory] = []
     if settings.hub is not None and settings.crm is not None:
-        factories.append(_engine)
+        factories.append(sync_engine)
     if settings.hub is not None:
-        from syncd.dbsync.component import component_factory
-
         # Always present with a hub, so [[dbsync]] entries added later arrive by SIGHUP.
-        factories.append(component_factory())
+        factories.append(dbsync)
     return factories
 
 
 def route_installers() -> list[RouteInstaller]:
     """HTTP route groups added to the daemon's app."""
-    from syncd.web import dbsync_api, overview_api, sync_api, webhooks
-
     return [webhooks.install, sync_api.install, overview_api.install, dbsync_api.install]

@@ -18,7 +18,7 @@ import pytest
 from syncd.cli.dbsync import register
 from syncd.config import load_settings
 from syncd.daemon import Daemon
-from syncd.dbsync.component import DbsyncComponent, component_factory
+from syncd.dbsync.component import DbsyncComponent
 from syncd.model import RunKind, RunTrigger
 from syncd.web.dbsync_api import install
 from tests.daemon_harness import free_port
@@ -117,7 +117,7 @@ async def running(env: Env) -> AsyncIterator[Running]:
     daemon = Daemon(
         settings,
         config,
-        components=[component_factory(lock_ttl=5.0)],
+        components=[lambda d: DbsyncComponent(d, d.store, lock_ttl=5.0)],
         installers=[install],
     )
     task = asyncio.get_running_loop().create_task(daemon.run())
@@ -140,7 +140,7 @@ async def running(env: Env) -> AsyncIterator[Running]:
 async def test_api_test_run_busy_report_and_csv(env: Env, running: Running) -> None:
     await env.insert([(i, f"a{i}@example.com", f"A{i}") for i in range(1, 31)])
     await env.insert([(99, "broken@", "Broken,=cmd")])
-    comp = running.daemon.component("dbsync")
+    (comp,) = running.daemon.started_components
     assert isinstance(comp, DbsyncComponent)
     # A schedule fired (every 1s) or will: wait for that run, then switch schedules off.
     running.config.write_text(running.config.read_text().replace("every 1s", "manual"))

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd.config import Settings
+from syncd.lifecycle import Component
 from syncd.model import (
     Change,
     DeletedRecord,
@@ -40,9 +42,6 @@ from syncd.rules import Rule
 from syncd.store.base import EntryFilter, RecordLink, StateStore
 from syncd.store.sqlite import SqliteStore
 from syncd.sync.component import SyncEngine
-from syncd.sync.gate import DirectionGate
-from syncd.sync.inbound import InboundFlusher
-from syncd.sync.outbound import OutboundPuller
 from syncd.web import sync_api, webhooks
 from syncd.web.app import create_app
 from syncd.web.context import Check
@@ -73,7 +72,7 @@ class FakeControl:
     def __init__(self, settings: Settings, store: StateStore) -> None:
         self._settings = settings
         self._store = store
-        self.components: dict[str, object] = {}
+        self.components: list[Component] = []
 
     @property
     def settings(self) -> Settings:
@@ -100,8 +99,9 @@ class FakeControl:
     def job_schedule(self) -> list[dict[str, Any]]:
         return []
 
-    def component(self, name: str) -> object | None:
-        return self.components.get(name)
+    @property
+    def started_components(self) -> list[Component]:
+        return self.components
 
     def status_extra(self) -> dict[str, Any]:
         return {}
@@ -224,6 +224,8 @@ class FakeHost:
     def __init__(self, live: LiveApp) -> None:
         self.live = live
         self.instance_id = "test"
+        # Never started: the engine's scheduled pulls stay pending, tests pull on demand.
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
 
     @property
     def settings(self) -> Settings:
@@ -275,19 +277,12 @@ class LiveApp:
         if with_engine:
             # The engine's parts without its scheduler: flushes and pulls run for real
             # against the in-memory connectors.
-            engine = SyncEngine(lambda s: (self.crm, self.hub))
-            engine.crm, engine.hub = self.crm, self.hub
-            engine._host = FakeHost(self)  # type: ignore[assignment]
-            engine.gates = {d: DirectionGate(d, self.store) for d in (IN, OUT)}
-            engine.flusher = InboundFlusher(
-                self.store, self.crm, self.hub, lambda: self.settings, engine.gates[IN], "test"
-            )
-            engine.puller = OutboundPuller(
-                self.store, self.crm, self.hub, lambda: self.settings, engine.gates[OUT], "test"
-            )
-            engine._ready.set()
-            self._tasks.append(asyncio.create_task(engine.flusher.run()))
-            self.control.components["engine"] = engine
+            engine = SyncEngine(FakeHost(self), self.store, self.crm, self.hub)
+            await engine.start()
+            # Ready before the tests seed the store: a start reclaims an embedded store's
+            # leftover claims, which must not be the tests' own.
+            await engine.wait_started()
+            self.control.components.append(engine)
             self.engine = engine
         self.app = create_app(
             self.control, installers=[sync_api.install, webhooks.install, install]

@@ -12,9 +12,8 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -23,11 +22,11 @@ from syncd.dbsync.runner import DbsyncRunner
 from syncd.dbsync.source import MySqlSource
 from syncd.dbsync.types import DbsyncBusy, DbsyncReport
 from syncd.errors import ConfigError, IntegrationError, StoreError
+from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import RunTrigger
 from syncd.store.base import StateStore
 from syncd.vendors.protocols import HubConnector
-from syncd.web.context import Check
 
 log = get_logger("syncd.dbsync")
 JOB_PREFIX = "dbsync:"
@@ -44,27 +43,6 @@ def default_hub(settings: HubSettings) -> HubConnector:
     from syncd.vendors.factory import build_hub
 
     return build_hub(settings)
-
-
-class Host(Protocol):
-    """What the component needs from the daemon."""
-
-    @property
-    def settings(self) -> Settings:
-        """Configuration in force."""
-
-    @property
-    def store(self) -> StateStore:
-        """The state store."""
-
-    scheduler: AsyncIOScheduler
-    instance_id: str
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
-        """Run an owned background task."""
-
-    async def wait_store(self) -> None:
-        """Wait until the store is open."""
 
 
 @dataclass
@@ -96,32 +74,33 @@ class DbsyncComponent:
 
     def __init__(
         self,
+        host: Host,
+        store: StateStore,
         hub_factory: HubFactory = default_hub,
         source_factory: Callable[[DbsyncSettings], Any] = default_source,
         *,
         lock_ttl: float = 60.0,
     ) -> None:
+        self._host = host
+        self._store = store
         self._hub_factory = hub_factory
         self._source_factory = source_factory
         self._lock_ttl = lock_ttl
-        self._host: Host | None = None
         self._runner: DbsyncRunner | None = None
         self._hub_settings: HubSettings | None = None
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self.progress: dict[int, Progress] = {}
         self._ready = asyncio.Event()
+        self._build(host.settings)
 
     # -- Component protocol ------------------------------------------------------------------
-    async def start(self, daemon: Host) -> None:
-        """Build the runner; schedules start once the store is open."""
-        self._host = daemon
-        self._build(daemon.settings)
-        daemon.spawn(self._after_store(), "dbsync-start")
+    async def start(self) -> None:
+        """Schedules start once the store is open."""
+        self._host.spawn(self._after_store(), "dbsync-start")
 
     async def _after_store(self) -> None:
-        host = self._need_host()
-        await host.wait_store()
-        self._schedule(host.settings)
+        await self._host.wait_store()
+        self._schedule(self._host.settings)
         self._ready.set()
 
     async def stop(self, deadline: float) -> None:
@@ -142,7 +121,7 @@ class DbsyncComponent:
             old = self._runner
             self._build(settings)
             if old is not None:
-                self._need_host().spawn(old.hub.close(), "dbsync-hub-close")
+                self._host.spawn(old.hub.close(), "dbsync-hub-close")
         if self._ready.is_set():
             self._schedule(settings)
 
@@ -160,7 +139,7 @@ class DbsyncComponent:
     # -- used by the API ---------------------------------------------------------------------
     def config(self, name: str) -> DbsyncSettings | None:
         """The dbsync entry called `name` in the config in force."""
-        return self._need_host().settings.dbsync_by_name(name)
+        return self._host.settings.dbsync_by_name(name)
 
     async def request_run(self, name: str, trigger: RunTrigger = RunTrigger.MANUAL) -> int:
         """Claim and start a run; its id. KeyError for an unknown name, DbsyncBusy if running."""
@@ -184,7 +163,7 @@ class DbsyncComponent:
                 self.progress.pop(run_id, None)
                 self._tasks.pop(run_id, None)
 
-        self._tasks[run_id] = self._need_host().spawn(go(), f"dbsync-{name}-{run_id}")
+        self._tasks[run_id] = self._host.spawn(go(), f"dbsync-{name}-{run_id}")
         return run_id
 
     async def test(self, name: str) -> DbsyncReport:
@@ -201,31 +180,26 @@ class DbsyncComponent:
             await asyncio.wait([task])
 
     # -- internals ---------------------------------------------------------------------------
-    def _need_host(self) -> Host:
-        assert self._host is not None, "dbsync component not started"
-        return self._host
-
     def _need_runner(self) -> DbsyncRunner:
         if self._runner is None:
             raise ConfigError("dbsync needs a [hub] section in the config")
         return self._runner
 
     def _build(self, settings: Settings) -> None:
-        host = self._need_host()
         self._hub_settings = settings.hub
         if settings.hub is None:
             self._runner = None
             return
         self._runner = DbsyncRunner(
-            host.store,
+            self._store,
             self._hub_factory(settings.hub),
             self._source_factory,
-            owner=host.instance_id,
+            owner=self._host.instance_id,
             lock_ttl=self._lock_ttl,
         )
 
     def _schedule(self, settings: Settings) -> None:
-        scheduler = self._need_host().scheduler
+        scheduler = self._host.scheduler
         wanted: set[str] = set()
         for cfg in settings.dbsync:
             sched = parse_schedule(cfg.schedule)
@@ -263,14 +237,3 @@ class DbsyncComponent:
             log.warning("dbsync_schedule_failed", dbsync=name, error=str(exc))
         else:
             log.info("dbsync_scheduled_run", dbsync=name, run=run_id)
-
-
-def component_factory(
-    hub_factory: HubFactory = default_hub, *, lock_ttl: float = 60.0
-) -> Callable[[Any], DbsyncComponent]:
-    """A factory for ``syncd.wiring.component_factories``."""
-
-    def make(_daemon: Any) -> DbsyncComponent:
-        return DbsyncComponent(hub_factory, lock_ttl=lock_ttl)
-
-    return make

@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd import metrics
 from syncd.config import Settings
 from syncd.emails import normalize_email
 from syncd.errors import IntegrationError, StoreError
+from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import Change, Direction, ObjectType, RunTrigger
 from syncd.store.base import StateStore
@@ -24,34 +24,9 @@ from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
 from syncd.sync.outbound import OutboundPuller, PullBusy, PullCounts
 from syncd.vendors.protocols import CrmConnector, HubConnector
-from syncd.web.context import Check
 
 log = get_logger("syncd.sync")
 PULL_OBJECTS = (ObjectType.LEAD, ObjectType.CONTACT, ObjectType.ACCOUNT, ObjectType.OPPORTUNITY)
-
-
-class Host(Protocol):
-    """What the engine needs from the daemon hosting it."""
-
-    @property
-    def settings(self) -> Settings:
-        """Configuration in force."""
-
-    @property
-    def store(self) -> StateStore:
-        """The state store."""
-
-    scheduler: AsyncIOScheduler
-    instance_id: str
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run an owned background task."""
-
-    async def wait_store(self) -> None:
-        """Wait until the store is open."""
-
-
-ConnectorFactory = Callable[[Settings], tuple[CrmConnector, HubConnector]]
 
 
 class SyncEngine:
@@ -59,66 +34,48 @@ class SyncEngine:
 
     name = "engine"
 
-    def __init__(self, connectors: ConnectorFactory) -> None:
-        self._make_connectors = connectors
-        self._host: Host | None = None
-        self.crm: CrmConnector | None = None
-        self.hub: HubConnector | None = None
-        self.intake: InboundIntake | None = None
-        self.flusher: InboundFlusher | None = None
-        self.puller: OutboundPuller | None = None
-        self.gates: dict[Direction, DirectionGate] = {}
+    def __init__(self, host: Host, store: StateStore, crm: CrmConnector, hub: HubConnector) -> None:
+        self.host = host
+        self.store = store
+        self.crm = crm
+        self.hub = hub
+        self.gates = {d: DirectionGate(d, store) for d in (Direction.INBOUND, Direction.OUTBOUND)}
+
+        def settings() -> Settings:
+            return host.settings
+
+        self.flusher = InboundFlusher(
+            store, crm, hub, settings, self.gates[Direction.INBOUND], host.instance_id
+        )
+        self.intake = InboundIntake(store, on_committed=self.flusher.notify_arrivals)
+        self.puller = OutboundPuller(
+            store, crm, hub, settings, self.gates[Direction.OUTBOUND], host.instance_id
+        )
         self._interval: tuple[float, ...] = ()
         self._ready = asyncio.Event()
         self._pull_tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def host(self) -> Host:
-        """The hosting daemon (set at start)."""
-        assert self._host is not None, "engine not started"
-        return self._host
+    async def start(self) -> None:
+        """Start intake at once; the loops start working once the store is open."""
+        self.host.spawn(self.intake.run(), "intake")
+        self.host.spawn(self._after_store_open(), "engine-start")
 
-    async def start(self, daemon: Host) -> None:
-        """Build connectors and loops; they start working once the store is open."""
-        self._host = daemon
-        settings = daemon.settings
-        self.crm, self.hub = self._make_connectors(settings)
-        store = daemon.store
-        self.gates = {d: DirectionGate(d, store) for d in (Direction.INBOUND, Direction.OUTBOUND)}
-        owner = daemon.instance_id
-        self.flusher = InboundFlusher(
-            store,
-            self.crm,
-            self.hub,
-            lambda: self.host.settings,
-            self.gates[Direction.INBOUND],
-            owner,
-        )
-        self.intake = InboundIntake(store, on_committed=self.flusher.notify_arrivals)
-        self.puller = OutboundPuller(
-            store,
-            self.crm,
-            self.hub,
-            lambda: self.host.settings,
-            self.gates[Direction.OUTBOUND],
-            owner,
-        )
-        daemon.spawn(self.intake.run(), "intake")
-        daemon.spawn(self._after_store_open(), "engine-start")
+    async def wait_started(self) -> None:
+        """Wait until the store is open and the loops run (on-demand pulls wait for this)."""
+        await self._ready.wait()
 
     async def _after_store_open(self) -> None:
         host = self.host
         await host.wait_store()
         for gate in self.gates.values():
             await _retry_store(gate.load)
-        if host.store.kind == "sqlite":
+        if self.store.kind == "sqlite":
             # An embedded store has one process: claims still leased are from our previous
             # life (killed, or cut short by a second SIGTERM); send them again right away.
             far = datetime.now(UTC) + timedelta(days=36500)
-            n = await host.store.reclaim_expired(now=far)
+            n = await self.store.reclaim_expired(now=far)
             if n:
                 log.warning("claims_recovered_at_start", entries=n)
-        assert self.crm is not None and self.hub is not None and self.flusher is not None
         for conn in (self.crm, self.hub):
             try:
                 await conn.start()
@@ -166,7 +123,6 @@ class SyncEngine:
             sched.remove_job("poll:hub")
 
     async def _scheduled_pull(self, obj: ObjectType) -> None:
-        assert self.puller is not None
         try:
             await self.puller.pull(obj, RunTrigger.SCHEDULE)
         except PullBusy as exc:
@@ -176,8 +132,7 @@ class SyncEngine:
 
     async def pull_now(self, obj: ObjectType) -> PullCounts:
         """An on-demand pull (API/CLI); raises PullBusy when one is running."""
-        assert self.puller is not None
-        await self._ready.wait()
+        await self.wait_started()
         return await self.puller.pull(obj, RunTrigger.MANUAL)
 
     def pull_in_background(self, obj: ObjectType) -> None:
@@ -193,8 +148,7 @@ class SyncEngine:
 
     async def _poll(self) -> None:
         """Polling fallback: hub contacts changed since the poll cursor become changes."""
-        assert self.hub is not None and self.intake is not None
-        store = self.host.store
+        store = self.store
         cursor = await store.get_cursor("poll:hub:contact")
         try:
             async for page in self.hub.changed_since(ObjectType.CONTACT, cursor):
@@ -223,20 +177,18 @@ class SyncEngine:
             # Check at least twice per lease so a dead instance's claims return promptly.
             await asyncio.sleep(min(15.0, self.host.settings.daemon.lease_seconds / 2))
             try:
-                n = await self.host.store.reclaim_expired()
+                n = await self.store.reclaim_expired()
             except StoreError:
                 continue
             if n:
                 log.warning("leases_reclaimed", entries=n)
-                if self.flusher is not None:
-                    self.flusher.notify_arrivals()
+                self.flusher.notify_arrivals()
 
     async def stop(self, deadline: float) -> None:
         """Stop intake, drain the buffer within the deadline, close connectors."""
         loop = asyncio.get_running_loop()
-        if self.intake is not None:
-            self.intake.close()
-        if self.flusher is not None and self._ready.is_set():
+        self.intake.close()
+        if self._ready.is_set():
             remaining = deadline - loop.time()
             try:
                 async with asyncio.timeout(max(remaining, 0.1)):
@@ -246,15 +198,13 @@ class SyncEngine:
             except (StoreError, IntegrationError) as exc:
                 log.warning("drain_failed", error=str(exc))
         for conn in (self.crm, self.hub):
-            if conn is not None:
-                await conn.close()
+            await conn.close()
 
     def reload(self, settings: Settings) -> None:
         """New intervals reschedule the jobs; flush settings are read live."""
         if self._ready.is_set():
             self._schedule(settings)
-        if self.flusher is not None:
-            self.flusher.notify_arrivals()
+        self.flusher.notify_arrivals()
 
     def readiness(self) -> dict[str, Check]:
         """One check per direction: ok, paused, or the integration error pausing it."""
@@ -281,14 +231,13 @@ class SyncEngine:
                 }
                 for d, g in self.gates.items()
             },
-            "last_flush": self.flusher.last_flush if self.flusher else None,
+            "last_flush": self.flusher.last_flush,
         }
 
     def flush_requested(self) -> None:
         """SIGUSR1."""
-        if self.flusher is not None:
-            fut = self.flusher.request()
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        fut = self.flusher.request()
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _retry_store(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:

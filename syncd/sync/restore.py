@@ -6,22 +6,33 @@ written to the deleted side; the link then points at the new record again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.config import Settings
+from syncd.errors import ConfigError
 from syncd.model import ObjectType, WriteItem, WriteOp
 from syncd.store.base import LinkFilter, RecordLink, StateStore
-from syncd.sync.component import SyncEngine
 from syncd.sync.mapping import ObjectMapping, content_hash
-from syncd.web.api import ApiError
-from syncd.web.overview_model import MAX_ID, parse_time
+from syncd.vendors.protocols import CrmConnector, HubConnector
 
 BATCH = 100
 # Hubs match people by email; companies and deals have no natural key there.
 _HUB_MATCH = {ObjectType.CONTACT: "email", ObjectType.LEAD: "email"}
+
+
+class Sides(Protocol):
+    """The two connectors a restore reads from and writes to (the sync engine has both)."""
+
+    @property
+    def crm(self) -> CrmConnector:
+        """The CRM connector."""
+
+    @property
+    def hub(self) -> HubConnector:
+        """The hub connector."""
 
 
 @dataclass(frozen=True)
@@ -45,37 +56,6 @@ class RestoreRequest:
             text=self.text,
             synced_after=self.synced_after,
             synced_before=self.synced_before,
-        )
-
-    @classmethod
-    def parse(cls, query: Mapping[str, str], body: Mapping[str, Any]) -> RestoreRequest:
-        """Which records from the query (object, to, filters, dry_run) and body (ids)."""
-        try:
-            obj = ObjectType(query.get("object", ""))
-        except ValueError:
-            allowed = ", ".join(o.value for o in ObjectType)
-            raise ApiError(400, f"object: required, one of {allowed}") from None
-        to = query.get("to")
-        if to not in ("hub", "crm"):
-            raise ApiError(400, "to: required, hub or crm (the side the records were deleted on)")
-        ids = body.get("ids", [])
-        if not isinstance(ids, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
-        ):
-            raise ApiError(400, "ids: must be a list of record ids")
-        if len(ids) > 10_000:
-            raise ApiError(400, "ids: at most 10000 per request")
-        dry = query.get("dry_run", "false").lower()
-        if dry not in ("true", "false", "1", "0"):
-            raise ApiError(400, "dry_run: must be true or false")
-        return cls(
-            obj,
-            to,
-            frozenset(ids),
-            query.get("q") or None,
-            synced_after=parse_time("synced_after", query.get("synced_after")),
-            synced_before=parse_time("synced_before", query.get("synced_before")),
-            dry_run=dry in ("true", "1"),
         )
 
 
@@ -113,38 +93,39 @@ async def count_restorable(store: StateStore, req: RestoreRequest) -> int:
 
 
 async def restore_links(
-    engine: SyncEngine, settings: Settings, store: StateStore, req: RestoreRequest
+    sides: Sides, settings: Settings, store: StateStore, req: RestoreRequest
 ) -> RestoreOutcome:
-    """Re-create the matching records on the deleted side; relink them."""
+    """Re-create the matching records on the deleted side; relink them.
+
+    ConfigError when the object is not configured."""
     obj_settings = settings.sync.objects.get(req.object)
     if obj_settings is None:
-        raise ApiError(400, f"object: {req.object.value} is not configured under [sync.objects]")
+        raise ConfigError(f"object: {req.object.value} is not configured under [sync.objects]")
     mapping = ObjectMapping.from_settings(req.object, obj_settings)
     out = RestoreOutcome()
     async for batch in _candidates(store, req):
         out.matching += len(batch)
         if req.to == "crm":
-            await _to_crm(engine, settings, store, mapping, batch, out)
+            await _to_crm(sides, settings, store, mapping, batch, out)
         else:
-            await _to_hub(engine, store, mapping, batch, out)
+            await _to_hub(sides, store, mapping, batch, out)
     return out
 
 
 async def _to_crm(
-    engine: SyncEngine,
+    sides: Sides,
     settings: Settings,
     store: StateStore,
     mapping: ObjectMapping,
     links: Sequence[RecordLink],
     out: RestoreOutcome,
 ) -> None:
-    assert engine.hub is not None and engine.crm is not None
     obj = mapping.object
     usable = [link for link in links if link.hub_id]
     for link in links:
         if not link.hub_id:
             out.failed.append((link.id or 0, "no hub id on the link: nothing to restore from"))
-    found = {r.id: r for r in await engine.hub.get_by_ids(obj, [lk.hub_id or "" for lk in usable])}
+    found = {r.id: r for r in await sides.hub.get_by_ids(obj, [lk.hub_id or "" for lk in usable])}
     ext = settings.crm.external_id_fields.get(obj) if settings.crm else None
     todo: list[tuple[RecordLink, WriteItem, str]] = []
     for link in usable:
@@ -160,7 +141,7 @@ async def _to_crm(
     if not todo:
         return
     op = WriteOp.UPSERT if ext else WriteOp.CREATE
-    results = await engine.crm.write(obj, op, [t[1] for t in todo], match_field=ext)
+    results = await sides.crm.write(obj, op, [t[1] for t in todo], match_field=ext)
     for (link, _, digest), res in zip(todo, results, strict=True):
         if not res.ok or not res.id:
             out.failed.append((link.id or 0, f"{res.error_code}: {res.error_message}"))
@@ -170,13 +151,12 @@ async def _to_crm(
 
 
 async def _to_hub(
-    engine: SyncEngine,
+    sides: Sides,
     store: StateStore,
     mapping: ObjectMapping,
     links: Sequence[RecordLink],
     out: RestoreOutcome,
 ) -> None:
-    assert engine.hub is not None and engine.crm is not None
     obj = mapping.object
     usable = [link for link in links if link.crm_id]
     for link in links:
@@ -184,7 +164,7 @@ async def _to_hub(
             out.failed.append((link.id or 0, "no CRM id on the link: nothing to restore from"))
     found = {
         r.id: r
-        for r in await engine.crm.get_by_ids(
+        for r in await sides.crm.get_by_ids(
             obj, [lk.crm_id or "" for lk in usable], fields=mapping.crm_fields
         )
     }
@@ -201,7 +181,7 @@ async def _to_hub(
         todo.append((link, WriteItem(fields), content_hash(crm_values)))
     if not todo:
         return
-    results = await engine.hub.write(
+    results = await sides.hub.write(
         obj, WriteOp.UPSERT, [t[1] for t in todo], match_field=_HUB_MATCH.get(obj)
     )
     for (link, _, digest), res in zip(todo, results, strict=True):

@@ -14,6 +14,7 @@ from syncd import metrics
 from syncd.logging import get_logger
 from syncd.web import admin, health
 from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry, Handler, check_bearer
+from syncd.web.components import publish
 from syncd.web.context import Control
 
 log = get_logger("syncd.web")
@@ -81,6 +82,7 @@ def create_app(control: Control, installers: Iterable[RouteInstaller] = ()) -> w
         client_max_size=control.settings.daemon.max_body_bytes,
     )
     app[CONTROL_KEY] = control
+    publish(app, control.started_components)
     api = ApiRegistry()
     health.install(app)
     admin.register(api)

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from syncd.config import Settings
+from syncd.lifecycle import Check, Component
 from syncd.store.base import StateStore
-
-
-@dataclass(frozen=True)
-class Check:
-    """One readiness check: ok or not, and a short operator-facing detail."""
-
-    ok: bool
-    detail: str = ""
 
 
 class Control(Protocol):
@@ -45,8 +38,9 @@ class Control(Protocol):
     def job_schedule(self) -> list[dict[str, Any]]:
         """Scheduled jobs with their next run time."""
 
-    def component(self, name: str) -> object | None:
-        """A running component by name (e.g. "engine"), or None."""
+    @property
+    def started_components(self) -> Sequence[Component]:
+        """The components started so far (the web layer publishes them under typed keys)."""
 
     def status_extra(self) -> dict[str, Any]:
         """Engine state to show in /api/v1/status (paused directions, last runs …)."""

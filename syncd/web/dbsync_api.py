@@ -14,6 +14,7 @@ from syncd.errors import IntegrationError, StoreError
 from syncd.model import RunKind
 from syncd.store.base import Run, RunFailure
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry
+from syncd.web.components import DBSYNC_KEY, dbsync_of
 
 FAILURE_PAGE = 1000
 COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer"}}
@@ -55,10 +56,7 @@ CSV_COLUMNS = ("key", "columns", "reason", "category", "email")
 
 def component_of(request: web.Request) -> DbsyncComponent:
     """The dbsync component, or 503 when it is not running."""
-    comp = request.app[CONTROL_KEY].component("dbsync")
-    if not isinstance(comp, DbsyncComponent):
-        raise ApiError(503, "dbsync is not enabled in this daemon")
-    return comp
+    return dbsync_of(request.app)
 
 
 def _name(request: web.Request, comp: DbsyncComponent) -> str:
@@ -194,8 +192,8 @@ def install(app: web.Application, api: ApiRegistry) -> None:
             return await _csv(request, run_id)
         failures = await store.run_failures(run_id, after=after, limit=limit)
         body = run_json(run)
-        comp = request.app[CONTROL_KEY].component("dbsync")
-        prog = comp.progress.get(run_id) if isinstance(comp, DbsyncComponent) else None
+        comp = request.app.get(DBSYNC_KEY)
+        prog = comp.progress.get(run_id) if comp is not None else None
         body["progress"] = prog.as_dict() if prog is not None else None
         body["failures"] = [failure_json(f) for f in failures]
         body["failures_next_after"] = after + len(failures) if len(failures) == limit else None

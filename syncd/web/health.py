@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from syncd.lifecycle import Check
 from syncd.web.api import CONTROL_KEY
-from syncd.web.context import Check
 
 
 def _body(checks: dict[str, Check]) -> dict[str, object]:

@@ -11,8 +11,8 @@ from aiohttp import web
 from syncd.errors import StoreError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus
-from syncd.sync.component import SyncEngine
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
+from syncd.web.components import ENGINE_KEY
 from syncd.web.overview_model import (
     ENTRY_DETAIL_SCHEMA,
     ENTRY_PARAMS,
@@ -120,8 +120,8 @@ def entry_id(request: web.Request) -> int:
 
 def request_flush(app: web.Application) -> str:
     """Ask the engine for a flush now: 'requested', or 'unavailable' without an engine."""
-    engine = app[CONTROL_KEY].component("engine")
-    if not isinstance(engine, SyncEngine) or engine.flusher is None:
+    engine = app.get(ENGINE_KEY)
+    if engine is None:
         return "unavailable"
     fut = engine.flusher.request()
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -5,18 +5,19 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from syncd.errors import IntegrationError
+from syncd.errors import ConfigError, IntegrationError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus, ErrorCategory, ObjectType, RunKind
 from syncd.store.base import LinkFilter, RecordLink, StateStore
 from syncd.sync.component import SyncEngine
 from syncd.sync.restore import RestoreRequest, count_restorable, restore_links
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
+from syncd.web.components import ENGINE_KEY
 from syncd.web.hints import category_hint, exclusion_group
 from syncd.web.overview_model import (
     INTEGRATION_ERRORS_SCHEMA,
@@ -30,6 +31,7 @@ from syncd.web.overview_model import (
     link_filter,
     link_row,
     page_args,
+    parse_time,
 )
 from syncd.web.queue_api import store_guard
 
@@ -202,7 +204,7 @@ async def health(request: web.Request) -> dict[str, Any]:
         )
     return {
         "objects": objects,
-        "connectors": connector_usage(control.component("engine")),
+        "connectors": connector_usage(request.app.get(ENGINE_KEY)),
         "integration_errors": await integration_errors(request.app),
         "latest_runs": await latest_runs(store),
     }
@@ -234,11 +236,11 @@ async def latest_runs(store: StateStore) -> list[dict[str, Any]]:
     return out
 
 
-def connector_usage(engine: object) -> list[dict[str, Any]]:
+def connector_usage(engine: SyncEngine | None) -> list[dict[str, Any]]:
     """Vendor-reported quota (Salesforce: rolling 24 h) and our own call count per connector."""
     from syncd import metrics
 
-    if not isinstance(engine, SyncEngine):
+    if engine is None:
         return []
     calls: dict[str, float] = {}
     for family in metrics.API_REQUESTS.collect():
@@ -248,8 +250,6 @@ def connector_usage(engine: object) -> list[dict[str, Any]]:
                 calls[name] = calls.get(name, 0.0) + s.value
     out = []
     for side, conn in (("crm", engine.crm), ("hub", engine.hub)):
-        if conn is None:
-            continue
         q = conn.quota()
         out.append(
             {
@@ -407,16 +407,18 @@ def register(api: ApiRegistry) -> None:
     )
     @store_guard
     async def restore(request: web.Request) -> web.Response:
-        req = RestoreRequest.parse(request.query, await read_json(request))
+        req = parse_restore(request.query, await read_json(request))
         control = request.app[CONTROL_KEY]
         if req.dry_run:
             matching = await count_restorable(control.store, req)
             return web.json_response({"dry_run": True, "matching": matching})
-        engine = control.component("engine")
-        if not isinstance(engine, SyncEngine) or engine.crm is None or engine.hub is None:
+        engine = request.app.get(ENGINE_KEY)
+        if engine is None:
             raise ApiError(503, "sync engine not configured: restoring needs both connectors")
         try:
             outcome = await restore_links(engine, control.settings, control.store, req)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
         except IntegrationError as exc:
             raise ApiError(503, f"restore stopped: {exc}") from None
         log.info(
@@ -435,3 +437,34 @@ def register(api: ApiRegistry) -> None:
                 "failed": [{"id": i, "error": e} for i, e in outcome.failed],
             }
         )
+
+
+def parse_restore(query: Mapping[str, str], body: Mapping[str, Any]) -> RestoreRequest:
+    """Which records from the query (object, to, filters, dry_run) and body (ids)."""
+    try:
+        obj = ObjectType(query.get("object", ""))
+    except ValueError:
+        allowed = ", ".join(o.value for o in ObjectType)
+        raise ApiError(400, f"object: required, one of {allowed}") from None
+    to = query.get("to")
+    if to not in ("hub", "crm"):
+        raise ApiError(400, "to: required, hub or crm (the side the records were deleted on)")
+    ids = body.get("ids", [])
+    if not isinstance(ids, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
+    ):
+        raise ApiError(400, "ids: must be a list of record ids")
+    if len(ids) > 10_000:
+        raise ApiError(400, "ids: at most 10000 per request")
+    dry = query.get("dry_run", "false").lower()
+    if dry not in ("true", "false", "1", "0"):
+        raise ApiError(400, "dry_run: must be true or false")
+    return RestoreRequest(
+        obj,
+        to,
+        frozenset(ids),
+        query.get("q") or None,
+        synced_after=parse_time("synced_after", query.get("synced_after")),
+        synced_before=parse_time("synced_before", query.get("synced_before")),
+        dry_run=dry in ("true", "1"),
+    )

@@ -8,9 +8,9 @@ from aiohttp import web
 
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import Direction, ObjectType
-from syncd.sync.component import SyncEngine
 from syncd.sync.outbound import PullBusy
-from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry
+from syncd.web.api import ERROR_SCHEMA, ApiError, ApiRegistry
+from syncd.web.components import engine_of
 
 COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "integer"}}
 ACCEPTED: dict[str, Any] = {
@@ -19,14 +19,6 @@ ACCEPTED: dict[str, Any] = {
     "properties": {"status": {"type": "string"}, "counts": COUNTS},
 }
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"}}
-
-
-def engine_of(request: web.Request) -> SyncEngine:
-    """The running engine, or 503 when none is configured."""
-    engine = request.app[CONTROL_KEY].component("engine")
-    if not isinstance(engine, SyncEngine) or engine.flusher is None:
-        raise ApiError(503, "sync engine not configured (no [hub]/[crm] section)")
-    return engine
 
 
 def _wait(request: web.Request) -> bool:
@@ -47,8 +39,7 @@ def register(api: ApiRegistry) -> None:
         params=(WAIT_PARAM,),
     )
     async def flush(request: web.Request) -> web.Response:
-        engine = engine_of(request)
-        assert engine.flusher is not None
+        engine = engine_of(request.app)
         fut = engine.flusher.request()
         if not _wait(request):
             fut.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -75,7 +66,7 @@ def register(api: ApiRegistry) -> None:
         params=(WAIT_PARAM,),
     )
     async def pull(request: web.Request) -> web.Response:
-        engine = engine_of(request)
+        engine = engine_of(request.app)
         try:
             obj = ObjectType(request.match_info["object"])
         except ValueError:
@@ -96,7 +87,7 @@ def register(api: ApiRegistry) -> None:
     for action in ("pause", "resume"):
 
         async def handler(request: web.Request, _paused: bool = action == "pause") -> web.Response:
-            engine = engine_of(request)
+            engine = engine_of(request.app)
             try:
                 direction = Direction(request.match_info["direction"])
             except ValueError:
@@ -108,7 +99,7 @@ def register(api: ApiRegistry) -> None:
                 await gate.set_paused(_paused)
             except StoreError as exc:
                 raise ApiError(503, f"could not record the change: {exc}") from None
-            if not _paused and engine.flusher is not None:
+            if not _paused:
                 engine.flusher.notify_arrivals()
             return web.json_response({"status": "paused" if _paused else "resumed"})
 

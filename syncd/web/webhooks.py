@@ -22,6 +22,7 @@ from syncd.sync.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
 from syncd.sync.inbound import HINT_KEY
 from syncd.vendors.hubspot.signature import check_signature_v3
 from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry
+from syncd.web.components import accepting_engine
 
 AC_EVENTS = frozenset(
     {"update", "subscribe", "unsubscribe", "contact_tag_added", "contact_tag_removed"}
@@ -38,13 +39,7 @@ HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "conta
 
 
 def _engine(request: web.Request) -> SyncEngine:
-    control = request.app[CONTROL_KEY]
-    engine = control.component("engine")
-    if not isinstance(engine, SyncEngine) or engine.intake is None:
-        raise ApiError(503, "sync engine not configured (no [hub]/[crm] section)")
-    if not control.accepting:
-        raise ApiError(503, "shutting down; retry later")
-    return engine
+    return accepting_engine(request.app)
 
 
 def _object_for(tags: frozenset[str]) -> ObjectType:
@@ -191,7 +186,6 @@ def parse_hubspot(body: Any) -> list[Change]:
 
 
 async def _submit(engine: SyncEngine, changes: list[Change]) -> web.Response:
-    assert engine.intake is not None
     try:
         await engine.intake.submit(changes)
     except StoreError:
