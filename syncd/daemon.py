@@ -27,7 +27,7 @@ from syncd.logging import configure_logging, get_logger
 from syncd.model import Direction, ObjectType
 from syncd.sdnotify import SystemdNotifier
 from syncd.store import create_store
-from syncd.store.base import StateStore
+from syncd.store.protocols import StateStore
 from syncd.web.app import RouteInstaller, create_app
 
 log = get_logger("syncd.daemon")

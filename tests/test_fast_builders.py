@@ -12,7 +12,7 @@ import pytest
 
 from syncd.jsontext import compact_encoder
 from syncd.model import Change, Direction, ObjectType, Record, builder
-from syncd.store.base import RecordLink
+from syncd.store.types import RecordLink
 from syncd.sync.flight import Outcome
 
 

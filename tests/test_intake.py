@@ -11,11 +11,11 @@ import pytest
 
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ObjectType
-from syncd.store.base import ChangeFeed, FeedBatch
 from syncd.store.mysql import MysqlStore
-from syncd.store.queue import stream_batches
 from syncd.store.sql import SqlStore
+from syncd.store.sql.queue import stream_batches
 from syncd.store.sqlite import SqliteStore
+from syncd.store.types import ChangeFeed, FeedBatch
 from syncd.sync.intake import InboundIntake
 
 IN = Direction.INBOUND

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, RunKind, RunTrigger
-from syncd.store.base import RecordLink, StateStore
+from syncd.store.protocols import StateStore
+from syncd.store.types import RecordLink
 from tests.test_overview_support import LiveApp, Seeded, change, seed, seed_links
 
 

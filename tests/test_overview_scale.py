@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from syncd.model import Direction, ErrorCategory
-from syncd.store.dialect import Tx, dump_json, utcnow
 from syncd.store.mysql import MysqlStore
+from syncd.store.sql.dialect import Tx, dump_json, utcnow
 from syncd.store.sqlite import SqliteStore
 from tests.test_overview_support import TAGS, LiveApp, change, seed
 

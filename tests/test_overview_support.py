@@ -39,8 +39,9 @@ from syncd.model import (
     WriteResult,
 )
 from syncd.rules import Rule
-from syncd.store.base import EntryFilter, RecordLink, StateStore
+from syncd.store.protocols import StateStore
 from syncd.store.sqlite import SqliteStore
+from syncd.store.types import EntryFilter, RecordLink
 from syncd.sync.component import SyncEngine
 from syncd.web import sync_api, webhooks
 from syncd.web.app import create_app

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.store.dialect import Tx
+from syncd.store.sql.dialect import Tx
 from syncd.store.sqlite import SqliteStore
 
 

@@ -7,8 +7,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from syncd.model import Change, Direction, ObjectType
-from syncd.store.base import EntryFilter
 from syncd.store.sqlite import SqliteStore
+from syncd.store.types import EntryFilter
 
 
 async def traced(store: SqliteStore, call: Awaitable[object]) -> list[str]:

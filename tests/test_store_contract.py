@@ -29,22 +29,22 @@ from syncd.model import (
     RunKind,
     RunTrigger,
 )
-from syncd.store.base import (
+from syncd.store.leases import keep_leases
+from syncd.store.mysql import MysqlStore
+from syncd.store.protocols import StateStore
+from syncd.store.sql import SqlStore
+from syncd.store.sql.schema import LATEST_VERSION
+from syncd.store.sql.tallies import tally_key
+from syncd.store.sqlite import SqliteStore
+from syncd.store.types import (
     DbsyncRow,
     EntryFilter,
     LinkFilter,
     RecordLink,
     RunFailure,
     SettledChange,
-    StateStore,
     SyncedRecord,
 )
-from syncd.store.leases import keep_leases
-from syncd.store.mysql import MysqlStore
-from syncd.store.schema import LATEST_VERSION
-from syncd.store.sql import SqlStore
-from syncd.store.sqlite import SqliteStore
-from syncd.store.tallies import tally_key
 
 T = TypeVar("T")
 IN, OUT = Direction.INBOUND, Direction.OUTBOUND

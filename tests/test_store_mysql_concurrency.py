@@ -13,9 +13,9 @@ import pytest
 from syncd.config import MysqlDsn
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ObjectType
-from syncd.store.dialect import Tx
 from syncd.store.mysql import MysqlStore
-from syncd.store.schema import LATEST_VERSION
+from syncd.store.sql.dialect import Tx
+from syncd.store.sql.schema import LATEST_VERSION
 
 IN = Direction.INBOUND
 

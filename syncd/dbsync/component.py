@@ -25,7 +25,7 @@ from syncd.errors import ConfigError, IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import RunTrigger
-from syncd.store.base import StateStore
+from syncd.store.protocols import StateStore
 from syncd.vendors.protocols import HubConnector
 
 log = get_logger("syncd.dbsync")

@@ -16,7 +16,7 @@ from syncd.config import DbsyncSettings
 from syncd.dbsync.rows import MappedRow, payload_size, row_hash
 from syncd.dbsync.types import FailureExample, Tally
 from syncd.model import ErrorCategory
-from syncd.store.base import DbsyncRow, RunFailure
+from syncd.store.types import DbsyncRow, RunFailure
 
 MAX_BODY = 300_000  # bytes per write call; AC refuses bulk bodies over 400 kB
 EXAMPLES = 10

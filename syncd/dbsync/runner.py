@@ -33,7 +33,7 @@ import contextlib
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from syncd.config import DbsyncSettings
 from syncd.dbsync.pass_state import (
@@ -73,9 +73,15 @@ from syncd.model import (
     WriteOp,
     new_named_tuple,
 )
-from syncd.store.base import DbsyncRow, StateStore
 from syncd.store.leases import keep_job_lock
+from syncd.store.protocols import DbsyncLedger, JobLockStore, RunStore
+from syncd.store.types import DbsyncRow
 from syncd.vendors.protocols import HubConnector
+
+
+class DbsyncStore(DbsyncLedger, RunStore, JobLockStore, Protocol):
+    """What a dbsync run records: its rows, its run and failures, and its job lock."""
+
 
 log = get_logger("syncd.dbsync")
 
@@ -100,7 +106,7 @@ class DbsyncRunner:
 
     def __init__(
         self,
-        store: StateStore,
+        store: DbsyncStore,
         hub: HubConnector,
         source_factory: SourceFactory,
         *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from syncd.config import DaemonSettings
 from syncd.errors import StoreError
-from syncd.store.base import StateStore
+from syncd.store.protocols import StateStore
 
 SQLITE_FILENAME = "syncd.sqlite3"
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from syncd.errors import StoreError
 from syncd.logging import get_logger
 from syncd.model import Direction, QueueEntry
-from syncd.store.base import StateStore
+from syncd.store.protocols import JobLockStore, QueueStore
 
 log = get_logger("syncd.claims")
 
@@ -54,7 +54,7 @@ async def kept_alive(renew: Callable[[], Awaitable[object]], every: float) -> As
 
 
 def keep_leases(
-    store: StateStore, entries: Sequence[QueueEntry], owner: str, lease_seconds: float
+    store: QueueStore, entries: Sequence[QueueEntry], owner: str, lease_seconds: float
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """Renew the leases of claimed `entries` at a third of their length while they are sent,
     so a slow vendor call (timeouts × retries with backoff) never lets another instance
@@ -67,7 +67,7 @@ def keep_leases(
 
 
 def keep_job_lock(
-    store: StateStore, name: str, owner: str, ttl: float
+    store: JobLockStore, name: str, owner: str, ttl: float
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """Extend a held job lock at a third of its time to live while the job runs."""
     return kept_alive(lambda: store.try_job_lock(name, owner, ttl), max(ttl / 3, 0.05))

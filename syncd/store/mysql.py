@@ -21,8 +21,8 @@ from pymysql.constants import CLIENT
 
 from syncd.config import MysqlDsn
 from syncd.errors import StoreError
-from syncd.store.dialect import Dialect, Tx
 from syncd.store.sql import SqlStore
+from syncd.store.sql.dialect import Dialect, Tx
 
 T = TypeVar("T")
 

@@ -25,9 +25,9 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from syncd.errors import StoreError
-from syncd.store.base import ChangeFeed, FeedBatch
-from syncd.store.dialect import Dialect, Tx
 from syncd.store.sql import SqlStore
+from syncd.store.sql.dialect import Dialect, Tx
+from syncd.store.types import ChangeFeed, FeedBatch
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from syncd.errors import IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import Change, Direction, ObjectType, RunTrigger
-from syncd.store.base import StateStore
+from syncd.store.protocols import StateStore
 from syncd.sync.eligibility import parse_tags
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher

@@ -22,7 +22,7 @@ from syncd.model import (
     WriteResult,
     builder,
 )
-from syncd.store.base import RecordLink, SettledChange
+from syncd.store.types import RecordLink, SettledChange
 
 T = TypeVar("T")
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from syncd import metrics
 from syncd.errors import IntegrationError, StoreError
 from syncd.logging import get_logger
 from syncd.model import Direction, ErrorCategory
-from syncd.store.base import StateStore
+from syncd.store.protocols import CursorStore, IntegrationErrorStore
 
 log = get_logger("syncd.sync")
+
+
+class GateStore(CursorStore, IntegrationErrorStore, Protocol):
+    """Where a gate keeps its state: the pause flag as a cursor, and integration errors."""
 
 
 class DirectionGate:
@@ -17,7 +23,7 @@ class DirectionGate:
     Changes keep queueing while a direction is closed; nothing is written until it opens.
     """
 
-    def __init__(self, direction: Direction, store: StateStore) -> None:
+    def __init__(self, direction: Direction, store: GateStore) -> None:
         self.direction = direction
         self._store = store
         self.paused = False

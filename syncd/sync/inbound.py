@@ -33,8 +33,9 @@ from syncd.model import (
     WriteResult,
 )
 from syncd.rules import Condition, Op
-from syncd.store.base import PendingStats, RecordLink, StateStore
 from syncd.store.leases import keep_leases, log_claimed
+from syncd.store.protocols import StateStore
+from syncd.store.types import PendingStats, RecordLink
 from syncd.sync.conflicts import resolve
 from syncd.sync.counts import RunCounts
 from syncd.sync.eligibility import Excluded, inbound_target, parse_tags

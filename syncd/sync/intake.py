@@ -3,7 +3,7 @@
 Concurrent submissions are group-committed: the store takes everything waiting and commits
 it in a single transaction, so fsync cost is shared by all requests in the batch.
 
-The intake is the store's `ChangeFeed`: one stream (`StateStore.enqueue_stream`) takes the
+The intake is the store's `ChangeFeed`: one stream (`QueueStore.enqueue_stream`) takes the
 waiting submissions batch after batch, and the intake answers each batch's senders once the
 store has settled it. The SQLite store takes the next batch on its own thread the moment the
 last one has committed; the event loop answers meanwhile. Every round trip through a busy
@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from syncd import metrics
 from syncd.errors import StoreError
 from syncd.model import Change
-from syncd.store.base import FeedBatch, StateStore
+from syncd.store.protocols import QueueStore
+from syncd.store.types import FeedBatch
 
 _Waiting = tuple[Sequence[Change], asyncio.Future[None]]
 
@@ -34,7 +35,7 @@ class InboundIntake:
 
     def __init__(
         self,
-        store: StateStore,
+        store: QueueStore,
         *,
         max_batch: int = 2000,
         on_committed: Callable[[int], None] | None = None,

@@ -40,8 +40,9 @@ from syncd.model import (
     builder,
 )
 from syncd.rules import Condition, Op, Rule
-from syncd.store.base import RecordLink, StateStore, SyncedRecord
 from syncd.store.leases import keep_job_lock, keep_leases, log_claimed
+from syncd.store.protocols import StateStore
+from syncd.store.types import RecordLink, SyncedRecord
 from syncd.sync.conflicts import resolve
 from syncd.sync.counts import RunCounts
 from syncd.sync.eligibility import tags_after_conversion

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.model import ObjectType, WriteItem, WriteOp
-from syncd.store.base import LinkFilter, RecordLink, StateStore
+from syncd.store.protocols import StateStore
+from syncd.store.types import LinkFilter, RecordLink
 from syncd.sync.mapping import ObjectMapping, content_hash
 from syncd.vendors.protocols import CrmConnector, HubConnector
 

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from syncd.config import Settings
 from syncd.lifecycle import Check, Component
-from syncd.store.base import StateStore
+from syncd.store.protocols import StateStore
 
 
 class Control(Protocol):

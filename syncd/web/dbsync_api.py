@@ -12,7 +12,7 @@ from syncd.dbsync.component import DbsyncComponent
 from syncd.dbsync.types import DbsyncBusy
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import RunKind
-from syncd.store.base import Run, RunFailure
+from syncd.store.types import Run, RunFailure
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry
 from syncd.web.components import DBSYNC_KEY, dbsync_of
 

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from syncd.errors import StoreError
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
-from syncd.store.base import EntryFilter, IntegrationErrorRecord, LinkFilter, RecordLink
+from syncd.store.types import EntryFilter, IntegrationErrorRecord, LinkFilter, RecordLink
 from syncd.web.api import CONTROL_KEY, ApiError
 from syncd.web.hints import hint
 

@@ -13,7 +13,8 @@ from aiohttp import web
 from syncd.errors import ConfigError, IntegrationError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus, ErrorCategory, ObjectType, RunKind
-from syncd.store.base import LinkFilter, RecordLink, StateStore
+from syncd.store.protocols import StateStore
+from syncd.store.types import LinkFilter, RecordLink
 from syncd.sync.component import SyncEngine
 from syncd.sync.restore import RestoreRequest, count_restorable, restore_links
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json

@@ -8,15 +8,18 @@ runs transactions with its locking and retry rules, and turns driver errors into
 from __future__ import annotations
 
 from syncd.errors import StoreError
-from syncd.store.dbsync_ops import DbsyncOps
-from syncd.store.dialect import Tx, utcnow
-from syncd.store.overview_ops import OverviewOps
-from syncd.store.queue_admin import QueueAdminOps
-from syncd.store.records import RecordOps
-from syncd.store.schema import LATEST_VERSION, Migration, pending_migrations, schema_version_ddl
+from syncd.store.sql.claims import ClaimOps
+from syncd.store.sql.control import ControlOps
+from syncd.store.sql.dbsync import DbsyncOps
+from syncd.store.sql.dialect import Tx, utcnow
+from syncd.store.sql.links import LinkOps
+from syncd.store.sql.overview import OverviewOps
+from syncd.store.sql.queue_admin import QueueAdminOps
+from syncd.store.sql.runs import RunOps
+from syncd.store.sql.schema import LATEST_VERSION, Migration, pending_migrations, schema_version_ddl
 
 
-class SqlStore(QueueAdminOps, RecordOps, OverviewOps, DbsyncOps):
+class SqlStore(QueueAdminOps, ClaimOps, LinkOps, RunOps, ControlOps, OverviewOps, DbsyncOps):
     """All SQL of the state store; subclasses provide connections and transactions."""
 
     async def ping(self) -> None:

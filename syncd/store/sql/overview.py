@@ -7,10 +7,10 @@ small mixin of `SqlStore`.
 from __future__ import annotations
 
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType
-from syncd.store.base import EntryGroup, LinkFilter
-from syncd.store.dialect import Tx
-from syncd.store.records import link_conditions
-from syncd.store.tallies import TallyOps
+from syncd.store.sql.dialect import Tx
+from syncd.store.sql.links import link_conditions
+from syncd.store.sql.tallies import TallyOps
+from syncd.store.types import EntryGroup, LinkFilter
 
 
 class OverviewOps(TallyOps):

@@ -1,27 +1,15 @@
-"""The non-queue half of the SQL store: links, runs, cursors, integration errors and job locks.
-
-The dbsync rows live in ``dbsync_ops.py``.
-"""
+"""Record links in SQL: upserts (one at a time or a batch with its entries), lookups, paging."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, RunKind, RunTrigger
-from syncd.store.base import (
-    IntegrationErrorRecord,
-    LinkFilter,
-    RecordLink,
-    Run,
-    RunFailure,
-    SettledChange,
-    SyncedRecord,
-)
-from syncd.store.dialect import (
+from syncd.model import EntryStatus, ObjectType
+from syncd.store.sql.dialect import (
     LIKE_ESCAPE,
     Dialect,
     Tx,
@@ -32,14 +20,17 @@ from syncd.store.dialect import (
     marks,
     utcnow,
 )
-from syncd.store.tallies import LinkKey, TallyDelta, TallyKey, TallyOps, tally_key
+from syncd.store.sql.tallies import LinkKey, TallyDelta, TallyKey, TallyOps, tally_key
+from syncd.store.types import (
+    LinkFilter,
+    RecordLink,
+    SettledChange,
+    SyncedRecord,
+)
 
 LINK_COLS = (
     "id, object, hub_id, crm_id, email, name, sync_tags, status, content_hash, deleted_side,"
     " last_synced_at, created_at, updated_at"
-)
-RUN_COLS = (
-    "id, kind, run_trigger, name, status, started_at, finished_at, counts, error_message, owner"
 )
 _INSERT_LINK = (
     "INSERT INTO record_links (object, hub_id, crm_id, email, name, sync_tags,"
@@ -138,8 +129,8 @@ def link_conditions(d: Dialect, filt: LinkFilter) -> tuple[list[str], list[Any]]
     return where, params
 
 
-class RecordOps(TallyOps):
-    """Links, runs, cursors, integration errors and job locks."""
+class LinkOps(TallyOps):
+    """The LinkStore protocol in SQL."""
 
     # record links ------------------------------------------------------------------------
     def _link(self, r: Sequence[Any]) -> RecordLink:
@@ -432,272 +423,3 @@ class RecordOps(TallyOps):
             return [self._link(r) for r in rows]
 
         return await self._run(op, write=False)
-
-    # runs ----------------------------------------------------------------------------------
-    def _run_row(self, r: Sequence[Any]) -> Run:
-        started = self.dialect.from_ts(r[5])
-        assert started is not None
-        return Run(
-            id=int(r[0]),
-            kind=RunKind(r[1]),
-            trigger=RunTrigger(r[2]),
-            name=r[3],
-            status=r[4],
-            started_at=started,
-            finished_at=self.dialect.from_ts(r[6]),
-            counts={str(k): int(v) for k, v in load_json(r[7], {}).items()},
-            error=r[8],
-            owner=r[9],
-        )
-
-    async def start_run(
-        self, kind: RunKind, trigger: RunTrigger, *, name: str | None = None, owner: str = ""
-    ) -> int:
-        """Record a run as started; its id."""
-
-        async def op(tx: Tx) -> int:
-            return await tx.insert(
-                "INSERT INTO runs (kind, run_trigger, name, status, started_at, counts, owner)"
-                " VALUES (?, ?, ?, 'running', ?, '{}', ?)",
-                (str(kind), str(trigger), name, self.dialect.ts(utcnow()), owner),
-            )
-
-        return await self._run(op)
-
-    async def finish_run(
-        self, run_id: int, *, counts: Mapping[str, int], status: str, error: str | None = None
-    ) -> None:
-        """Record a run's end, counts and outcome."""
-
-        async def op(tx: Tx) -> None:
-            await tx.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, counts = ?, error_message = ?"
-                " WHERE id = ?",
-                (status, self.dialect.ts(utcnow()), dump_json(dict(counts)), error, run_id),
-            )
-
-        await self._run(op)
-
-    async def get_run(self, run_id: int) -> Run | None:
-        """One run."""
-
-        async def op(tx: Tx) -> Run | None:
-            row = await self._fetchone(tx, f"SELECT {RUN_COLS} FROM runs WHERE id = ?", (run_id,))
-            return self._run_row(row) if row is not None else None
-
-        return await self._run(op, write=False)
-
-    async def list_runs(
-        self, *, kind: RunKind | None = None, name: str | None = None, limit: int = 50
-    ) -> list[Run]:
-        """Most recent runs first."""
-        where: list[str] = []
-        params: list[Any] = []
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(str(kind))
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
-
-        async def op(tx: Tx) -> list[Run]:
-            rows = await tx.fetchall(
-                f"SELECT {RUN_COLS} FROM runs{clause} ORDER BY id DESC LIMIT ?",
-                (*params, max(limit, 0)),
-            )
-            return [self._run_row(r) for r in rows]
-
-        return await self._run(op, write=False)
-
-    async def running_run(self, kind: RunKind, name: str | None) -> Run | None:
-        """The run of this kind and name still marked running, if any."""
-        name_clause = "name IS NULL" if name is None else "name = ?"
-        params: tuple[Any, ...] = (str(kind),) if name is None else (str(kind), name)
-
-        async def op(tx: Tx) -> Run | None:
-            row = await self._fetchone(
-                tx,
-                f"SELECT {RUN_COLS} FROM runs WHERE status = 'running' AND kind = ?"
-                f" AND {name_clause} ORDER BY id DESC LIMIT 1",
-                params,
-            )
-            return self._run_row(row) if row is not None else None
-
-        return await self._run(op, write=False)
-
-    async def add_run_failures(self, failures: Sequence[RunFailure]) -> None:
-        """Record failed rows/records of a run."""
-        if not failures:
-            return
-
-        async def op(tx: Tx) -> None:
-            await tx.executemany(
-                "INSERT INTO run_failures (run_id, failure_key, columns_json, reason, category,"
-                " email) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        f.run_id,
-                        f.key,
-                        dump_json(list(f.columns)),
-                        f.reason,
-                        str(f.category),
-                        f.email,
-                    )
-                    for f in failures
-                ],
-            )
-
-        await self._run(op)
-
-    async def run_failures(
-        self, run_id: int, *, after: int = 0, limit: int = 1000
-    ) -> list[RunFailure]:
-        """A run's failures in insertion order, skipping the first `after` of them."""
-
-        async def op(tx: Tx) -> list[RunFailure]:
-            rows = await tx.fetchall(
-                "SELECT run_id, failure_key, columns_json, reason, category, email"
-                " FROM run_failures WHERE run_id = ? ORDER BY id LIMIT ? OFFSET ?",
-                (run_id, max(limit, 0), max(after, 0)),
-            )
-            return [
-                RunFailure(
-                    run_id=int(r[0]),
-                    key=r[1],
-                    columns=tuple(load_json(r[2], [])),
-                    reason=r[3],
-                    category=ErrorCategory(r[4]),
-                    email=r[5],
-                )
-                for r in rows
-            ]
-
-        return await self._run(op, write=False)
-
-    # cursors -------------------------------------------------------------------------------
-    async def get_cursor(self, name: str) -> str | None:
-        """A named cursor (e.g. ``outbound:contact``)."""
-
-        async def op(tx: Tx) -> str | None:
-            row = await self._fetchone(
-                tx, "SELECT cursor_value FROM cursors WHERE name = ?", (name,)
-            )
-            return str(row[0]) if row is not None else None
-
-        return await self._run(op, write=False)
-
-    async def set_cursor(self, name: str, value: str) -> None:
-        """Store a named cursor."""
-        sql = self.dialect.upsert(
-            "cursors",
-            ("name", "cursor_value", "updated_at"),
-            ("name",),
-            ("cursor_value", "updated_at"),
-        )
-
-        async def op(tx: Tx) -> None:
-            await tx.execute(sql, (name, value, self.dialect.ts(utcnow())))
-
-        await self._run(op)
-
-    # integration errors --------------------------------------------------------------------
-    async def set_integration_error(
-        self, direction: Direction, category: ErrorCategory, message: str
-    ) -> None:
-        """Record (or refresh) an integration-wide error; `since` keeps its first time."""
-        sql = self.dialect.upsert(
-            "integration_errors",
-            ("direction", "category", "message", "since", "updated_at"),
-            ("direction", "category"),
-            ("message", "updated_at"),
-        )
-
-        async def op(tx: Tx) -> None:
-            now = self.dialect.ts(utcnow())
-            await tx.execute(sql, (str(direction), str(category), message, now, now))
-
-        await self._run(op)
-
-    async def clear_integration_error(
-        self, direction: Direction, category: ErrorCategory | None = None
-    ) -> int:
-        """Clear a direction's integration errors (one category or all); how many."""
-
-        async def op(tx: Tx) -> int:
-            if category is None:
-                return await tx.execute(
-                    "DELETE FROM integration_errors WHERE direction = ?", (str(direction),)
-                )
-            return await tx.execute(
-                "DELETE FROM integration_errors WHERE direction = ? AND category = ?",
-                (str(direction), str(category)),
-            )
-
-        return await self._run(op)
-
-    async def integration_errors(self) -> list[IntegrationErrorRecord]:
-        """Active integration-wide errors."""
-
-        async def op(tx: Tx) -> list[IntegrationErrorRecord]:
-            rows = await tx.fetchall(
-                "SELECT direction, category, message, since, updated_at FROM integration_errors"
-                " ORDER BY since, direction, category"
-            )
-            out = []
-            for r in rows:
-                since, updated = self.dialect.from_ts(r[3]), self.dialect.from_ts(r[4])
-                assert since is not None and updated is not None
-                out.append(
-                    IntegrationErrorRecord(
-                        Direction(r[0]), ErrorCategory(r[1]), r[2], since, updated
-                    )
-                )
-            return out
-
-        return await self._run(op, write=False)
-
-    # coordination --------------------------------------------------------------------------
-    async def try_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
-        """Take a named lock for a scheduled job unless another live owner holds it.
-
-        The holder may call again to extend its lease; an expired lock is taken over.
-        """
-        d = self.dialect
-
-        async def op(tx: Tx) -> bool:
-            now = utcnow()
-            expires = d.ts(now + timedelta(seconds=ttl_seconds))
-            row = await self._fetchone(
-                tx, f"SELECT owner, expires_at FROM job_locks WHERE name = ?{d.for_update}", (name,)
-            )
-            if row is None:
-                await tx.execute(
-                    "INSERT INTO job_locks (name, owner, expires_at, acquired_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (name, owner, expires, d.ts(now)),
-                )
-                return True
-            held_until = d.from_ts(row[1])
-            if row[0] == owner:
-                await tx.execute(
-                    "UPDATE job_locks SET expires_at = ? WHERE name = ?", (expires, name)
-                )
-                return True
-            if held_until is not None and held_until > now:
-                return False
-            await tx.execute(
-                "UPDATE job_locks SET owner = ?, expires_at = ?, acquired_at = ? WHERE name = ?",
-                (owner, expires, d.ts(now), name),
-            )
-            return True
-
-        return await self._run(op, conflict_retry=True)
-
-    async def release_job_lock(self, name: str, owner: str) -> None:
-        """Release a named job lock held by `owner`."""
-
-        async def op(tx: Tx) -> None:
-            await tx.execute("DELETE FROM job_locks WHERE name = ? AND owner = ?", (name, owner))
-
-        await self._run(op)

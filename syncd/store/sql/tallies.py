@@ -26,8 +26,8 @@ from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from syncd.model import ObjectType
-from syncd.store.dialect import SqlBase, Tx, chunks, marks
-from syncd.store.schema import TALLY_REASON_MAX, TALLY_REBUILD
+from syncd.store.sql.dialect import SqlBase, Tx, chunks, marks
+from syncd.store.sql.schema import TALLY_REASON_MAX, TALLY_REBUILD
 
 TallyKey = tuple[str, str, str, str, str]  # object, direction, status, category, reason
 LinkKey = tuple[str, str]  # object, status

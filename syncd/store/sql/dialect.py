@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any, Protocol, TypeVar
 
 from syncd.jsontext import compact_encoder
-from syncd.store.schema import DialectName
+from syncd.store.sql.schema import DialectName
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
-from syncd.store.base import DbsyncRow
-from syncd.store.dialect import IN_CHUNK, SqlBase, Tx, chunks, marks
+from syncd.store.sql.dialect import IN_CHUNK, SqlBase, Tx, chunks, marks
+from syncd.store.types import DbsyncRow
 
 _ROW_COLS = "row_key, email, hub_id, content_hash, run_id, id"  # a DbsyncRow after `dbsync`
 DBSYNC_COLS = f"dbsync, {_ROW_COLS}"

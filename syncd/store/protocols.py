@@ -1,17 +1,16 @@
-"""The StateStore seam: everything a record goes through is recorded here.
+"""The store's seams: one small protocol per idea, and `StateStore`, all of them together.
 
-Two implementations (SQLite, MySQL/MariaDB) pass one contract test suite. Every method is
-one transaction; driver errors leave the store only as `StoreError`.
+Three implementations pass one contract suite: SQLite and MariaDB (`sql/`) and the in-memory
+store (`memory.py`). Every method is one transaction; driver errors leave a store only as
+`StoreError`. A part of syncd that needs one idea of the store asks for its protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from syncd.errors import StoreError
 from syncd.model import (
     Change,
     Direction,
@@ -22,197 +21,26 @@ from syncd.model import (
     RunKind,
     RunTrigger,
 )
+from syncd.store.types import (
+    ChangeFeed,
+    DbsyncRow,
+    EntryFilter,
+    EntryGroup,
+    IntegrationErrorRecord,
+    LinkFilter,
+    PendingStats,
+    RecordLink,
+    Run,
+    RunFailure,
+    SettledChange,
+    SyncedRecord,
+)
 
 
-@dataclass(frozen=True, slots=True)
-class FeedBatch:
-    """Changes a store commits in one transaction; `ref` is the feed's own (who waits)."""
+class QueueStore(Protocol):
+    """The queue as the sync engine works it: enqueue (coalescing), claim under a lease,
+    record outcomes, and what waits."""
 
-    changes: Sequence[Change]
-    ref: Any = None
-
-
-class ChangeFeed(Protocol):
-    """Where a store takes intake batches from, and where it reports how each one ended."""
-
-    def take(self) -> FeedBatch | None:
-        """The next batch, or None: nothing waits (end the stream). Safe from any thread."""
-
-    def settled(self, batch: FeedBatch, error: StoreError | None) -> None:
-        """`batch` is committed (error None) or not at all; called on the event loop, in
-        the order the batches were taken."""
-
-
-@dataclass(frozen=True)
-class RecordLink:
-    """The pairing of one hub record and one CRM record, and how it last synced."""
-
-    object: ObjectType
-    hub_id: str | None
-    crm_id: str | None
-    email: str | None = None
-    name: str | None = None
-    sync_tags: frozenset[str] = frozenset()
-    status: str = "linked"
-    content_hash: str | None = None
-    deleted_side: str | None = None  # "hub" | "crm" when deleted there since linking
-    last_synced_at: datetime | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    id: int | None = None
-
-
-@dataclass(frozen=True)
-class SyncedRecord:
-    """One entry written to the other side: the link to record (if any) and what went."""
-
-    entry_id: int
-    link: RecordLink | None
-    transferred: Mapping[str, Any] = field(default_factory=dict)
-    skipped: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SettledChange:
-    """A change sent without queueing and its outcome: recorded once, as an entry already in
-    its final status (processed, error or excluded), with the link to upsert (if any)."""
-
-    change: Change
-    status: EntryStatus
-    link: RecordLink | None = None
-    transferred: Mapping[str, Any] = field(default_factory=dict)
-    skipped: Mapping[str, str] = field(default_factory=dict)
-    error_category: ErrorCategory | None = None  # status error
-    error_code: str | None = None  # status error
-    message: str | None = None  # the error message, or the exclusion reason
-
-
-@dataclass(frozen=True)
-class EntryFilter:
-    """Filters for paging through queue entries (all optional, combined with AND)."""
-
-    status: Sequence[EntryStatus] = ()
-    direction: Direction | None = None
-    object: ObjectType | None = None
-    source: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    updated_after: datetime | None = None
-    updated_before: datetime | None = None
-    text: str | None = None  # substring of email or name, case-insensitive
-    error_category: ErrorCategory | None = None
-    run_id: int | None = None
-
-
-@dataclass(frozen=True)
-class LinkFilter:
-    """Filters for paging through record links."""
-
-    object: ObjectType | None = None
-    status: str | None = None
-    deleted_side: str | None = None
-    synced_after: datetime | None = None
-    synced_before: datetime | None = None
-    text: str | None = None
-
-
-@dataclass(frozen=True)
-class PendingStats:
-    """What waits in one direction: how many entries and since when."""
-
-    count: int
-    oldest_created_at: datetime | None
-
-
-@dataclass(frozen=True)
-class Run:
-    """One flush, pull, poll or dbsync run, with its counts."""
-
-    id: int
-    kind: RunKind
-    trigger: RunTrigger
-    name: str | None
-    status: str  # running | succeeded | failed
-    started_at: datetime
-    finished_at: datetime | None
-    counts: Mapping[str, int] = field(default_factory=dict)
-    error: str | None = None
-    owner: str | None = None
-
-
-@dataclass(frozen=True)
-class RunFailure:
-    """One row or record a run could not sync, and why."""
-
-    run_id: int
-    key: str
-    columns: tuple[str, ...]
-    reason: str
-    category: ErrorCategory
-    email: str | None = None
-
-
-@dataclass(frozen=True)
-class IntegrationErrorRecord:
-    """An integration-wide problem pausing one direction since a moment."""
-
-    direction: Direction
-    category: ErrorCategory
-    message: str
-    since: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class EntryGroup:
-    """How many queue entries share object, direction, status, error category and reason.
-
-    `reason` is the exclusion reason for excluded entries and None otherwise.
-    """
-
-    object: ObjectType
-    direction: Direction
-    status: EntryStatus
-    category: ErrorCategory | None
-    reason: str | None
-    count: int
-
-
-class DbsyncRow(NamedTuple):
-    """What dbsync last wrote for one source row: its hub contact and the values' hash.
-
-    A named tuple rather than a dataclass: a run looks one up per source row, and the store
-    builds them from its result rows in C (`tuple.__new__`), without a Python call per row.
-    """
-
-    dbsync: str
-    row_key: str
-    email: str
-    hub_id: str | None
-    content_hash: str
-    run_id: int
-    id: int = 0  # the store's id of the row (0 for a row not read from the store)
-
-
-@runtime_checkable
-class StateStore(Protocol):
-    """Durable state of syncd: queue, links, runs, cursors, integration errors, dbsync rows."""
-
-    kind: str
-
-    async def open(self) -> None:
-        """Connect and apply pending schema migrations (idempotent)."""
-
-    async def close(self) -> None:
-        """Release connections; safe to call twice."""
-
-    async def ping(self) -> None:
-        """Raise StoreError when the store cannot be reached."""
-
-    async def schema_version(self) -> int:
-        """The applied schema version."""
-
-    # queue -------------------------------------------------------------------------------
     async def enqueue(self, changes: Sequence[Change], *, ids: bool = True) -> list[int]:
         """Commit changes in one transaction, coalescing each into its record's pending entry.
 
@@ -283,6 +111,20 @@ class StateStore(Protocol):
     async def pending_stats(self, direction: Direction) -> PendingStats:
         """Count and age of the oldest pending entry of a direction."""
 
+    async def pending_entries(
+        self, direction: Direction, record_keys: Sequence[str]
+    ) -> dict[str, QueueEntry]:
+        """The pending or processing entry per record key of a direction (newest wins)."""
+
+    async def queued_keys(
+        self, direction: Direction, obj: ObjectType, record_keys: Sequence[str]
+    ) -> set[str]:
+        """The record keys among these with an entry pending or processing."""
+
+
+class QueueAdmin(Protocol):
+    """The queue as an operator sees it: counts, entries, delete and retry."""
+
     async def counts(self) -> dict[tuple[Direction, EntryStatus], int]:
         """Entries by direction and status."""
 
@@ -297,16 +139,6 @@ class StateStore(Protocol):
     ) -> list[QueueEntry]:
         """Entries matching `filt`, newest first, with id < before_id (cursor paging)."""
 
-    async def pending_entries(
-        self, direction: Direction, record_keys: Sequence[str]
-    ) -> dict[str, QueueEntry]:
-        """The pending or processing entry per record key of a direction (newest wins)."""
-
-    async def queued_keys(
-        self, direction: Direction, obj: ObjectType, record_keys: Sequence[str]
-    ) -> set[str]:
-        """The record keys among these with an entry pending or processing."""
-
     async def delete_pending(self, entry_id: int) -> EntryStatus | None:
         """Delete a pending entry (recording the deletion); else return its status unchanged.
 
@@ -319,7 +151,10 @@ class StateStore(Protocol):
     async def retry_matching(self, filt: EntryFilter) -> int:
         """Put every error entry matching `filt` back to pending; how many moved."""
 
-    # record links ------------------------------------------------------------------------
+
+class LinkStore(Protocol):
+    """Record links: which hub record is which CRM record, and how each last synced."""
+
     async def upsert_link(self, link: RecordLink) -> int:
         """Insert or update a link (matched by object + hub_id, or object + crm_id)."""
 
@@ -357,6 +192,10 @@ class StateStore(Protocol):
     ) -> list[RecordLink]:
         """Links matching `filt` in id order, with id > after_id (streamable)."""
 
+
+class OverviewStore(Protocol):
+    """Maintained counts for the overview (health, link totals, restore previews)."""
+
     async def link_counts(self) -> dict[tuple[ObjectType, str], int]:
         """Links by object and status."""
 
@@ -369,7 +208,10 @@ class StateStore(Protocol):
     async def entry_breakdown(self) -> list[EntryGroup]:
         """Queue entries grouped for the health view (see EntryGroup)."""
 
-    # runs ----------------------------------------------------------------------------------
+
+class RunStore(Protocol):
+    """Runs (flush, pull, poll, dbsync) with their counts and failed rows."""
+
     async def start_run(
         self, kind: RunKind, trigger: RunTrigger, *, name: str | None = None, owner: str = ""
     ) -> int:
@@ -399,14 +241,20 @@ class StateStore(Protocol):
     ) -> list[RunFailure]:
         """A run's failures in insertion order."""
 
-    # cursors -------------------------------------------------------------------------------
+
+class CursorStore(Protocol):
+    """Named cursors and small flags (pull cursors, pause state)."""
+
     async def get_cursor(self, name: str) -> str | None:
         """A named cursor (e.g. ``outbound:contact``)."""
 
     async def set_cursor(self, name: str, value: str) -> None:
         """Store a named cursor."""
 
-    # integration errors --------------------------------------------------------------------
+
+class IntegrationErrorStore(Protocol):
+    """Integration-wide errors pausing a direction."""
+
     async def set_integration_error(
         self, direction: Direction, category: ErrorCategory, message: str
     ) -> None:
@@ -420,7 +268,10 @@ class StateStore(Protocol):
     async def integration_errors(self) -> list[IntegrationErrorRecord]:
         """Active integration-wide errors."""
 
-    # dbsync rows ---------------------------------------------------------------------------
+
+class DbsyncLedger(Protocol):
+    """What dbsync last wrote per source row."""
+
     async def dbsync_rows(self, dbsync: str, row_keys: Sequence[str]) -> dict[str, DbsyncRow]:
         """What the last runs wrote for these source rows."""
 
@@ -438,9 +289,42 @@ class StateStore(Protocol):
     async def count_dbsync_rows(self, dbsync: str) -> int:
         """How many source rows this dbsync has written."""
 
-    # coordination --------------------------------------------------------------------------
+
+class JobLockStore(Protocol):
+    """Named locks so a scheduled job runs on one instance at a time."""
+
     async def try_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Take a named lock for a scheduled job unless another live owner holds it."""
 
     async def release_job_lock(self, name: str, owner: str) -> None:
         """Release a named job lock held by `owner`."""
+
+
+@runtime_checkable
+class StateStore(
+    QueueStore,
+    QueueAdmin,
+    LinkStore,
+    OverviewStore,
+    RunStore,
+    CursorStore,
+    IntegrationErrorStore,
+    DbsyncLedger,
+    JobLockStore,
+    Protocol,
+):
+    """Durable state of syncd: every idea above, behind one open/close."""
+
+    kind: str
+
+    async def open(self) -> None:
+        """Connect and apply pending schema migrations (idempotent)."""
+
+    async def close(self) -> None:
+        """Release connections; safe to call twice."""
+
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot be reached."""
+
+    async def schema_version(self) -> int:
+        """The applied schema version."""

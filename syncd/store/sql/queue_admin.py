@@ -7,9 +7,17 @@ from dataclasses import replace
 from typing import Any
 
 from syncd.model import Direction, EntryStatus, ObjectType, QueueEntry
-from syncd.store.base import EntryFilter, PendingStats
-from syncd.store.dialect import LIKE_ESCAPE, Tx, chunks, dump_json, like_pattern, load_json, marks
-from syncd.store.queue import ENTRY_COLS, IN_FLIGHT, QueueOps, pending_key
+from syncd.store.sql.dialect import (
+    LIKE_ESCAPE,
+    Tx,
+    chunks,
+    dump_json,
+    like_pattern,
+    load_json,
+    marks,
+)
+from syncd.store.sql.queue import ENTRY_COLS, IN_FLIGHT, QueueOps, pending_key
+from syncd.store.types import EntryFilter, PendingStats
 
 _RETRY_CHUNK = 500
 

@@ -1,0 +1,146 @@
+"""Small shared state in SQL: named cursors, integration errors and job locks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from syncd.model import Direction, ErrorCategory
+from syncd.store.sql.dialect import (
+    SqlBase,
+    Tx,
+    utcnow,
+)
+from syncd.store.types import (
+    IntegrationErrorRecord,
+)
+
+
+class ControlOps(SqlBase):
+    """The CursorStore, IntegrationErrorStore and JobLockStore protocols in SQL."""
+
+    # cursors -------------------------------------------------------------------------------
+    async def get_cursor(self, name: str) -> str | None:
+        """A named cursor (e.g. ``outbound:contact``)."""
+
+        async def op(tx: Tx) -> str | None:
+            row = await self._fetchone(
+                tx, "SELECT cursor_value FROM cursors WHERE name = ?", (name,)
+            )
+            return str(row[0]) if row is not None else None
+
+        return await self._run(op, write=False)
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        """Store a named cursor."""
+        sql = self.dialect.upsert(
+            "cursors",
+            ("name", "cursor_value", "updated_at"),
+            ("name",),
+            ("cursor_value", "updated_at"),
+        )
+
+        async def op(tx: Tx) -> None:
+            await tx.execute(sql, (name, value, self.dialect.ts(utcnow())))
+
+        await self._run(op)
+
+    # integration errors --------------------------------------------------------------------
+    async def set_integration_error(
+        self, direction: Direction, category: ErrorCategory, message: str
+    ) -> None:
+        """Record (or refresh) an integration-wide error; `since` keeps its first time."""
+        sql = self.dialect.upsert(
+            "integration_errors",
+            ("direction", "category", "message", "since", "updated_at"),
+            ("direction", "category"),
+            ("message", "updated_at"),
+        )
+
+        async def op(tx: Tx) -> None:
+            now = self.dialect.ts(utcnow())
+            await tx.execute(sql, (str(direction), str(category), message, now, now))
+
+        await self._run(op)
+
+    async def clear_integration_error(
+        self, direction: Direction, category: ErrorCategory | None = None
+    ) -> int:
+        """Clear a direction's integration errors (one category or all); how many."""
+
+        async def op(tx: Tx) -> int:
+            if category is None:
+                return await tx.execute(
+                    "DELETE FROM integration_errors WHERE direction = ?", (str(direction),)
+                )
+            return await tx.execute(
+                "DELETE FROM integration_errors WHERE direction = ? AND category = ?",
+                (str(direction), str(category)),
+            )
+
+        return await self._run(op)
+
+    async def integration_errors(self) -> list[IntegrationErrorRecord]:
+        """Active integration-wide errors."""
+
+        async def op(tx: Tx) -> list[IntegrationErrorRecord]:
+            rows = await tx.fetchall(
+                "SELECT direction, category, message, since, updated_at FROM integration_errors"
+                " ORDER BY since, direction, category"
+            )
+            out = []
+            for r in rows:
+                since, updated = self.dialect.from_ts(r[3]), self.dialect.from_ts(r[4])
+                assert since is not None and updated is not None
+                out.append(
+                    IntegrationErrorRecord(
+                        Direction(r[0]), ErrorCategory(r[1]), r[2], since, updated
+                    )
+                )
+            return out
+
+        return await self._run(op, write=False)
+
+    # coordination --------------------------------------------------------------------------
+    async def try_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Take a named lock for a scheduled job unless another live owner holds it.
+
+        The holder may call again to extend its lease; an expired lock is taken over.
+        """
+        d = self.dialect
+
+        async def op(tx: Tx) -> bool:
+            now = utcnow()
+            expires = d.ts(now + timedelta(seconds=ttl_seconds))
+            row = await self._fetchone(
+                tx, f"SELECT owner, expires_at FROM job_locks WHERE name = ?{d.for_update}", (name,)
+            )
+            if row is None:
+                await tx.execute(
+                    "INSERT INTO job_locks (name, owner, expires_at, acquired_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (name, owner, expires, d.ts(now)),
+                )
+                return True
+            held_until = d.from_ts(row[1])
+            if row[0] == owner:
+                await tx.execute(
+                    "UPDATE job_locks SET expires_at = ? WHERE name = ?", (expires, name)
+                )
+                return True
+            if held_until is not None and held_until > now:
+                return False
+            await tx.execute(
+                "UPDATE job_locks SET owner = ?, expires_at = ?, acquired_at = ? WHERE name = ?",
+                (owner, expires, d.ts(now), name),
+            )
+            return True
+
+        return await self._run(op, conflict_retry=True)
+
+    async def release_job_lock(self, name: str, owner: str) -> None:
+        """Release a named job lock held by `owner`."""
+
+        async def op(tx: Tx) -> None:
+            await tx.execute("DELETE FROM job_locks WHERE name = ? AND owner = ?", (name, owner))
+
+        await self._run(op)
