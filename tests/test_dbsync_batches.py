@@ -10,7 +10,8 @@ import pytest
 
 from syncd.dbsync import runner as dbsync_engine
 from syncd.dbsync.component import default_source
-from syncd.dbsync.runner import SOURCE_MARK, DbsyncRunner
+from syncd.dbsync.pipeline import SOURCE_MARK
+from syncd.dbsync.runner import DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
 from syncd.store.sqlite import SqliteStore
 from tests.test_dbsync_support import Env, env
