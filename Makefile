@@ -51,6 +51,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench
 	$(BIN)/ruff format --check syncd tests bench
 	$(BIN)/mypy syncd
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff format syncd tests bench
