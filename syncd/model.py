@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -61,6 +61,30 @@ class SyncTag(StrEnum):
     CREATED_FROM_SF_CONTACT = "created-from-salesforce-contact"
     CREATED_FROM_SF_LEAD = "created-from-salesforce-lead"
     SF_LEAD_CONVERTED = "salesforce-lead-converted-to-contact"
+
+
+# The tags' meaning is shared: the vendors' webhook parsers pick the object by it, the
+# engine's eligibility rules decide what syncs by it.
+CONTACT_TAGS = frozenset(
+    {SyncTag.ADDED_TO_SF_CONTACT, SyncTag.CREATED_FROM_SF_CONTACT, SyncTag.SF_LEAD_CONVERTED}
+)
+LEAD_TAGS = frozenset({SyncTag.ADDED_TO_SF_LEAD, SyncTag.CREATED_FROM_SF_LEAD})
+ALL_SYNC_TAGS = frozenset(t.value for t in SyncTag)
+HINT_KEY = "_hint_only"  # the payload is only a hint: re-read the record from the hub
+
+
+def parse_tags(raw: object) -> frozenset[str]:
+    """Tags from a list or a comma/semicolon separated string, trimmed, empties dropped."""
+    if raw is None:
+        return frozenset()
+    items: Iterable[object]
+    if isinstance(raw, str):
+        items = raw.replace(";", ",").split(",")
+    elif isinstance(raw, Iterable):
+        items = raw
+    else:
+        return frozenset()
+    return frozenset(s for s in (str(i).strip() for i in items) if s)
 
 
 class WriteOp(StrEnum):

@@ -22,14 +22,14 @@ from syncd.sandbox.activecampaign.app import (
 )
 from syncd.sandbox.common import bound_port, serve
 from syncd.vendors.activecampaign.answers import parse_ac_datetime
-from syncd.vendors.activecampaign.client import ActiveCampaignConnector
-from syncd.vendors.activecampaign.write import (
+from syncd.vendors.activecampaign.bulk import (
     BULK_MAX,
     BULK_MAX_BYTES,
     _body,
     _BulkRow,
     _chunks,
 )
+from syncd.vendors.activecampaign.client import ActiveCampaignConnector
 from syncd.vendors.protocols import HubConnector
 
 TOKEN = "ac-test-token-0123456789"

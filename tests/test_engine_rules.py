@@ -7,17 +7,17 @@ import pytest
 from syncd.config import ObjectSyncSettings
 from syncd.emails import is_valid_email, normalize_domain, normalize_email
 from syncd.errors import RecordError
-from syncd.model import ErrorCategory, ObjectType
+from syncd.model import ErrorCategory, ObjectType, parse_tags
 from syncd.sync.conflicts import resolve
 from syncd.sync.eligibility import (
     Excluded,
     Target,
     inbound_target,
-    parse_tags,
     tags_after_conversion,
 )
 from syncd.sync.mapping import ObjectMapping, content_hash
-from syncd.web.webhooks import parse_activecampaign, parse_hubspot
+from syncd.vendors.activecampaign.webhook import parse_activecampaign
+from syncd.vendors.hubspot.webhook import parse_hubspot
 
 
 @pytest.mark.parametrize(

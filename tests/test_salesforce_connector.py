@@ -26,7 +26,8 @@ from syncd.sandbox.salesforce.app import (
 )
 from syncd.sandbox.salesforce.soql import now_utc
 from syncd.vendors.protocols import CrmConnector
-from syncd.vendors.salesforce.client import SalesforceConnector, parse_sf_datetime
+from syncd.vendors.salesforce.answers import parse_sf_datetime
+from syncd.vendors.salesforce.client import SalesforceConnector
 
 SECRET = "s3cr3t-client-secret-value"
 FAST = HttpSettings(retry_attempts=5, retry_base_delay=0.01, retry_max_delay=0.05)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.web.webhooks import parse_form
+from syncd.vendors.activecampaign.webhook import parse_form
 
 # Text built from the pieces that matter: separators, escapes (valid, broken, non-UTF-8),
 # plus signs, blanks and arbitrary unicode.

@@ -16,9 +16,8 @@ from syncd.emails import normalize_email
 from syncd.errors import IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
-from syncd.model import Change, Direction, ObjectType, RunTrigger
+from syncd.model import Change, Direction, ObjectType, RunTrigger, parse_tags
 from syncd.store.protocols import StateStore
-from syncd.sync.eligibility import parse_tags
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake

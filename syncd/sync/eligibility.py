@@ -5,13 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from syncd.model import ObjectType, SyncTag
-
-CONTACT_TAGS = frozenset(
-    {SyncTag.ADDED_TO_SF_CONTACT, SyncTag.CREATED_FROM_SF_CONTACT, SyncTag.SF_LEAD_CONVERTED}
-)
-LEAD_TAGS = frozenset({SyncTag.ADDED_TO_SF_LEAD, SyncTag.CREATED_FROM_SF_LEAD})
-ALL_SYNC_TAGS = frozenset(t.value for t in SyncTag)
+from syncd.model import CONTACT_TAGS, LEAD_TAGS, ObjectType, SyncTag
 
 
 @dataclass(frozen=True)
@@ -26,20 +20,6 @@ class Excluded:
     """Why a hub record does not sync."""
 
     reason: str
-
-
-def parse_tags(raw: object) -> frozenset[str]:
-    """Tags from a list or a comma/semicolon separated string, trimmed, empties dropped."""
-    if raw is None:
-        return frozenset()
-    items: Iterable[object]
-    if isinstance(raw, str):
-        items = raw.replace(";", ",").split(",")
-    elif isinstance(raw, Iterable):
-        items = raw
-    else:
-        return frozenset()
-    return frozenset(s for s in (str(i).strip() for i in items) if s)
 
 
 def inbound_target(tags: Iterable[str]) -> Target | Excluded:

@@ -22,6 +22,7 @@ from syncd.errors import (
 )
 from syncd.logging import get_logger
 from syncd.model import (
+    HINT_KEY,
     Direction,
     ErrorCategory,
     ObjectType,
@@ -31,6 +32,7 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    parse_tags,
 )
 from syncd.rules import Condition, Op
 from syncd.store.leases import keep_leases, log_claimed
@@ -38,14 +40,13 @@ from syncd.store.protocols import StateStore
 from syncd.store.types import PendingStats, RecordLink
 from syncd.sync.conflicts import resolve
 from syncd.sync.counts import RunCounts
-from syncd.sync.eligibility import Excluded, inbound_target, parse_tags
+from syncd.sync.eligibility import Excluded, inbound_target
 from syncd.sync.gate import DirectionGate
 from syncd.sync.mapping import ObjectMapping, content_hash
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.inbound")
 CRM_BATCH = 200
-HINT_KEY = "_hint_only"  # the payload is only a hint: re-read the record from the hub
 _RECORD_RETRY = {ErrorCategory.TRANSIENT}
 # Under a webhook burst every commit wakes the trigger loop; it looks at the buffer at most
 # this often, so its COUNT query stays off the intake path (a size flush waits ≤ this long).

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 
 from syncd.config import Settings
 from syncd.errors import AuthError, IntegrationError, SyncdError
-from syncd.model import FieldInfo, ObjectType
-from syncd.sync.eligibility import ALL_SYNC_TAGS
+from syncd.model import ALL_SYNC_TAGS, FieldInfo, ObjectType
 from syncd.sync.mapping import ObjectMapping
 from syncd.vendors.protocols import CrmConnector, HubConnector
 

@@ -1,188 +1,33 @@
 """Webhook intake: ActiveCampaign (form-encoded, token in the URL) and HubSpot (signed JSON).
 
-A 2xx is answered only after the change is committed to the store; a store failure or a
-daemon shutting down answers 503 so the sender retries; malformed input answers 400.
+Only the HTTP side lives here (who may post, how big, in what encoding); what a body means
+is the vendor's business (``syncd.vendors.*.webhook``). A 2xx is answered only after the
+change is committed to the store; a store failure or a daemon shutting down answers 503 so
+the sender retries; malformed input answers 400.
 """
 
 from __future__ import annotations
 
-import functools
 import hmac
 import json
-import urllib.parse
-from typing import Any
 
 from aiohttp import hdrs, web
 
-from syncd.emails import normalize_email
 from syncd.errors import StoreError
-from syncd.model import Change, Direction, ObjectType
+from syncd.model import Change
 from syncd.sync.component import SyncEngine
-from syncd.sync.eligibility import CONTACT_TAGS, LEAD_TAGS, parse_tags
-from syncd.sync.inbound import HINT_KEY
+from syncd.vendors.activecampaign.webhook import parse_activecampaign, parse_form
 from syncd.vendors.hubspot.signature import check_signature_v3
+from syncd.vendors.hubspot.webhook import parse_hubspot
 from syncd.web.api import CONTROL_KEY, ApiError, ApiRegistry
 from syncd.web.components import accepting_engine
 
-AC_EVENTS = frozenset(
-    {"update", "subscribe", "unsubscribe", "contact_tag_added", "contact_tag_removed"}
-)
-AC_STANDARD = {
-    "email": "email",
-    "first_name": "firstName",
-    "last_name": "lastName",
-    "phone": "phone",
-}
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _ACCEPTED_ONE = json.dumps({"accepted": 1}).encode()  # the answer to nearly every webhook
-HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "contact.deletion"})
 
 
 def _engine(request: web.Request) -> SyncEngine:
     return accepting_engine(request.app)
-
-
-def _object_for(tags: frozenset[str]) -> ObjectType:
-    if tags & LEAD_TAGS and not tags & CONTACT_TAGS:
-        return ObjectType.LEAD
-    return ObjectType.CONTACT
-
-
-def _ascii_escapes() -> dict[str, str]:
-    # "%xx" of an ASCII byte in any letter case -> its character (UTF-8 of ASCII is itself).
-    out: dict[str, str] = {}
-    for b in range(128):
-        pair = f"{b:02x}"
-        hi, lo = pair[0], pair[1]
-        for h in {hi, hi.upper()}:
-            for lo_ in {lo, lo.upper()}:
-                out[h + lo_] = chr(b)
-    return out
-
-
-_ASCII_ESCAPES = _ascii_escapes()
-
-
-def _unquote(text: str) -> str:
-    """``unquote(text.replace("+", " "), errors="strict")``, quicker for ASCII escapes.
-
-    Webhook bodies escape only ASCII punctuation (``%40``, ``%3A``, ``%2B``); those are
-    looked up here, and anything else (a multi-byte UTF-8 escape, a broken one) goes to the
-    standard library, which decodes or refuses it.
-    """
-    if "+" in text:
-        text = text.replace("+", " ")
-    if "%" not in text:
-        return text
-    head, *parts = text.split("%")
-    out = [head]
-    for part in parts:
-        ch = _ASCII_ESCAPES.get(part[:2])
-        if ch is None:
-            return urllib.parse.unquote(text, errors="strict")
-        out.append(ch)
-        out.append(part[2:])
-    return "".join(out)
-
-
-@functools.lru_cache(maxsize=512)
-def _form_key(raw: str) -> str:
-    # Keys repeat from one webhook to the next ("contact%5Bemail%5D"): decode each once.
-    return _unquote(raw)
-
-
-def parse_form(text: str) -> dict[str, str]:
-    """``application/x-www-form-urlencoded`` text as a dict (the last value of a key wins).
-
-    What ``parse_qsl(keep_blank_values=True, errors="strict")`` returns, without its cost:
-    most of a webhook body is plain text or ASCII escapes, and this runs on every request.
-    Bad %-escapes of UTF-8 raise UnicodeDecodeError.
-    """
-    out: dict[str, str] = {}
-    for part in text.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        if "%" in key or "+" in key:
-            key = _form_key(key)
-        if "%" in value or "+" in value:
-            value = _unquote(value)
-        out[key] = value
-    return out
-
-
-_AC_STANDARD_KEYS = tuple((f"contact[{key}]", name) for key, name in AC_STANDARD.items())
-_AC_FIELD = "contact[fields]["
-
-
-def parse_activecampaign(form: dict[str, str]) -> Change:
-    """One ActiveCampaign webhook as a Change; ValueError naming the bad key otherwise."""
-    event = form.get("type", "")
-    if event not in AC_EVENTS:
-        raise ValueError(f"type: unsupported event {event!r}")
-    cid = form.get("contact[id]", "").strip()
-    if not cid.isdigit():
-        raise ValueError("contact[id]: required, a numeric contact id")
-    fields: dict[str, Any] = {}
-    for key, name in _AC_STANDARD_KEYS:
-        if key in form:
-            fields[name] = form[key]
-    for key, value in form.items():
-        if key.startswith(_AC_FIELD) and key.endswith("]"):
-            fields[f"field:{key[len(_AC_FIELD) : -1]}"] = value
-    raw_tags = form.get("contact[tags]")
-    if raw_tags is not None:
-        tags = parse_tags(raw_tags)
-        fields["tags"] = sorted(tags)
-    else:
-        # Tag events without the full list: re-read the contact before sending it.
-        tags = frozenset()
-        fields[HINT_KEY] = True
-    email = normalize_email(fields.get("email"))
-    first, last = fields.get("firstName"), fields.get("lastName")
-    full_name = f"{first} {last}" if first and last else (first or last or None)
-    return Change(
-        direction=Direction.INBOUND,
-        object=_object_for(tags),
-        record_key=cid,
-        source="webhook",
-        fields=fields,
-        email=email,
-        name=full_name,
-        event=event,
-    )
-
-
-def parse_hubspot(body: Any) -> list[Change]:
-    """HubSpot webhook events as hint-only Changes (the flush re-reads each contact)."""
-    if not isinstance(body, list) or not body:
-        raise ValueError("body: must be a non-empty JSON array of events")
-    changes: list[Change] = []
-    for i, ev in enumerate(body):
-        if not isinstance(ev, dict):
-            raise ValueError(f"[{i}]: must be an object")
-        kind = ev.get("subscriptionType")
-        if kind not in HUBSPOT_EVENTS:
-            raise ValueError(f"[{i}].subscriptionType: unsupported {kind!r}")
-        oid = ev.get("objectId")
-        if isinstance(oid, bool) or not isinstance(oid, int | str) or not str(oid).isdigit():
-            raise ValueError(f"[{i}].objectId: required, a numeric id")
-        fields: dict[str, Any] = {HINT_KEY: True}
-        prop = ev.get("propertyName")
-        if isinstance(prop, str) and prop:
-            fields[prop] = ev.get("propertyValue")
-        changes.append(
-            Change(
-                direction=Direction.INBOUND,
-                object=ObjectType.CONTACT,
-                record_key=str(oid),
-                source="webhook",
-                fields=fields,
-                email=normalize_email(fields.get("email")),
-                event=str(kind),
-            )
-        )
-    return changes
 
 
 async def _submit(engine: SyncEngine, changes: list[Change]) -> web.Response:

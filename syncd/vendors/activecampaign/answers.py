@@ -10,12 +10,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from syncd.errors import AuthError, RateLimited, SyncdError, TransientError
-from syncd.model import ErrorCategory, ObjectType, Record, SyncTag, WriteResult
+from syncd.model import ErrorCategory, ObjectType, Record, WriteResult
 from syncd.vendors.http import HttpResponse, parse_retry_after
 
 NAME = "activecampaign"
-SYNC_TAGS = frozenset(str(t) for t in SyncTag)
+PAGE = 100
 STANDARD_CONTACT_FIELDS = ("email", "firstName", "lastName", "phone")
+# Accounts and deals share one simple shape (read and written one at a time); contacts don't.
+PLAIN = {ObjectType.ACCOUNT: "account", ObjectType.OPPORTUNITY: "deal"}
+STAMPS = {"account": ("createdTimestamp", "updatedTimestamp"), "deal": ("cdate", "mdate")}
 # The same basic syntax check AC applies; rows failing it never leave the connector.
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Equal-second updates are common, so incremental reads re-read this much before the cursor.

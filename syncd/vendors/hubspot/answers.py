@@ -245,6 +245,15 @@ def prop_value(value: Any) -> str:
     return str(value)
 
 
+def normalize_domain(value: str) -> str:
+    """``https://www.Example.com/`` -> ``example.com`` (how HubSpot keys company domains)."""
+    v = value.strip().lower()
+    for prefix in ("https://", "http://"):
+        v = v.removeprefix(prefix)
+    v = v.removeprefix("www.")
+    return v.split("/", 1)[0]
+
+
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     """Consecutive slices of at most `size` items."""
     return [items[i : i + size] for i in range(0, len(items), size)]

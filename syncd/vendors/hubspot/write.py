@@ -23,6 +23,7 @@ from syncd.vendors.hubspot.answers import (
     Rejected,
     chunks,
     error_result,
+    normalize_domain,
     prop_value,
 )
 
@@ -80,15 +81,6 @@ def properties_of(
         # A leading ';' appends to a multi-checkbox property instead of replacing its values.
         props[host.tag_property] = ";" + ";".join(dict.fromkeys(tags))
     return props, tags
-
-
-def normalize_domain(value: str) -> str:
-    """``https://www.Example.com/`` -> ``example.com`` (how HubSpot keys company domains)."""
-    v = value.strip().lower()
-    for prefix in ("https://", "http://"):
-        v = v.removeprefix(prefix)
-    v = v.removeprefix("www.")
-    return v.split("/", 1)[0]
 
 
 async def write_records(
