@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from syncd.sandbox.activecampaign.ui import edit_contact
 from syncd.sandbox.runner import SandboxThread
 from tests.daemon_harness import BASE_CONFIG, DaemonProcess, start_daemon
 
@@ -58,7 +59,37 @@ class Env:
         self.sb.close()
 
 
+def hub_edit(
+    env: Env,
+    cid: int,
+    *,
+    email: str | None = None,
+    first: str = "Pat",
+    last: str | None = None,
+    tags: str = "added-to-salesforce-contact",
+    fields: dict[str, str | None] | None = None,
+) -> dict[str, str]:
+    """A person edits contact `cid` in ActiveCampaign (the simulator holds it as they left
+    it); the form of the `update` webhook ActiveCampaign then sends."""
+    values: dict[str, str | None] = {
+        "email": email if email is not None else f"person{cid}@example.com",
+        "firstName": first,
+        "lastName": last if last is not None else f"Last{cid}",
+        **(fields or {}),
+    }
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()]
+    env.sb.run(lambda: edit_contact(env.ac, cid, values, tags=tag_list))
+    return {
+        "contact[id]": str(cid),
+        "contact[email]": str(values["email"]),
+        "contact[first_name]": first,
+        "contact[last_name]": str(values["lastName"]),
+        "contact[tags]": tags,
+    }
+
+
 def ac_webhook(
+    env: Env,
     d: DaemonProcess,
     cid: int,
     *,
@@ -67,17 +98,12 @@ def ac_webhook(
     last: str | None = None,
     tags: str = "added-to-salesforce-contact",
     event: str = "update",
-    extra: dict[str, str] | None = None,
+    fields: dict[str, str | None] | None = None,
 ) -> tuple[int, bytes]:
-    """Post one ActiveCampaign webhook for contact `cid`."""
+    """A person edits contact `cid` in ActiveCampaign, which posts its `update` webhook."""
     form = {
         "type": event,
-        "contact[id]": str(cid),
-        "contact[email]": email if email is not None else f"person{cid}@example.com",
-        "contact[first_name]": first,
-        "contact[last_name]": last if last is not None else f"Last{cid}",
-        "contact[tags]": tags,
-        **(extra or {}),
+        **hub_edit(env, cid, email=email, first=first, last=last, tags=tags, fields=fields),
     }
     status, body, _ = d.request(
         "POST", AC_HOOK, urllib.parse.urlencode(form).encode(), headers=FORM

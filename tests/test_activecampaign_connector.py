@@ -372,8 +372,8 @@ async def test_find_by_emails_and_get_by_ids(env: Env) -> None:
     found = await c.find_by_emails([f"  {e1.upper()} ", e2, "nobody@example.com"])
     assert set(found) == {e1.lower(), e2.lower()}
     assert found[e1.lower()].id == "5"
-    recs = await c.get_by_ids(ObjectType.CONTACT, ["6"], fields=["COMPANY"])
-    assert recs[0].fields["COMPANY"] == sb.contacts[6].field_values[1]
+    recs = await c.get_by_ids(ObjectType.CONTACT, ["6"], fields=["company"])
+    assert recs[0].fields["company"] == sb.contacts[6].field_values[1]
 
 
 async def test_deleted_since_and_last_broadcast(env: Env) -> None:
@@ -425,7 +425,7 @@ async def test_accounts_deals_and_describe(env: Env) -> None:
     )
     assert upd[0].ok and sb.deals[int(deal[0].id or 0)]["stage"] == "2"
     fields = {f.name: f for f in await c.describe(ObjectType.CONTACT)}
-    assert fields["email"].required and "COMPANY" in fields and "LEAD_SOURCE" in fields
+    assert fields["email"].required and "company" in fields and "lead_source" in fields
 
 
 async def test_contact_updated_behind_a_running_read_is_not_skipped(env: Env) -> None:

@@ -73,11 +73,11 @@ def sandbox_data(env: Env, d: DaemonProcess) -> tuple[list[int], list[int]]:
     blocked = {f"person{i}@example.com" for i in range(1, 6)}
     env.sb.run(lambda: env.sf.faults.fail_emails.update(blocked))
     for i in range(1, 9):
-        assert ac_webhook(d, i)[0] == 200
+        assert ac_webhook(env, d, i)[0] == 200
     assert d.json("POST", "/api/v1/flush?wait=true")[1]["counts"]["errors"] == 5
     env.sb.run(lambda: env.sf.faults.fail_emails.clear())
     for i in range(20, 24):
-        assert ac_webhook(d, i)[0] == 200
+        assert ac_webhook(env, d, i)[0] == 200
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": True, "expire_tokens": True}))
     d.json("POST", "/api/v1/pulls/contact?wait=true")
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": False}))
@@ -151,7 +151,7 @@ def test_operator_flow(browser: Browser, env: Env, tmp_path: Path) -> None:
 
     # The retry's flush sent the waiting entries too; two more changes arrive.
     for i in (30, 31):
-        assert ac_webhook(d, i)[0] == 200
+        assert ac_webhook(env, d, i)[0] == 200
     q = "/api/v1/queue?direction=inbound&status=pending"
     pending = [e["id"] for e in d.json("GET", q)[1]["entries"]]
     assert len(pending) == 2

@@ -14,7 +14,7 @@ from tests.daemon_harness import BASE_CONFIG
 
 LEAD_OK = """
 [sync.objects.lead]
-mapping = { email = "Email", firstName = "FirstName", lastName = "LastName", COMPANY = "Company" }
+mapping = { email = "Email", firstName = "FirstName", lastName = "LastName", company = "Company" }
 """
 
 

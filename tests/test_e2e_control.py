@@ -25,7 +25,7 @@ def test_paused_direction_queues_but_writes_nothing_until_resumed(env: Env) -> N
     d = env.start(QUIET)
     assert d.json("POST", "/api/v1/sync/inbound/pause")[0] == 200
     for i in range(3):
-        assert ac_webhook(d, 300 + i)[0] == 200
+        assert ac_webhook(env, d, 300 + i)[0] == 200
     _, body = d.json("POST", "/api/v1/flush?wait=true")
     assert body["counts"]["processed"] == 0
     assert queue_counts(d) == {"pending": 3}
@@ -40,7 +40,7 @@ def test_paused_direction_queues_but_writes_nothing_until_resumed(env: Env) -> N
 
 def test_revoked_auth_pauses_inbound_shows_in_readyz_and_recovers(env: Env) -> None:
     d = env.start(QUIET)
-    assert ac_webhook(d, 1)[0] == 200
+    assert ac_webhook(env, d, 1)[0] == 200
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": True, "expire_tokens": True}))
     status, body = d.json("POST", "/api/v1/flush?wait=true")
     assert status == 200 and body["counts"]["processed"] == 0

@@ -198,15 +198,18 @@ def test_record_pending_on_both_sides(env: Env, winner: str, first_name: str) ->
     )
     assert pull(d)["processed"] == 0
     assert queue_counts(d, "outbound").get("pending") == 1
-    # Meanwhile the hub changes FirstName too, and Phone, which the CRM left empty.
+    # The hub comes back; meanwhile a person changed FirstName there too, and Phone, which
+    # the CRM left empty.
+    env.sb.run(lambda: env.ac.faults.apply({"fail_ratio": 0.0}))
     status, _ = ac_webhook(
+        env,
         d,
         hub_id,
         email="both@x.io",
         first="HubNew",
         last="Both",
         tags="created-from-salesforce-contact",
-        extra={"contact[phone]": "555"},
+        fields={"phone": "555"},
     )
     assert status == 200
     status, body = d.json("POST", "/api/v1/flush?wait=true")

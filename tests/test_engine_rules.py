@@ -1,4 +1,5 @@
-"""Pure engine rules: tags decide what syncs, mapping and validation, conflicts, matching."""
+"""Pure engine rules: tags decide what syncs, mapping and validation, matching (the merge
+has its own tests in tests/unit/test_merge.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from syncd.config import ObjectSyncSettings
 from syncd.emails import is_valid_email, normalize_domain, normalize_email
 from syncd.errors import RecordError
 from syncd.model import ErrorCategory, ObjectType, parse_tags
-from syncd.sync.conflicts import resolve
 from syncd.sync.eligibility import (
     Excluded,
     Target,
@@ -101,22 +101,6 @@ def test_opportunity_fixed_mapping() -> None:
 def test_content_hash_is_order_independent() -> None:
     assert content_hash({"a": 1, "b": "x"}) == content_hash({"b": "x", "a": 1})
     assert content_hash({"a": 1}) != content_hash({"a": 2})
-
-
-def test_conflicts_crm_wins_by_default() -> None:
-    res = resolve(
-        {"LastName": "Hub", "Phone": "1"}, {"LastName": "Crm"}, sending_side="hub", winner="crm"
-    )
-    assert res.write == {"Phone": "1"}
-    assert "LastName" in res.skipped and "crm wins" in res.skipped["LastName"]
-
-
-def test_conflicts_hub_wins_and_empty_winner_value() -> None:
-    res = resolve({"LastName": "Hub"}, {"LastName": "Crm"}, sending_side="hub", winner="hub")
-    assert res.write == {"LastName": "Hub"} and res.skipped == {}
-    # The winner's value is empty: the other side's value is kept.
-    res = resolve({"LastName": "Hub"}, {"LastName": ""}, sending_side="hub", winner="crm")
-    assert res.write == {"LastName": "Hub"}
 
 
 def test_matching_helpers() -> None:

@@ -74,7 +74,7 @@ def test_errors_from_the_sandbox_are_retried_to_processed(env: Env, tmp_path: Pa
     blocked = {f"person{i}@example.com" for i in range(1, 6)}
     env.sb.run(lambda: env.sf.faults.fail_emails.update(blocked))
     for i in range(1, 9):
-        assert ac_webhook(d, i)[0] == 200
+        assert ac_webhook(env, d, i)[0] == 200
     status, body = d.json("POST", "/api/v1/flush?wait=true")
     assert status == 200 and body["counts"]["errors"] == 5, body
 

@@ -37,8 +37,9 @@ from syncd.model import (
     WriteItem,
     WriteOp,
     WriteResult,
+    parse_tags,
 )
-from syncd.rules import Rule
+from syncd.rules import Condition, Group, Rule
 from syncd.store.protocols import StateStore
 from syncd.store.sqlite import SqliteStore
 from syncd.store.types import EntryFilter, RecordLink
@@ -129,11 +130,18 @@ class FakeCrm:
         fields: Sequence[str] = (),
         criteria: Rule | None = None,
     ) -> AsyncIterator[Page]:
-        wanted = set(getattr(criteria, "value", ()) or ())
+        # The flush asks for its records by id and by email (``Id IN … OR Email IN …``).
+        conditions = criteria.items if isinstance(criteria, Group) else (criteria,)
+        wanted = {
+            (c.field, str(v).lower())
+            for c in conditions
+            if isinstance(c, Condition) and isinstance(c.value, tuple)
+            for v in c.value
+        }
         recs = tuple(
             Record(obj, rid, dict(f))
             for rid, f in self.records.items()
-            if str(f.get("Email", "")).lower() in wanted
+            if ("Id", rid.lower()) in wanted or ("Email", str(f.get("Email", "")).lower()) in wanted
         )
         yield Page(recs, None)
 
@@ -205,6 +213,16 @@ class FakeHub(FakeCrm):
 
     async def find_by_emails(self, emails: Sequence[str]) -> dict[str, Record]:
         return {}
+
+    async def get_by_ids(
+        self, obj: ObjectType, ids: Sequence[str], *, fields: Sequence[str] = ()
+    ) -> list[Record]:
+        # A hub reads a contact's tags apart from its fields.
+        return [
+            Record(obj, i, dict(self.records[i]), tags=parse_tags(self.records[i].get("tags")))
+            for i in ids
+            if i in self.records
+        ]
 
     async def add_tags(self, contact_id: str, tags: Sequence[str]) -> None: ...
     async def remove_tags(self, contact_id: str, tags: Sequence[str]) -> None: ...

@@ -20,11 +20,16 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from syncd.config import load_settings
+from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.logging import configure_logging
-from syncd.model import Direction, EntryStatus
+from syncd.model import Direction, EntryStatus, ObjectType, RunTrigger
+from syncd.sandbox.activecampaign.ui import ac_custom_values, edit_contact
 from syncd.sandbox.runner import SandboxSet, start_sandboxes
+from syncd.store.protocols import StateStore
+from syncd.store.types import LinkFilter
+from syncd.sync.component import SyncEngine
+from syncd.sync.merge import same
 from syncd.wiring import component_factories, route_installers
 
 AC_WEBHOOK_TOKEN = "demo-webhook-token-0123456789"
@@ -66,6 +71,7 @@ async def _generate(
 ) -> None:
     """Hub webhooks (tagged and untagged contacts) and new/converted CRM records."""
     sf = sandboxes.state("salesforce")
+    ac = sandboxes.state("activecampaign")
     url = f"{base}/webhooks/activecampaign/{AC_WEBHOOK_TOKEN}"
     tags = ["added-to-salesforce-contact"] * 6 + ["added-to-salesforce-lead", "newsletter"]
     n = 0
@@ -73,15 +79,20 @@ async def _generate(
         while not stop.is_set():
             n += 1
             cid = rng.randint(1, 1500)
+            first = rng.choice(["Ann", "Bo", "Cy", "Di", "Ed"])
+            tag = tags[cid % len(tags)]
             form = {
                 "type": "update",
                 "contact[id]": str(cid),
                 "contact[email]": f"hub{cid}@example.com",
-                "contact[first_name]": rng.choice(["Ann", "Bo", "Cy", "Di", "Ed"]),
+                "contact[first_name]": first,
                 "contact[last_name]": f"Hub{cid}",
-                "contact[tags]": tags[cid % len(tags)],
+                "contact[tags]": tag,
             }
             if hub == "activecampaign":
+                # A person edits the contact in ActiveCampaign, which sends its webhook.
+                values = {"email": f"hub{cid}@example.com", "firstName": first}
+                edit_contact(ac, cid, {**values, "lastName": f"Hub{cid}"}, tags=[tag])
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.post(
                         url,
@@ -169,9 +180,14 @@ async def run_demo(*, duration: float | None, port: int, hub: str = "activecampa
     try:
         while not run.done():
             if duration is not None and time.monotonic() - started >= duration:
-                daemon.request_stop()
                 break
             await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.gather(gen, summary, return_exceptions=True)
+        if not run.done():
+            out.write("\rfinal sync: a flush, then a pull of contacts and leads ...\n")
+            await _final_sync(daemon)
+            daemon.request_stop()
         code = await run
     finally:
         stop.set()
@@ -183,6 +199,17 @@ async def run_demo(*, duration: float | None, port: int, hub: str = "activecampa
     return code
 
 
+async def _final_sync(daemon: Daemon) -> None:
+    """Flush what waits, then pull both people objects: what the report compares."""
+    for comp in daemon.started_components:
+        if isinstance(comp, SyncEngine):
+            with contextlib.suppress(Exception):
+                await comp.flusher.flush(RunTrigger.MANUAL)
+            for obj in (ObjectType.CONTACT, ObjectType.LEAD):
+                with contextlib.suppress(Exception):
+                    await comp.pull_now(obj)
+
+
 async def _report(daemon: Daemon, sandboxes: SandboxSet) -> str:
     from syncd.store import create_store
 
@@ -191,6 +218,7 @@ async def _report(daemon: Daemon, sandboxes: SandboxSet) -> str:
     try:
         counts = await store.counts()
         runs = await store.list_runs(limit=1000)
+        differ, linked = await divergence(store, daemon.settings, sandboxes)
     finally:
         await store.close()
     lines = ["", "demo report", "-----------"]
@@ -202,12 +230,46 @@ async def _report(daemon: Daemon, sandboxes: SandboxSet) -> str:
             kinds.get(f"{r.kind.value}/{r.trigger.value}", 0) + 1
         )
     lines.append("runs      " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    lines.append(
+        f"divergence {differ} of {linked} linked contacts and leads differ between"
+        " Salesforce and the hub after the final sync (expected 0)"
+    )
     for vendor, rs in sandboxes.running.items():
         writes = len(rs.state.ledger)
         lines.append(
             f"{vendor:14} API calls {sum(rs.state.requests.values())}, writes applied {writes}"
         )
     return "\n".join(lines)
+
+
+async def divergence(
+    store: StateStore, settings: Settings, sandboxes: SandboxSet
+) -> tuple[int, int]:
+    """(records whose mapped fields differ between the sides, linked records compared),
+    read straight from the simulators: contacts and leads linked to an ActiveCampaign
+    contact."""
+    if "activecampaign" not in sandboxes.running:
+        return 0, 0
+    sf, ac = sandboxes.state("salesforce"), sandboxes.state("activecampaign")
+    differ = linked = 0
+    for obj, sobject in ((ObjectType.CONTACT, "Contact"), (ObjectType.LEAD, "Lead")):
+        mapping = settings.sync.objects[obj].mapping
+        after: int | None = None
+        while True:
+            links = await store.list_links(LinkFilter(object=obj), after_id=after, limit=1000)
+            if not links:
+                break
+            after = links[-1].id
+            for link in links:
+                crm = sf.records[sobject].get(link.crm_id or "")
+                hub = ac.contacts.get(int(link.hub_id)) if link.hub_id else None
+                if crm is None or hub is None or crm.get("IsDeleted") or hub.deleted:
+                    continue
+                linked += 1
+                values = {**hub.to_json(), **ac_custom_values(ac, hub)}
+                if any(not same(values.get(h), crm.get(c)) for h, c in mapping.items()):
+                    differ += 1
+    return differ, linked
 
 
 def main_args(args: Any) -> int:

@@ -52,6 +52,12 @@ class RecordLink:
     content_hash: str | None = None
     deleted_side: str | None = None  # "hub" | "crm" when deleted there since linking
     last_synced_at: datetime | None = None
+    # The values both sides last agreed on, per mapped CRM field. None on an upsert keeps
+    # the stored base. A store migrated from before bases existed seeds it from the last
+    # values sent, in that entry's field names, and says which way they went in
+    # `base_origin` ("inbound": CRM names, "outbound": hub names) until a sync rewrites it.
+    base: Mapping[str, Any] | None = None
+    base_origin: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     id: int | None = None

@@ -37,14 +37,14 @@ def fields_of(rec: Outgoing) -> dict[str, Any] | Any:
 
 @dataclass
 class HubWrite:
-    """One planned hub write of a batch: the records (with link, fields, skipped, hash)
-    and the items to send, in the same order."""
+    """One planned hub write of a batch: the records (with link, fields, skipped, and the
+    base they will have once written) and the items to send, in the same order."""
 
     object: ObjectType
     op: WriteOp
-    rows: list[tuple[Outgoing, RecordLink | None, dict[str, Any], dict[str, str], str]] = field(
-        default_factory=list
-    )
+    rows: list[
+        tuple[Outgoing, RecordLink | None, dict[str, Any], dict[str, str], dict[str, Any]]
+    ] = field(default_factory=list)
     items: list[WriteItem] = field(default_factory=list)
 
     def add(
@@ -53,11 +53,11 @@ class HubWrite:
         link: RecordLink | None,
         fields: dict[str, Any],
         skipped: dict[str, str],
-        digest: str,
+        base: dict[str, Any],
         item: WriteItem,
     ) -> None:
         """Plan one record's write."""
-        self.rows.append((e, link, fields, skipped, digest))
+        self.rows.append((e, link, fields, skipped, base))
         self.items.append(item)
 
 
@@ -108,9 +108,7 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
     obj = plan.object
     out: list[Outcome] = []
     now = datetime.now(UTC)
-    for (e, link, _, skipped, digest), item, res in zip(
-        plan.rows, plan.items, results, strict=True
-    ):
+    for (e, link, _, skipped, base), item, res in zip(plan.rows, plan.items, results, strict=True):
         if not res.ok:
             out.append(
                 Outcome(
@@ -130,8 +128,8 @@ def outcomes_of(plan: HubWrite, results: list[WriteResult]) -> list[Outcome]:
             name=e.name,
             sync_tags=frozenset(item.fields.get("tags", ()))
             | (link.sync_tags if link else frozenset()),
-            content_hash=digest,
             last_synced_at=now,
+            base=base,
         )
         transferred = {"object": obj.value, "fields": dict(item.fields), "created": res.created}
         out.append(

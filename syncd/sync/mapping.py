@@ -13,6 +13,7 @@ from syncd.emails import is_valid_email
 from syncd.errors import RecordError
 from syncd.jsontext import compact_encoder
 from syncd.model import ErrorCategory, ObjectType
+from syncd.store.types import RecordLink
 
 _TRANSFORMS: dict[str, Callable[[str], str]] = {
     "lower": str.lower,
@@ -106,6 +107,23 @@ class ObjectMapping:
             raise RecordError(
                 ErrorCategory.VALIDATION, "INVALID_EMAIL", f"email {email!r} is not a valid address"
             )
+
+
+def stored_base(link: RecordLink | None, mapping: ObjectMapping) -> dict[str, Any]:
+    """A link's base in CRM field names: what both sides last agreed on (empty: nothing yet).
+
+    A base seeded by the store migration is the last entry's `transferred` as it was
+    sent: CRM names for an inbound entry, hub names for an outbound one (`base_origin`)."""
+    if link is None or link.base is None:
+        return {}
+    if link.base_origin is None:
+        return dict(link.base)
+    sent = link.base.get("fields")
+    if not isinstance(sent, dict):
+        return {}
+    if link.base_origin == "outbound":
+        return mapping.to_crm(sent)
+    return {f: sent[f] for f in mapping.crm_fields if f in sent}
 
 
 # One encoder for every hash (one per record of every pull).

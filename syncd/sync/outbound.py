@@ -15,7 +15,7 @@ import functools
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,6 @@ from syncd.rules import Condition, Op, Rule
 from syncd.store.leases import keep_job_lock, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink, SyncedRecord
-from syncd.sync.conflicts import resolve
 from syncd.sync.counts import RunCounts
 from syncd.sync.eligibility import tags_after_conversion
 from syncd.sync.flight import (
@@ -58,7 +57,8 @@ from syncd.sync.flight import (
     read_ahead,
 )
 from syncd.sync.gate import DirectionGate
-from syncd.sync.mapping import ObjectMapping, content_hash
+from syncd.sync.mapping import ObjectMapping, stored_base
+from syncd.sync.merge import Side, merge, same
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.outbound")
@@ -518,24 +518,20 @@ class OutboundPuller:
         links: dict[str, RecordLink] | None = None,
     ) -> tuple[list[HubWrite], list[Outcome]]:
         """Decide each record's fate: the hub writes to make, and the outcomes of the records
-        that need none (excluded, unchanged). `links`: the records' links, if already read."""
+        that need none (excluded, unchanged). `links`: the records' links, if already read.
+
+        A linked record whose CRM values differ from its base is merged with the hub's
+        current values (read for the batch at once); the hub receives what the merge
+        resolved for it. A record new to the hub is created with its non-empty values."""
         updates = HubWrite(obj, WriteOp.UPDATE)
         creates = HubWrite(obj, WriteOp.UPSERT)
-        # One query each for the batch's links and the inbound entries pending against them,
-        # instead of a store round trip per record.
         if links is None:
             links = await self._store.get_links(obj, [e.record_key for e in group])
-        linked_hub_ids = [
-            lk.hub_id for e in group if (lk := links.get(e.record_key)) is not None and lk.hub_id
-        ]
-        pending = (
-            await self._store.pending_entries(Direction.INBOUND, linked_hub_ids)
-            if linked_hub_ids
-            else {}
-        )
         crm_fields = mapping.crm_fields  # a property that builds a list: once per batch
         new_tag = NEW_TAG.get(obj)
+        winner = Side(settings.sync.conflict_winner)
         settled: list[Outcome] = []
+        changed: list[tuple[Outgoing, RecordLink, dict[str, Any], dict[str, Any]]] = []
         for e in group:
             if isinstance(e, QueueEntry) and _is_conversion(e):
                 await self._convert(e, run_id, counts)
@@ -550,32 +546,45 @@ class OutboundPuller:
                 )
                 continue
             payload = fields_of(e)
-            digest = content_hash({f: payload.get(f) for f in crm_fields if f in payload})
+            crm = {f: payload.get(f) for f in crm_fields if f in payload}
             link = links.get(e.record_key)
-            if link is not None and link.hub_id and link.content_hash == digest:
-                settled.append(Outcome(e, "skipped"))
+            if link is None or not link.hub_id:
+                m = merge({}, {}, crm, winner=winner, writes=(Side.HUB,))
+                hub_fields = mapping.to_hub(m.to_hub)
+                if new_tag is not None:
+                    # hubs add (never replace) tags given on a write (to_hub made this dict)
+                    hub_fields["tags"] = [new_tag]
+                creates.add(e, link, hub_fields, {}, m.base, WriteItem(hub_fields))
                 continue
-            hub_fields = mapping.to_hub(payload)
-            skipped: dict[str, str] = {}
-            if link is not None and link.hub_id:
-                other = pending.get(link.hub_id)
-                if other is not None:
-                    resolution = resolve(
-                        hub_fields,
-                        {k: v for k, v in other.payload.items() if k in other.changed_fields},
-                        sending_side="crm",
-                        winner=settings.sync.conflict_winner,
-                    )
-                    hub_fields, skipped = resolution.write, resolution.skipped
-                updates.add(
-                    e, link, hub_fields, skipped, digest, WriteItem(hub_fields, id=link.hub_id)
-                )
+            base = stored_base(link, mapping)
+            if all(same(v, base.get(f)) for f, v in crm.items()) and link.base_origin is None:
+                settled.append(Outcome(e, "skipped"))  # nothing changed in the CRM since
                 continue
-            if new_tag is not None:
-                # hubs add (never replace) tags given on a write (to_hub made this dict)
-                hub_fields["tags"] = [new_tag]
-            creates.add(e, link, hub_fields, skipped, digest, WriteItem(hub_fields))
+            changed.append((e, link, crm, base))
+        current = await self._hub_values(obj, mapping, [lk.hub_id or "" for _, lk, _, _ in changed])
+        for e, link, crm, base in changed:
+            hub = current.get(link.hub_id or "")
+            m = merge(base, hub or {}, crm, winner=winner, writes=(Side.HUB,))
+            if hub is not None and not m.to_hub:
+                new_link = replace(link, base=m.base, base_origin=None)
+                settled.append(Outcome(e, "skipped", link=new_link, skipped=m.overridden))
+                continue
+            hub_fields = mapping.to_hub(m.to_hub)
+            updates.add(
+                e, link, hub_fields, m.overridden, m.base, WriteItem(hub_fields, id=link.hub_id)
+            )
         return [w for w in (updates, creates) if w.rows], settled
+
+    async def _hub_values(
+        self, obj: ObjectType, mapping: ObjectMapping, hub_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        """The hub's current values of linked records, in CRM names (one read per batch of
+        the hub's largest size); a record the hub no longer has is left out."""
+        if not hub_ids:
+            return {}
+        hub_obj = ObjectType.CONTACT if obj in NEW_TAG else obj
+        records = await self._hub.get_by_ids(hub_obj, hub_ids, fields=sorted(mapping.hub_to_crm))
+        return {r.id: mapping.to_crm(r.fields) for r in records}
 
     async def _write_hub(self, plan: HubWrite) -> list[WriteResult]:
         """One hub write of a planned batch; a result per item."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.daemon_harness import DaemonProcess
-from tests.e2e import AC_HOOK, Env, queue_counts, sf_records
+from tests.e2e import AC_HOOK, Env, hub_edit, queue_counts, sf_records
 
 FULL = os.environ.get("SYNCD_FAULTS_FULL", "") == "1"
 CID_BASE = 100_000
@@ -73,6 +73,7 @@ class WebhookLoad:
 
     def __init__(
         self,
+        env: Env,
         ports: Callable[[int], list[int]],
         *,
         records: int,
@@ -85,6 +86,7 @@ class WebhookLoad:
         acked: dict[int, int] | None = None,
     ) -> None:
         assert records % threads == 0, "records must be a multiple of threads"
+        self._env = env
         self._ports = ports
         self.records, self.total, self.rate, self.threads = records, total, rate, threads
         self.retry, self.retry_delay = retry, retry_delay
@@ -169,16 +171,9 @@ class WebhookLoad:
         self, conns: dict[int, http.client.HTTPConnection], port: int, record: int, seq: int
     ) -> tuple[int, float, float]:
         cid = self.cid(record)
-        body = urllib.parse.urlencode(
-            {
-                "type": "update",
-                "contact[id]": str(cid),
-                "contact[email]": f"person{cid}@example.com",
-                "contact[first_name]": f"s{seq}",
-                "contact[last_name]": f"Last{cid}",
-                "contact[tags]": "added-to-salesforce-contact",
-            }
-        )
+        # The person's edit lands in the hub first, then its webhook goes out.
+        form = {"type": "update", **hub_edit(self._env, cid, first=f"s{seq}")}
+        body = urllib.parse.urlencode(form)
         sent = time.time()
         conn = conns.get(port)
         if conn is None:

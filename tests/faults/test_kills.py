@@ -24,7 +24,7 @@ def test_sigkill_three_times_under_steady_webhooks(env: Env) -> None:
     total, rate, records = pick((1500, 150, 300), (10_000, 500, 1200))
     d = env.start(LOAD, daemon_extra=LEASE)
     port = d.port
-    load = WebhookLoad(lambda _: [port], records=records, total=total, rate=rate).start()
+    load = WebhookLoad(env, lambda _: [port], records=records, total=total, rate=rate).start()
     duration = total / rate
     rng = random.Random()
     moments = sorted(rng.uniform(0.1, 0.9) * duration for _ in range(3))
@@ -56,7 +56,7 @@ def test_kill_between_crm_commit_and_recording(env: Env) -> None:
         for r in records:
             seq += 1
             status, body = ac_webhook(
-                d, WebhookLoad.cid(r), first=f"s{seq}", last=f"Last{WebhookLoad.cid(r)}"
+                env, d, WebhookLoad.cid(r), first=f"s{seq}", last=f"Last{WebhookLoad.cid(r)}"
             )
             assert status == 200, body
             acked[r] = seq

@@ -126,7 +126,7 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
     c.start("b")
     # Writes take a while, so kills often land while an instance holds claims.
     env.sb.run(lambda: env.sf.faults.apply({"latency": 0.3, "slow_paths": ["/composite/"]}))
-    load = WebhookLoad(c.port_order, records=records, total=total, rate=rate).start()
+    load = WebhookLoad(env, c.port_order, records=records, total=total, rate=rate).start()
     reclaims: list[float] = []
     victim = "a"
     while not load.done:

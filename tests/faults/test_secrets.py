@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from syncd.sandbox.runner import SF_CLIENT_SECRET
-from tests.e2e import FORM, Env, queue_counts, wait_until
+from tests.e2e import FORM, Env, hub_edit, queue_counts, wait_until
 from tests.faults.harness import INBOUND_ONLY
 
 CANARY = "cnry" + secrets.token_hex(12)
@@ -53,23 +53,13 @@ def test_canary_secret_never_leaks(env: Env) -> None:
 
     hook = f"/webhooks/activecampaign/{CANARY}"
     for i in range(30):
-        form = {
-            "type": "update",
-            "contact[id]": str(500 + i),
-            "contact[email]": f"p{i}@example.com",
-            "contact[last_name]": f"L{i}",
-            # Senders sometimes echo what they were given; it is data, stored as such.
-            "contact[first_name]": "Pat",
-            "contact[tags]": "added-to-salesforce-contact",
-        }
+        form = {"type": "update", **hub_edit(env, 500 + i, email=f"p{i}@example.com", last=f"L{i}")}
         assert req("POST", hook, urllib.parse.urlencode(form).encode(), headers=FORM) == 200
     assert req("POST", "/api/v1/flush?wait=true", b"") == 200
     # The session expires (one re-auth with the secret), then authentication is refused.
     env.sb.run(lambda: env.sf.faults.apply({"expire_tokens": True}))
     for i in range(5):
-        form = {"type": "update", "contact[id]": str(600 + i), "contact[last_name]": "X"}
-        form["contact[email]"] = f"q{i}@example.com"
-        form["contact[tags]"] = "added-to-salesforce-contact"
+        form = {"type": "update", **hub_edit(env, 600 + i, email=f"q{i}@example.com", last="X")}
         req("POST", hook, urllib.parse.urlencode(form).encode(), headers=FORM)
     req("POST", "/api/v1/flush?wait=true", b"")
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": True}))

@@ -30,7 +30,7 @@ def test_sighup_reloads_under_load_valid_and_invalid(env: Env) -> None:
     extra = "\n[inbound]\nflush_size = 40\nflush_interval = 1\n" + INBOUND_ONLY
     d = env.start(extra)
     original = d.config.read_text()
-    load = WebhookLoad(lambda _: [d.port], records=120, total=reloads * 60, rate=40).start()
+    load = WebhookLoad(env, lambda _: [d.port], records=120, total=reloads * 60, rate=40).start()
     digests = [d.json("GET", "/api/v1/status")[1]["config_digest"]]
     valid = invalid = 0
     for n in range(reloads):
@@ -71,7 +71,7 @@ def test_sigterm_with_250_buffered_and_a_flush_in_flight(env: Env) -> None:
     acked: dict[int, int] = {}
     for r in range(250):
         cid = WebhookLoad.cid(r)
-        status, body = ac_webhook(d, cid, first=f"s{r}", last=f"Last{cid}")
+        status, body = ac_webhook(env, d, cid, first=f"s{r}", last=f"Last{cid}")
         assert status == 200, body
         acked[r] = r
     # Each write takes `latency`: the first batch (200) lands inside the drain timeout, the

@@ -28,7 +28,7 @@ def test_mariadb_unreachable_webhooks_503_then_all_delivered(
         extra = "\n[inbound]\nflush_size = 50\nflush_interval = 1\n" + INBOUND_ONLY
         d = env.start(extra, daemon_extra=f'store = "mysql"\nmysql_dsn = "{dsn}"')
         total = int((outage + 10) * 30)
-        load = WebhookLoad(lambda _: [d.port], records=120, total=total, rate=30).start()
+        load = WebhookLoad(env, lambda _: [d.port], records=120, total=total, rate=30).start()
         time.sleep(3)
         proxy.set_mode("down")
         down_at = time.time()

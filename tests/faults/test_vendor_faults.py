@@ -34,7 +34,7 @@ def test_503_then_429_with_retry_after(env: Env) -> None:
     total = int((outage + limited) * 20)
     log = RequestLog(env.sf)
     d = env.start(_inbound(100, interval))
-    load = WebhookLoad(lambda _: [d.port], records=120, total=total, rate=20).start()
+    load = WebhookLoad(env, lambda _: [d.port], records=120, total=total, rate=20).start()
     env.sb.run(
         lambda: env.sf.faults.apply(
             {"fail_ratio": 1.0, "status": 503, "fail_paths": [DATA], "retry_after": None}
@@ -94,7 +94,13 @@ def test_token_expiry_and_failing_token_endpoint(env: Env) -> None:
     # Until the session has expired a few times (how many calls a change costs varies).
     while len(expiries) < 3 and time.monotonic() < deadline:
         load = WebhookLoad(
-            lambda _: [d.port], records=120, total=total // 2, rate=60, offset=sent, acked=acked
+            env,
+            lambda _: [d.port],
+            records=120,
+            total=total // 2,
+            rate=60,
+            offset=sent,
+            acked=acked,
         ).start()
         load.join(timeout=90)
         sent += total // 2
@@ -108,6 +114,7 @@ def test_token_expiry_and_failing_token_endpoint(env: Env) -> None:
     # Phase 2: sessions revoked and the token endpoint refusing: inbound pauses, intake goes on.
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": True}))
     load2 = WebhookLoad(
+        env,
         lambda _: [d.port],
         records=120,
         total=total // 2,
@@ -160,7 +167,7 @@ retry_max_delay = 1
         env.daemons.append(d)
         d.wait_ready()
         total = int((stall + resets + 6) * 40)
-        load = WebhookLoad(lambda _: [d.port], records=120, total=total, rate=40).start()
+        load = WebhookLoad(env, lambda _: [d.port], records=120, total=total, rate=40).start()
         time.sleep(3)
         proxy.set_mode("stall")
         time.sleep(stall)

@@ -175,6 +175,19 @@ class ActiveCampaignSandbox(SandboxBase):
         self.touch()
         return c
 
+    def insert_contact_at(self, cid: int, email: str) -> Contact:
+        """Create a contact under a given id (a person's edit in the UI, for tests)."""
+        now = self.now()
+        c = Contact(id=cid, email=email, cdate=now, udate=now)
+        self.contacts[cid] = c
+        bisect.insort(self._ids, cid)
+        self.by_email[email.lower()] = cid
+        self.live_count += 1
+        # Ids the API hands out later must not meet this one.
+        self._next["contact"] = itertools.count(self._ids[-1] + 1)
+        self.touch()
+        return c
+
     def _add_contact(self, c: Contact) -> None:
         """File a new contact row by id and email (no touch: imports touch once)."""
         self.contacts[c.id] = c

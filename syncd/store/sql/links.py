@@ -30,12 +30,12 @@ from syncd.store.types import (
 
 LINK_COLS = (
     "id, object, hub_id, crm_id, email, name, sync_tags, status, content_hash, deleted_side,"
-    " last_synced_at, created_at, updated_at"
+    " last_synced_at, created_at, updated_at, base, base_origin"
 )
 _INSERT_LINK = (
     "INSERT INTO record_links (object, hub_id, crm_id, email, name, sync_tags,"
-    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at, base)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_SETTLED = (
     "INSERT INTO queue_entries (direction, object, record_key, source, event, email, name,"
@@ -48,7 +48,8 @@ _UPDATE_LINK = (
     "UPDATE record_links SET hub_id = COALESCE(?, hub_id),"
     " crm_id = COALESCE(?, crm_id), email = COALESCE(?, email),"
     " name = COALESCE(?, name), sync_tags = ?, status = ?, content_hash = ?,"
-    " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?"
+    " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?,"
+    " base_origin = CASE WHEN ? IS NULL THEN base_origin END, base = COALESCE(?, base)"
     " WHERE id = ?"
 )
 
@@ -57,6 +58,11 @@ _UPDATE_LINK = (
 def _tags_json(tags: frozenset[str]) -> str:
     # A batch's links mostly carry the same few tag sets: encode each set once.
     return dump_json(sorted(tags))
+
+
+def _base_json(base: Mapping[str, Any] | None) -> str | None:
+    # None keeps the stored base (see RecordLink.base); an empty base is stored as {}.
+    return None if base is None else dump_json(_as_dict(base))
 
 
 def _as_dict(value: Mapping[str, Any]) -> dict[str, Any]:
@@ -149,6 +155,8 @@ class LinkOps(TallyOps):
             last_synced_at=d.from_ts(r[10]),
             created_at=d.from_ts(r[11]),
             updated_at=d.from_ts(r[12]),
+            base=load_json(r[13], None),
+            base_origin=r[14],
         )
 
     async def upsert_link(self, link: RecordLink) -> int:
@@ -183,6 +191,7 @@ class LinkOps(TallyOps):
             (ts or self.dialect.ts)(link.last_synced_at),
             now,
             now,
+            _base_json(link.base),
         )
 
     def _link_update(
@@ -204,6 +213,8 @@ class LinkOps(TallyOps):
             link.deleted_side,
             (ts or self.dialect.ts)(link.last_synced_at),
             now,
+            _base_json(link.base),
+            _base_json(link.base),
             row_id,
         )
 

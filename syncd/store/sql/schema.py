@@ -338,6 +338,22 @@ def _tables(tables: Sequence[Table], dialect: DialectName) -> tuple[str, ...]:
     return tuple(stmt for t in tables for stmt in t.render(dialect))
 
 
+# The newest processed entry that wrote a linked record, in either direction (the queue's
+# (direction, record_key) index finds each); re-runnable, it only fills empty bases.
+_LAST_SENT = (
+    "SELECT MAX(q.id) FROM queue_entries q WHERE q.status = 'processed'"
+    " AND q.object = record_links.object AND q.transferred IS NOT NULL AND ("
+    "(q.direction = 'inbound' AND q.record_key = record_links.hub_id)"
+    " OR (q.direction = 'outbound' AND q.record_key = record_links.crm_id))"
+)
+_SEED_BASES = (
+    "UPDATE record_links SET"
+    f" base_origin = (SELECT e.direction FROM queue_entries e WHERE e.id = ({_LAST_SENT})),"
+    f" base = (SELECT e.transferred FROM queue_entries e WHERE e.id = ({_LAST_SENT}))"
+    " WHERE base IS NULL",
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -429,6 +445,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ix_queue_run ON queue_entries (run_id) WHERE run_id IS NOT NULL",
         ),
         mysql=("DROP INDEX IF EXISTS ix_queue_health ON queue_entries",),
+    ),
+    Migration(
+        8,
+        "a base per linked record: the values both sides last agreed on",
+        # The merge compares each side with the base. Links made before it existed start
+        # from the values last sent for the record, in that entry's own field names; the
+        # sync layer reads them through the mapping (base_origin says which names) and
+        # the first sync rewrites them.
+        sqlite=(
+            "ALTER TABLE record_links ADD COLUMN base TEXT",
+            "ALTER TABLE record_links ADD COLUMN base_origin TEXT",
+            *_SEED_BASES,
+        ),
+        mysql=(
+            "ALTER TABLE record_links ADD COLUMN IF NOT EXISTS base LONGTEXT NULL,"
+            " ADD COLUMN IF NOT EXISTS base_origin VARCHAR(16) NULL",
+            *_SEED_BASES,
+        ),
     ),
 )
 

@@ -106,7 +106,9 @@ class AcReads(AcTags):
                 self._field_names.get(str(fv.get("field")), str(fv.get("field"))): fv.get("value")
                 for fv in body.get("fieldValues") or []
             }
-            merged = {**rec.fields, **{k: v for k, v in extra.items() if k in wanted}}
+            # A field of the account the contact has no value for is empty, not unknown.
+            empty = {k: None for k in wanted if k in self._field_names.values()}
+            merged = {**rec.fields, **empty, **{k: v for k, v in extra.items() if k in wanted}}
             out.append(
                 Record(
                     rec.object,
@@ -222,7 +224,7 @@ class AcReads(AcTags):
                     for key in (f.get("title"), f.get("perstag"), fid):
                         if key:
                             ids[str(key).lower()] = fid
-                    self._field_names[fid] = str(f.get("perstag") or f.get("title") or fid)
+                    self._field_names[fid] = field_name(f)
                 offset += len(rows)
                 if len(rows) < PAGE:
                     break
@@ -256,10 +258,18 @@ class AcReads(AcTags):
         for f in self._field_rows:
             out.append(
                 FieldInfo(
-                    name=str(f.get("perstag") or f.get("title")),
+                    name=field_name(f),
                     type=str(f.get("type", "text")),
                     required=str(f.get("isrequired", "0")) == "1",
                     label=str(f.get("title", "")) or None,
                 )
             )
         return out
+
+
+def field_name(f: dict[str, Any]) -> str:
+    """The one name syncd gives an ActiveCampaign custom field, in the mapping, in reads and
+    writes and in `check-config --online`: its personalization tag in lower case
+    (``COMPANY`` is ``company``), else its title in lower case. Writes also accept the
+    title or the id."""
+    return str(f.get("perstag") or f.get("title") or f["id"]).strip().lower()

@@ -1,0 +1,318 @@
+"""One claimed batch of inbound entries (≤ 200), from the hub's current values to the CRM.
+
+A webhook is only a hint that a contact changed: its payload may be stale by the time the
+buffer is flushed (a pull may have written the contact since), and ActiveCampaign sends
+custom field values as an unordered list (https://blog.minimacode.com/using-active-campaign-
+webhooks; https://developers.activecampaign.com/page/webhooks). So the batch reads each
+contact's current values from the hub (one call per 100 contacts), reads the CRM's current
+values of the same records (linked ones by id, the others by email: one query per 200), and
+merges the two against each record's base. The CRM receives the fields the merge resolved
+for it; a CRM edit the hub lacks waits for the next pull, which carries it over. Outcomes
+are recorded together: links (with their new base) and completed entries in one store
+transaction, failures and exclusions one by one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from syncd import metrics
+from syncd.config import Settings
+from syncd.emails import is_valid_email, normalize_email
+from syncd.errors import RecordError, RequestRejected
+from syncd.model import (
+    ErrorCategory,
+    ObjectType,
+    QueueEntry,
+    Record,
+    WriteItem,
+    WriteOp,
+    WriteResult,
+    parse_tags,
+)
+from syncd.rules import Condition, Group, Op, Rule
+from syncd.store.protocols import StateStore
+from syncd.store.types import RecordLink, SyncedRecord
+from syncd.sync.counts import RunCounts
+from syncd.sync.eligibility import Excluded, inbound_target
+from syncd.sync.gate import DirectionGate
+from syncd.sync.mapping import ObjectMapping, stored_base
+from syncd.sync.merge import Merged, Side, merge
+from syncd.vendors.protocols import CrmConnector, HubConnector
+
+CRM_BATCH = 200
+_RECORD_RETRY = {ErrorCategory.TRANSIENT}
+
+
+@dataclass
+class FlushCounts(RunCounts):
+    """What one flush did."""
+
+    claimed: int = 0
+    processed: int = 0
+    skipped: int = 0
+    errors: int = 0
+    excluded: int = 0
+    retried: int = 0
+    crm_calls: int = 0
+
+
+@dataclass
+class _Planned:
+    """One entry on its way: its target, mapping, the hub's values and, once read and
+    merged, the CRM record it pairs with and what to write."""
+
+    entry: QueueEntry
+    target: ObjectType
+    mapping: ObjectMapping
+    hub_fields: dict[str, Any]
+    link: RecordLink | None
+    crm_id: str | None = None
+    crm_values: dict[str, Any] | None = None  # None: no CRM record (yet)
+    merged: Merged = field(default_factory=Merged)
+
+    @property
+    def email(self) -> str | None:
+        return normalize_email(self.hub_fields.get("email"))
+
+
+@dataclass
+class InboundBatch:
+    """Sends one claimed batch; what it needs is given at construction, per flush."""
+
+    store: StateStore
+    crm: CrmConnector
+    hub: HubConnector | None
+    settings: Settings
+    gate: DirectionGate
+    owner: str
+    run_id: int
+    counts: FlushCounts
+    done: list[SyncedRecord] = field(default_factory=list)
+
+    async def send(self, entries: list[QueueEntry]) -> None:
+        """Read, merge, write and record every entry of the batch."""
+        current = await self._current(entries)
+        planned: list[_Planned] = []
+        for entry in entries:
+            fields = current.get(entry.id)
+            if fields is None:
+                await self._exclude(entry, "deleted in the hub before it could be sent")
+                continue
+            try:
+                plan = await self._plan(entry, fields)
+            except RecordError as exc:
+                await self.fail(entry, exc)
+                continue
+            if isinstance(plan, Excluded):
+                await self._exclude(entry, plan.reason)
+            else:
+                planned.append(plan)
+        for obj in (ObjectType.CONTACT, ObjectType.LEAD):
+            group = [p for p in planned if p.target is obj]
+            if group:
+                await self._sync(obj, group)
+        if self.done:
+            await self.store.link_and_complete(self.done, owner=self.owner, run_id=self.run_id)
+            self.done = []
+
+    # -- reading both sides ------------------------------------------------------------------
+    async def _current(self, entries: list[QueueEntry]) -> dict[int, dict[str, Any]]:
+        """Each entry's contact as the hub holds it now (values and sync tags); entries of
+        contacts the hub no longer has are left out. Without a hub connector (a CRM-only
+        test setup), the payloads are all there is."""
+        if self.hub is None:
+            return {e.id: dict(e.payload) for e in entries}
+        people = (ObjectType.CONTACT, ObjectType.LEAD)
+        objects = self.settings.sync.objects
+        wanted = sorted(
+            {f for o in people if o in objects for f in objects[o].mapping} | {"email", "tags"}
+        )
+        records = await self.hub.get_by_ids(
+            ObjectType.CONTACT, [e.record_key for e in entries], fields=wanted
+        )
+        by_id = {r.id: r for r in records}
+        out: dict[int, dict[str, Any]] = {}
+        for e in entries:
+            rec = by_id.get(e.record_key)
+            if rec is not None:
+                out[e.id] = {**dict(rec.fields), "tags": sorted(rec.tags)}
+        return out
+
+    async def _plan(self, entry: QueueEntry, fields: dict[str, Any]) -> _Planned | Excluded:
+        settings = self.settings
+        target = inbound_target(parse_tags(fields.get("tags")))
+        if isinstance(target, Excluded):
+            return target
+        obj_settings = settings.sync.objects.get(target.object)
+        if obj_settings is None or not obj_settings.enabled:
+            return Excluded(f"filtered: syncing {target.object.value}s is disabled")
+        if obj_settings.direction == "crm-to-hub":
+            return Excluded(f"filtered: {target.object.value} direction is crm-to-hub")
+        email = fields.get("email")
+        if settings.sync.only_with_email and not normalize_email(email):
+            return Excluded("no unique id: the contact has no email (sync.only_with_email)")
+        if email and not is_valid_email(email):
+            raise RecordError(ErrorCategory.VALIDATION, "INVALID_EMAIL", f"invalid email {email!r}")
+        mapping = ObjectMapping.from_settings(target.object, obj_settings)
+        link = await self.store.get_link(target.object, hub_id=entry.record_key)
+        mapping.validate_hub(fields, creating=link is None or link.crm_id is None)
+        return _Planned(entry, target.object, mapping, fields, link)
+
+    async def _read_crm(self, obj: ObjectType, group: list[_Planned]) -> None:
+        """The CRM's current values of the group's records: linked ones by id, the others
+        matched by email; one query per 200 records."""
+        fields = sorted({"Email", *group[0].mapping.crm_fields})
+        wanted: list[tuple[str, str]] = []  # ("Id" | "Email", value)
+        for p in group:
+            if p.link is not None and p.link.crm_id:
+                wanted.append(("Id", p.link.crm_id))
+            elif p.email:
+                wanted.append(("Email", p.email))
+        by_id: dict[str, Record] = {}
+        by_email: dict[str, Record] = {}
+        for at in range(0, len(wanted), CRM_BATCH):
+            part = wanted[at : at + CRM_BATCH]
+            async for page in self.crm.changed_since(
+                obj, None, fields=fields, criteria=_id_or_email(part)
+            ):
+                for found in page.records:
+                    by_id[found.id] = found
+                    key = normalize_email(found.email)
+                    if key:
+                        by_email.setdefault(key, found)
+        for p in group:
+            rec: Record | None
+            if p.link is not None and p.link.crm_id:
+                rec = by_id.get(p.link.crm_id)
+                p.crm_id = p.link.crm_id
+            else:
+                rec = by_email.get(p.email or "")
+                p.crm_id = rec.id if rec is not None else None
+            if rec is not None:
+                p.crm_values = {f: rec.fields.get(f) for f in p.mapping.crm_fields}
+
+    # -- merging and writing -----------------------------------------------------------------
+    async def _sync(self, obj: ObjectType, group: list[_Planned]) -> None:
+        await self._read_crm(obj, group)
+        winner = Side(self.settings.sync.conflict_winner)
+        writes = [Side.CRM]
+        updates: list[_Planned] = []
+        creates: list[_Planned] = []
+        for p in group:
+            hub_values = p.mapping.to_crm(p.hub_fields)
+            p.merged = merge(
+                stored_base(p.link, p.mapping),
+                hub_values,
+                p.crm_values or {},
+                winner=winner,
+                writes=writes,
+            )
+            if p.crm_id is None:
+                creates.append(p)
+            elif p.merged.to_crm:
+                updates.append(p)
+            else:
+                # The CRM already holds what the hub has: no call, only the new base.
+                self._processed(p, {}, p.crm_id)
+                self.counts.skipped += 1
+                metrics.RECORDS.labels("inbound", obj.value, "skipped").inc()
+        crm_settings = self.settings.crm
+        ext = crm_settings.external_id_fields.get(obj) if crm_settings else None
+        for op, batch in ((WriteOp.UPDATE, updates), (WriteOp.UPSERT, creates)):
+            if batch:
+                await self._write(
+                    obj, op if op is WriteOp.UPDATE or ext else WriteOp.CREATE, batch, ext
+                )
+
+    async def _write(
+        self, obj: ObjectType, op: WriteOp, batch: list[_Planned], ext: str | None
+    ) -> None:
+        items = []
+        for p in batch:
+            fields = dict(p.merged.to_crm)
+            if ext:
+                fields[ext] = p.entry.record_key
+            items.append(WriteItem(fields, id=p.crm_id if op is WriteOp.UPDATE else None))
+        try:
+            results = await self.crm.write(
+                obj, op, items, match_field=ext if op is WriteOp.UPSERT else None
+            )
+        except RequestRejected as exc:
+            # The whole call was refused: every record of it fails with the vendor's word.
+            err = RecordError(ErrorCategory.REJECTED, f"HTTP_{exc.status}", str(exc))
+            for p in batch:
+                await self.fail(p.entry, err)
+            return
+        self.counts.crm_calls += -(-len(items) // CRM_BATCH)
+        await self.gate.recovered()
+        for p, item, res in zip(batch, items, results, strict=True):
+            await self._record(p, item, res)
+
+    async def _record(self, p: _Planned, item: WriteItem, res: WriteResult) -> None:
+        if res.ok:
+            self._processed(p, dict(item.fields), res.id or p.crm_id)
+            self.counts.processed += 1
+            metrics.RECORDS.labels("inbound", p.target.value, "processed").inc()
+            return
+        category = res.error_category or ErrorCategory.REJECTED
+        await self.fail(
+            p.entry, RecordError(category, res.error_code or "ERROR", res.error_message or "")
+        )
+
+    def _processed(self, p: _Planned, sent: dict[str, Any], crm_id: str | None) -> None:
+        e = p.entry
+        link = RecordLink(
+            object=p.target,
+            hub_id=e.record_key,
+            crm_id=crm_id,
+            email=p.email,
+            name=e.name,
+            sync_tags=parse_tags(p.hub_fields.get("tags")),
+            last_synced_at=datetime.now(UTC),
+            base=p.merged.base,
+        )
+        transferred = {"object": p.target.value, "fields": sent} if sent else {}
+        self.done.append(SyncedRecord(e.id, link, transferred, p.merged.overridden))
+
+    # -- failures ----------------------------------------------------------------------------
+    async def _exclude(self, entry: QueueEntry, reason: str) -> None:
+        await self.store.exclude(entry.id, owner=self.owner, reason=reason, run_id=self.run_id)
+        self.counts.excluded += 1
+        metrics.RECORDS.labels("inbound", entry.object.value, "excluded").inc()
+
+    async def fail(self, e: QueueEntry, err: RecordError) -> None:
+        """Record a failed attempt: back to pending later if transient, else an error."""
+        inbound = self.settings.inbound
+        retry_at = None
+        if err.category in _RECORD_RETRY and e.attempts + 1 < inbound.max_attempts:
+            delay = min(inbound.retry_base_delay * 2**e.attempts, 3600.0)
+            retry_at = datetime.now(UTC) + timedelta(seconds=random.uniform(delay / 2, delay))
+        await self.store.fail(
+            e.id,
+            owner=self.owner,
+            category=err.category,
+            code=err.code,
+            message=err.message,
+            retry_at=retry_at,
+            run_id=self.run_id,
+        )
+        if retry_at is not None:
+            self.counts.retried += 1
+        else:
+            self.counts.errors += 1
+            metrics.RECORDS.labels("inbound", e.object.value, "error").inc()
+
+
+def _id_or_email(part: Sequence[tuple[str, str]]) -> Rule:
+    """``Id IN (…) OR Email IN (…)`` for a chunk of wanted records."""
+    items: list[Rule] = []
+    for name in ("Id", "Email"):
+        values = tuple(dict.fromkeys(v for k, v in part if k == name))
+        if values:
+            items.append(Condition(name, Op.IN, values))
+    return items[0] if len(items) == 1 else Group("any", tuple(items))
