@@ -21,7 +21,8 @@ from syncd.store.protocols import StateStore
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
-from syncd.sync.outbound import OutboundPuller, PullBusy, PullCounts
+from syncd.sync.outbound import OutboundPuller
+from syncd.sync.pull_run import PullBusy, PullCounts
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.sync")

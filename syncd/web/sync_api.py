@@ -8,7 +8,7 @@ from aiohttp import web
 
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import Direction, ObjectType
-from syncd.sync.outbound import PullBusy
+from syncd.sync.pull_run import PullBusy
 from syncd.web.api import ERROR_SCHEMA, ApiError, ApiRegistry
 from syncd.web.components import engine_of
 
