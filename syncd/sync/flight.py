@@ -165,6 +165,7 @@ class InFlight:
         self._tasks: list[asyncio.Task[None]] = []  # oldest first; each awaits the one before
         self._keys: dict[asyncio.Task[None], frozenset[str]] = {}  # record keys per batch
         self._written = asyncio.Event()  # set once the newest is done with the hub
+        self._written_of: dict[asyncio.Task[None], asyncio.Event] = {}
 
     @property
     def busy(self) -> bool:
@@ -183,10 +184,12 @@ class InFlight:
         # Finished batches need no watching: a failure also fails every later batch.
         self._tasks = [t for t in self._tasks if not t.done() or t is previous]
         self._keys = {t: ks for t, ks in self._keys.items() if not t.done()}
+        self._written_of = {t: w for t, w in self._written_of.items() if not t.done()}
         self._written = asyncio.Event()
         task = asyncio.ensure_future(send(previous, self._written))
         self._tasks.append(task)
         self._keys[task] = frozenset(keys)
+        self._written_of[task] = self._written
 
     async def hub_free(self) -> None:
         """Wait until the newest batch is done with the hub; raise its error if it failed."""
@@ -207,12 +210,19 @@ class InFlight:
             await task
         self._tasks = []
         self._keys = {}
+        self._written_of = {}
 
     async def abandon(self) -> None:
-        """Cancel the batches on their way (they give their claims back); wait for them."""
+        """Cancel the batches still writing to the hub (they give their claims back); let
+        those past their hub write record their outcome (or stop, if the batch before them
+        failed); wait for all. A batch is never cancelled in the middle of recording: its
+        outcome would be in the store but not in the run's counts, and queued again."""
         tasks, self._tasks, self._keys = self._tasks, [], {}
+        written, self._written_of = self._written_of, {}
         for task in tasks:
-            task.cancel()
+            mark = written.get(task)
+            if mark is None or not mark.is_set():
+                task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
