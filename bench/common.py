@@ -256,8 +256,8 @@ def start_bench_daemon(
     daemon_extra: str = "",
     log_level: str = "info",
 ) -> Any:
-    """`syncd run` as a subprocess against the simulators (tests/daemon_harness), ready."""
-    from tests.daemon_harness import BASE_CONFIG, start_daemon
+    """`syncd run` as a subprocess against the simulators (tests/e2e/daemon.py), ready."""
+    from tests.e2e.daemon import BASE_CONFIG, start_daemon
 
     daemon = store_config(store, dsn) + daemon_extra
     cfg = (

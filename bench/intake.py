@@ -159,7 +159,7 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
 
 def bare_run(args: argparse.Namespace, tmp: Path) -> WrkResult:
     """wrk against the bare aiohttp handler in its own process."""
-    from tests.daemon_harness import free_port
+    from tests.e2e.daemon import free_port
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", BARE, str(port)])
@@ -199,7 +199,7 @@ def syncd_run(
     args: argparse.Namespace, store: str, tmp: Path, sandboxes: object
 ) -> tuple[WrkResult, int, float, float]:
     """wrk against `syncd run`; (result, changes stored by the measured run, RSS, CPU s)."""
-    from tests.daemon_harness import BASE_CONFIG, start_daemon
+    from tests.e2e.daemon import BASE_CONFIG, start_daemon
 
     dsn = fresh_mysql_database(MYSQL_DB) if store == "mysql" else None
     cfg = (

@@ -11,7 +11,7 @@ import pytest
 
 from syncd.config import MysqlDsn
 from tests.conftest import MYSQL_DSN
-from tests.e2e import Env
+from tests.e2e.env import Env
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import AC_HOOK, Env, hub_edit, queue_counts, sf_records
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import AC_HOOK, Env, hub_edit, queue_counts, sf_records
 
 FULL = os.environ.get("SYNCD_FAULTS_FULL", "") == "1"
 CID_BASE = 100_000

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from syncd.sandbox.runner import HS_CLIENT_SECRET
 from syncd.vendors.hubspot.signature import compute_signature_v3
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import AC_HOOK, Env, queue_counts
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import AC_HOOK, Env, queue_counts
 from tests.faults.harness import pick, rss_kb
 
 QUIET = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"

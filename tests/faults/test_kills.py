@@ -6,7 +6,7 @@ import random
 import signal
 import time
 
-from tests.e2e import Env, ac_webhook, queue_counts, wait_until
+from tests.e2e.env import Env, ac_webhook, queue_counts, wait_until
 from tests.faults.harness import (
     INBOUND_ONLY,
     WebhookLoad,

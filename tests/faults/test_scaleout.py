@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.daemon_harness import DaemonProcess, free_port
-from tests.e2e import Env, wait_until
+from tests.e2e.daemon import DaemonProcess, free_port
+from tests.e2e.env import Env, wait_until
 from tests.faults.conftest import mysql_admin
 from tests.faults.harness import WebhookLoad, check_history, pick, settled
 

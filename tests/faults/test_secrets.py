@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 
 from syncd.sandbox.runner import SF_CLIENT_SECRET
-from tests.e2e import FORM, Env, hub_edit, queue_counts, wait_until
+from tests.e2e.env import FORM, Env, hub_edit, queue_counts, wait_until
 from tests.faults.harness import INBOUND_ONLY
 
 CANARY = "cnry" + secrets.token_hex(12)
@@ -39,7 +39,7 @@ def test_canary_secret_never_leaks(env: Env) -> None:
     env.sb.run(lambda: setattr(env.sf, "client_secret", CANARY))
     extra = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n" + INBOUND_ONLY
     cfg = env.config(extra).replace(OLD_HOOK_TOKEN, CANARY).replace(SF_CLIENT_SECRET, CANARY)
-    from tests.daemon_harness import start_daemon
+    from tests.e2e.daemon import start_daemon
 
     d = start_daemon(env.tmp, cfg, token=CANARY)
     env.daemons.append(d)

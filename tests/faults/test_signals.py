@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
 from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, settled
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import MYSQL_DSN
-from tests.e2e import Env, wait_until
+from tests.e2e.env import Env, wait_until
 from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, settled
 from tests.faults.proxy import FaultProxy
 

@@ -7,7 +7,7 @@ import signal
 import time
 from collections import Counter
 
-from tests.e2e import Env, metric, queue_counts, wait_until
+from tests.e2e.env import Env, metric, queue_counts, wait_until
 from tests.faults.harness import (
     FAST_HTTP,
     INBOUND_ONLY,
@@ -161,7 +161,7 @@ retry_max_delay = 1
         cfg = env.config(extra).replace(
             env.sb.set.url("salesforce"), f"http://127.0.0.1:{proxy.port}"
         )
-        from tests.daemon_harness import start_daemon
+        from tests.e2e.daemon import start_daemon
 
         d = start_daemon(env.tmp, cfg)
         env.daemons.append(d)

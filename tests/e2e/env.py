@@ -10,7 +10,7 @@ from typing import Any
 
 from syncd.sandbox.activecampaign.ui import edit_contact
 from syncd.sandbox.runner import SandboxThread
-from tests.daemon_harness import BASE_CONFIG, DaemonProcess, start_daemon
+from tests.e2e.daemon import BASE_CONFIG, DaemonProcess, start_daemon
 
 AC_HOOK = "/webhooks/activecampaign/demo-webhook-token-0123456789"
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}

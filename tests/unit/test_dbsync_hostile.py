@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from syncd.model import RunTrigger
-from tests.test_dbsync_support import Env, env
+from tests.integration.dbsync_support import Env, env
 
 __all__ = ["env"]
 

@@ -12,7 +12,7 @@ import pytest
 
 from syncd.sandbox.salesforce.app import bulk_insert_contacts
 from syncd.sandbox.salesforce.soql import now_utc
-from tests.e2e import Env, ac_webhook, queue_counts, sf_records
+from tests.e2e.env import Env, ac_webhook, queue_counts, sf_records
 
 QUIET = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"
 SEL_CRITERIA = (

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.daemon_harness import BASE_CONFIG, DaemonProcess, start_daemon
+from tests.e2e.daemon import BASE_CONFIG, DaemonProcess, start_daemon
 
 CANARY = "CANARY-9f8e7d6c5b4a"
 CONFIG = (

@@ -12,7 +12,7 @@ import pytest
 from syncd.config import ConfigInvalid, load_settings
 from syncd.rules import Condition, Group, Op
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = """
 [daemon]
 listen = "127.0.0.1:18080"

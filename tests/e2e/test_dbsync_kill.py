@@ -13,11 +13,11 @@ from syncd.dbsync.runner import DbsyncRunner
 from syncd.dbsync.types import DbsyncBusy
 from syncd.model import RunKind, RunTrigger
 from syncd.store.sqlite import SqliteStore
-from tests.test_dbsync_support import LIST_ID, MAPPING, Env, env
+from tests.integration.dbsync_support import LIST_ID, MAPPING, Env, env
 
 __all__ = ["env"]
 ROWS = 400
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
     """
@@ -28,7 +28,7 @@ SCRIPT = textwrap.dedent(
     from syncd.dbsync.runner import DbsyncRunner
     from syncd.model import RunTrigger
     from syncd.store.sqlite import SqliteStore
-    from tests.test_dbsync_support import MAPPING, hub_settings
+    from tests.integration.dbsync_support import MAPPING, hub_settings
 
     async def main() -> None:
         store_path, base, dsn = sys.argv[1:4]

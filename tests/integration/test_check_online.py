@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from syncd.sandbox.runner import AC_TOKEN, SandboxThread
-from tests.daemon_harness import BASE_CONFIG
+from tests.e2e.daemon import BASE_CONFIG
 
 LEAD_OK = """
 [sync.objects.lead]

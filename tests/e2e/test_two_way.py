@@ -16,8 +16,8 @@ from syncd.sandbox.activecampaign.ui import edit_contact
 from syncd.sandbox.runner import HS_CLIENT_SECRET
 from syncd.sandbox.salesforce.soql import now_utc
 from syncd.vendors.hubspot.signature import compute_signature_v3
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import AC_HOOK, FORM, Env, hub_edit, sf_records
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import AC_HOOK, FORM, Env, hub_edit, sf_records
 
 EVERYTHING = (
     "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"

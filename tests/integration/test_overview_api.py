@@ -15,7 +15,7 @@ import pytest
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, RunKind, RunTrigger
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink
-from tests.test_overview_support import LiveApp, Seeded, change, seed, seed_links
+from tests.integration.overview_support import LiveApp, Seeded, change, seed, seed_links
 
 
 @pytest.fixture

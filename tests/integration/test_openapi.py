@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_overview_support import LiveApp, seed, seed_links
+from tests.integration.overview_support import LiveApp, seed, seed_links
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 

@@ -21,8 +21,8 @@ from syncd.daemon import Daemon
 from syncd.dbsync.component import DbsyncComponent
 from syncd.model import RunKind, RunTrigger
 from syncd.web.dbsync_api import install
-from tests.daemon_harness import free_port
-from tests.test_dbsync_support import TOKEN, Env, env
+from tests.e2e.daemon import free_port
+from tests.integration.dbsync_support import TOKEN, Env, env
 
 __all__ = ["env"]
 ADMIN = "dbsync-admin-token-0123456789"

@@ -7,7 +7,7 @@ import pytest
 from syncd.dbsync.types import DbsyncBusy
 from syncd.errors import ConfigError
 from syncd.model import ErrorCategory, RunKind, RunTrigger
-from tests.test_dbsync_support import LIST_ID, Env, env
+from tests.integration.dbsync_support import LIST_ID, Env, env
 
 __all__ = ["env"]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_harness import DaemonProcess, free_port
-from tests.e2e import Env, ac_webhook, sf_records, wait_until
+from tests.e2e.daemon import DaemonProcess, free_port
+from tests.e2e.env import Env, ac_webhook, sf_records, wait_until
 
 LAUNCHER = """
 import sys

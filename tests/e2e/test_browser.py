@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import Env, ac_webhook
-from tests.test_overview_e2e import start
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import Env, ac_webhook
+from tests.e2e.test_overview import start
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 ARGS = [
     "--headless",
     "--no-sandbox",

@@ -17,7 +17,7 @@ from syncd.model import Direction, ErrorCategory
 from syncd.store.mysql import MysqlStore
 from syncd.store.sql.dialect import Tx, dump_json, utcnow
 from syncd.store.sqlite import SqliteStore
-from tests.test_overview_support import TAGS, LiveApp, change, seed
+from tests.integration.overview_support import TAGS, LiveApp, change, seed
 
 N_ENTRIES = 10_000
 

@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 
-from tests.daemon_harness import free_port
+from tests.e2e.daemon import free_port
 
 
 def _serve(*args: str) -> tuple[subprocess.Popen[str], str]:

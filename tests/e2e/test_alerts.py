@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "etc" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "etc" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "etc" / "grafana" / "syncd.json"

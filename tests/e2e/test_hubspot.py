@@ -11,8 +11,8 @@ import pytest
 
 from syncd.sandbox.runner import HS_CLIENT_SECRET
 from syncd.vendors.hubspot.signature import compute_signature_v3
-from tests.daemon_harness import DaemonProcess
-from tests.e2e import Env, queue_counts, sf_records
+from tests.e2e.daemon import DaemonProcess
+from tests.e2e.env import Env, queue_counts, sf_records
 
 QUIET = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"
 

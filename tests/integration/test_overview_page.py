@@ -14,7 +14,7 @@ import pytest
 
 from syncd.model import Direction, ErrorCategory
 from syncd.web.page import new_session_cookie
-from tests.test_overview_support import LiveApp, Seeded, seed
+from tests.integration.overview_support import LiveApp, Seeded, seed
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from tests.daemon_harness import free_port
+from tests.e2e.daemon import free_port
 
 
 def test_demo_runs_and_reports() -> None:

@@ -14,7 +14,7 @@ from syncd.dbsync.pipeline import SOURCE_MARK
 from syncd.dbsync.runner import DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
 from syncd.store.sqlite import SqliteStore
-from tests.test_dbsync_support import Env, env
+from tests.integration.dbsync_support import Env, env
 
 __all__ = ["env"]
 

@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import AC_HOOK, FORM, Env, ac_webhook, metric, queue_counts, sf_records, wait_until
+from tests.e2e.env import (
+    AC_HOOK,
+    FORM,
+    Env,
+    ac_webhook,
+    metric,
+    queue_counts,
+    sf_records,
+    wait_until,
+)
 
 FAST = "\n[inbound]\nflush_size = 100\nflush_interval = 2\n"
 

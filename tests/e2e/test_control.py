@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
+from tests.e2e.env import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
 
 QUIET = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"
 

@@ -15,7 +15,7 @@ import pytest
 
 from syncd.cli.overview import register
 from syncd.model import Direction, ErrorCategory
-from tests.test_overview_support import LiveApp, Seeded, seed, seed_links
+from tests.integration.overview_support import LiveApp, Seeded, seed, seed_links
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
@@ -114,7 +114,7 @@ def test_health_agrees(live: LiveApp, seeded: Seeded, cli: Cli) -> None:
     assert re.search(r"contact\s+6\s+10\s+10 \(validation 10\)\s+10 \(untagged 10\)", out), out
     assert "hint contact/validation:" in out
     assert "api salesforce: quota 1234/15000" in out
-    from tests.test_overview_api import some_runs
+    from tests.integration.test_overview_api import some_runs
 
     live.run(some_runs(live.store))
     code, out, _ = cli("health")
@@ -191,7 +191,7 @@ def test_export_and_restore(live: LiveApp, seeded: Seeded, cli: Cli, tmp_path: P
 
 
 def test_unreachable_wrong_token_and_usage(tmp_path: Path, cli: Cli, live: LiveApp) -> None:
-    from tests.daemon_harness import free_port
+    from tests.e2e.daemon import free_port
 
     (tmp_path / "x").mkdir()
     dead = Cli(write_config(tmp_path / "x", free_port(), live.token), cli.capsys)
