@@ -38,10 +38,10 @@ from syncd.rules import Condition, Group, Op, Rule
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink, SyncedRecord
 from syncd.sync.counts import RunCounts
-from syncd.sync.eligibility import Excluded, inbound_target
+from syncd.sync.eligibility import Excluded, Target, inbound_target
 from syncd.sync.gate import DirectionGate
 from syncd.sync.mapping import ObjectMapping, stored_base
-from syncd.sync.merge import Merged, Side, merge
+from syncd.sync.merge import Merged, Side, merge, same
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 CRM_BATCH = 200
@@ -121,19 +121,40 @@ class InboundBatch:
             self.done = []
 
     # -- reading both sides ------------------------------------------------------------------
+    def _hub_fields(self, obj: ObjectType) -> set[str]:
+        s = self.settings.sync.objects.get(obj)
+        return {"email", "tags", *(s.mapping if s is not None else ())}
+
     async def _current(self, entries: list[QueueEntry]) -> dict[int, dict[str, Any]]:
         """Each entry's contact as the hub holds it now (values and sync tags); entries of
         contacts the hub no longer has are left out. Without a hub connector (a CRM-only
-        test setup), the payloads are all there is."""
+        test setup), the payloads are all there is.
+
+        Read with the contact mapping's fields; the contacts that turn out to be leads are
+        read again only if the lead mapping needs more (on ActiveCampaign a custom field
+        costs one call per contact, so it is read only for the records that map it)."""
         if self.hub is None:
             return {e.id: dict(e.payload) for e in entries}
-        people = (ObjectType.CONTACT, ObjectType.LEAD)
-        objects = self.settings.sync.objects
-        wanted = sorted(
-            {f for o in people if o in objects for f in objects[o].mapping} | {"email", "tags"}
-        )
+        first = self._hub_fields(ObjectType.CONTACT)
+        out = await self._read_hub(entries, first)
+        lead_fields = self._hub_fields(ObjectType.LEAD)
+        if lead_fields - first:
+            leads = [
+                e
+                for e in entries
+                if e.id in out
+                and inbound_target(parse_tags(out[e.id].get("tags"))) == Target(ObjectType.LEAD)
+            ]
+            if leads:
+                out.update(await self._read_hub(leads, lead_fields))
+        return out
+
+    async def _read_hub(
+        self, entries: list[QueueEntry], fields: set[str]
+    ) -> dict[int, dict[str, Any]]:
+        assert self.hub is not None
         records = await self.hub.get_by_ids(
-            ObjectType.CONTACT, [e.record_key for e in entries], fields=wanted
+            ObjectType.CONTACT, [e.record_key for e in entries], fields=sorted(fields)
         )
         by_id = {r.id: r for r in records}
         out: dict[int, dict[str, Any]] = {}
@@ -198,19 +219,28 @@ class InboundBatch:
 
     # -- merging and writing -----------------------------------------------------------------
     async def _sync(self, obj: ObjectType, group: list[_Planned]) -> None:
+        hub_values = {id(p): p.mapping.to_crm(p.hub_fields) for p in group}
+        unchanged = [p for p in group if _holds_base(p, hub_values[id(p)])]
+        for p in unchanged:
+            # The hub holds what both sides last agreed on: nothing for the CRM, no call.
+            p.merged = Merged(base=stored_base(p.link, p.mapping))
+            self._processed(p, {}, p.link.crm_id if p.link else None)
+            self.counts.skipped += 1
+            metrics.RECORDS.labels("inbound", obj.value, "skipped").inc()
+        group = [p for p in group if p not in unchanged]
+        if not group:
+            return
         await self._read_crm(obj, group)
         winner = Side(self.settings.sync.conflict_winner)
-        writes = [Side.CRM]
         updates: list[_Planned] = []
         creates: list[_Planned] = []
         for p in group:
-            hub_values = p.mapping.to_crm(p.hub_fields)
             p.merged = merge(
                 stored_base(p.link, p.mapping),
-                hub_values,
+                hub_values[id(p)],
                 p.crm_values or {},
                 winner=winner,
-                writes=writes,
+                writes=(Side.CRM,),
             )
             if p.crm_id is None:
                 creates.append(p)
@@ -306,6 +336,14 @@ class InboundBatch:
         else:
             self.counts.errors += 1
             metrics.RECORDS.labels("inbound", e.object.value, "error").inc()
+
+
+def _holds_base(p: _Planned, hub_values: dict[str, Any]) -> bool:
+    """The hub's values are all the base: the hub changed nothing the CRM needs."""
+    link = p.link
+    if link is None or not link.crm_id or link.base is None or link.base_origin is not None:
+        return False
+    return all(same(v, link.base.get(f)) for f, v in hub_values.items())
 
 
 def _id_or_email(part: Sequence[tuple[str, str]]) -> Rule:
