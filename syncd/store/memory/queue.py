@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
-from syncd.store.memory.state import Entry, Fold, MemoryState, RecordKey
+from syncd.store.fold import Fold
+from syncd.store.memory.state import Entry, MemoryState, RecordKey, absorb_entry
 from syncd.store.sql.dialect import as_utc, dump_json, utcnow
 from syncd.store.sql.queue import pending_key, stream_batches
 from syncd.store.types import ChangeFeed
@@ -90,7 +91,7 @@ class QueueOps(MemoryState):
                 continue
             old = self._entries[old_id]
             merged = Fold(old.source, old.event, old.email, old.name)
-            merged.absorb_entry(old)
+            absorb_entry(merged, old)
             merged.absorb(
                 g.payload, g.changed, source=g.source, event=g.event, email=g.email, name=g.name
             )
@@ -292,7 +293,7 @@ class QueueOps(MemoryState):
                 next_at = due
             fold = Fold(survivor.source, survivor.event, survivor.email, survivor.name)
             for member in in_order:
-                fold.absorb_entry(member)
+                absorb_entry(fold, member)
             for member in in_order:
                 if member is not survivor:
                     self._drop(member, f"merged into {survivor.id}", now)

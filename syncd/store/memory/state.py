@@ -9,13 +9,13 @@ status go through `MemoryState._set_status`, so the indexes cannot drift from th
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from syncd.errors import StoreError
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
+from syncd.store.fold import Fold
 from syncd.store.sql.dialect import load_json, utcnow
 from syncd.store.types import DbsyncRow, IntegrationErrorRecord, RecordLink, Run, RunFailure
 
@@ -90,45 +90,16 @@ class Entry:
         )
 
 
-@dataclass(slots=True)
-class Fold:
-    """Values of one record folded in arrival order: later values win, changed fields unite,
-    and a later email or name replaces the earlier one only when it has one."""
-
-    source: str
-    event: str
-    email: str | None
-    name: str | None
-    payload: dict[str, Any] = field(default_factory=dict)
-    changed: set[str] = field(default_factory=set)
-
-    def absorb(
-        self,
-        payload: Mapping[str, Any],
-        changed: Sequence[str] | frozenset[str] | set[str],
-        *,
-        source: str,
-        event: str,
-        email: str | None,
-        name: str | None,
-    ) -> None:
-        """Fold newer values over what is held."""
-        self.payload.update(payload)
-        self.changed.update(changed)
-        self.source, self.event = source, event
-        self.email = email if email is not None else self.email
-        self.name = name if name is not None else self.name
-
-    def absorb_entry(self, e: Entry) -> None:
-        """Fold a stored entry's values over what is held."""
-        self.absorb(
-            load_json(e.payload, {}),
-            e.changed,
-            source=e.source,
-            event=e.event,
-            email=e.email,
-            name=e.name,
-        )
+def absorb_entry(fold: Fold, e: Entry) -> None:
+    """Fold a stored entry's values over what `fold` holds."""
+    fold.absorb(
+        load_json(e.payload, {}),
+        e.changed,
+        source=e.source,
+        event=e.event,
+        email=e.email,
+        name=e.name,
+    )
 
 
 @dataclass(frozen=True)

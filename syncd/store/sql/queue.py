@@ -10,14 +10,14 @@ older one (newer values win, changed fields united) and the absorbed row is reco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
+from syncd.store.fold import Fold
 from syncd.store.sql.dialect import (
     Tx,
     chunks,
@@ -69,37 +69,6 @@ def _changed_json(changed: frozenset[str]) -> str:
 def pending_key(direction: str, obj: str, record_key: str) -> str:
     """The value that makes one pending entry per record unique."""
     return f"{direction}:{obj}:{record_key}"
-
-
-@dataclass
-class _Merged:
-    """Field values of one record folded in order: later values win."""
-
-    direction: str
-    object: str
-    record_key: str
-    source: str
-    event: str
-    email: str | None
-    name: str | None
-    payload: dict[str, Any] = field(default_factory=dict)
-    changed: set[str] = field(default_factory=set)
-
-    def absorb(
-        self,
-        payload: Mapping[str, Any],
-        changed: Sequence[str] | frozenset[str] | set[str],
-        *,
-        source: str,
-        event: str,
-        email: str | None,
-        name: str | None,
-    ) -> None:
-        self.payload.update(payload)
-        self.changed.update(changed)
-        self.source, self.event = source, event
-        self.email = email if email is not None else self.email
-        self.name = name if name is not None else self.name
 
 
 async def stream_batches(enqueue: Callable[..., Awaitable[list[int]]], feed: ChangeFeed) -> None:
@@ -176,22 +145,16 @@ class QueueOps(TallyOps):
     ) -> Callable[[Tx], Awaitable[list[int]]]:
         """The transaction function `enqueue` runs: coalesces `changes` into pending entries."""
         keys = [pending_key(c.direction, c.object, c.record_key) for c in changes]
-        groups: dict[str, _Merged] = {}
+        groups: dict[str, Fold] = {}
+        heads: dict[str, Change] = {}  # each record's first change: its direction, object, key
         for key, c in zip(keys, changes, strict=True):
             g = groups.get(key)
             if g is None:
-                # What absorbing `c` into an empty _Merged gives, built directly (per change).
-                groups[key] = _Merged(
-                    c.direction,
-                    c.object,
-                    c.record_key,
-                    c.source,
-                    c.event,
-                    c.email,
-                    c.name,
-                    dict(c.fields),
-                    set(c.fields),
+                # What absorbing `c` into an empty Fold gives, built directly (per change).
+                groups[key] = Fold(
+                    c.source, c.event, c.email, c.name, dict(c.fields), set(c.fields)
                 )
+                heads[key] = c
                 continue
             g.absorb(
                 c.fields, list(c.fields), source=c.source, event=c.event, email=c.email, name=c.name
@@ -204,14 +167,14 @@ class QueueOps(TallyOps):
             updates: list[tuple[Any, ...]] = []
             inserts: list[tuple[Any, ...]] = []
             for key in ordered:
-                g = groups[key]
+                g, head = groups[key], heads[key]
                 old = found.get(key)
                 if old is None:
                     inserts.append(
                         (
-                            g.direction,
-                            g.object,
-                            g.record_key,
+                            head.direction,
+                            head.object,
+                            head.record_key,
                             g.source,
                             g.event,
                             g.email,
@@ -227,7 +190,7 @@ class QueueOps(TallyOps):
                         )
                     )
                     continue
-                m = _Merged(g.direction, g.object, g.record_key, old[1], old[2], old[3], old[4])
+                m = Fold(old[1], old[2], old[3], old[4])
                 m.absorb(
                     load_json(old[5], {}),
                     load_json(old[6], []),
@@ -377,15 +340,7 @@ class QueueOps(TallyOps):
                 next_at = None if any(v is None for v in dues) else min(dues)
             else:
                 next_at = d.ts(due)
-            m = _Merged(
-                survivor[1],
-                survivor[2],
-                survivor[3],
-                survivor[4],
-                survivor[5],
-                survivor[6],
-                survivor[7],
-            )
+            m = Fold(survivor[4], survivor[5], survivor[6], survivor[7])
             for member in group:
                 m.absorb(
                     load_json(member[8], {}),
