@@ -192,6 +192,13 @@ class LinkStore(Protocol):
     ) -> list[RecordLink]:
         """Links matching `filt` in id order, with id > after_id (streamable)."""
 
+    async def mark_deleted(
+        self, obj: ObjectType, side: str, ids: Sequence[str], *, at: datetime
+    ) -> list[RecordLink]:
+        """Mark the links of these records deleted on `side` ("crm": `ids` are CRM ids,
+        "hub": hub ids) as seen at `at`; links already marked keep their mark. The links
+        newly marked, as they are now."""
+
 
 class OverviewStore(Protocol):
     """Maintained counts for the overview (health, link totals, restore previews)."""

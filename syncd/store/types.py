@@ -58,6 +58,7 @@ class RecordLink:
     # `base_origin` ("inbound": CRM names, "outbound": hub names) until a sync rewrites it.
     base: Mapping[str, Any] | None = None
     base_origin: str | None = None
+    deleted_at: datetime | None = None  # when the deletion on `deleted_side` was seen
     created_at: datetime | None = None
     updated_at: datetime | None = None
     id: int | None = None

@@ -75,6 +75,10 @@ class Connector(Protocol):
     ) -> list[WriteResult]:
         """Write records in vendor-sized batches; one result per item, in input order."""
 
+    async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete records in vendor-sized batches; one result per id, in input order. A
+        record that is already gone counts as deleted."""
+
     async def describe(self, obj: ObjectType) -> list[FieldInfo]:
         """The fields of an object: names, types and whether creating requires them."""
 

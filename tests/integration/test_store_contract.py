@@ -433,6 +433,28 @@ async def test_a_links_base_is_kept_replaced_or_left_alone(store: Store) -> None
     assert link is not None and link.base == {}
 
 
+async def test_deletions_are_marked_once_per_side_and_cleared_by_a_relink(store: Store) -> None:
+    for i in range(3):
+        await store.upsert_link(RecordLink(CONTACT, f"h{i}", f"c{i}", base={"Phone": str(i)}))
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    marked = await store.mark_deleted(CONTACT, "crm", ["c0", "c1", "nope"], at=at)
+    assert sorted(lk.crm_id or "" for lk in marked) == ["c0", "c1"]
+    assert all(lk.deleted_side == "crm" and lk.deleted_at == at for lk in marked)
+    # Seen again (a later pull's window overlaps): the first sighting stays.
+    later = at + timedelta(days=1)
+    assert await store.mark_deleted(CONTACT, "crm", ["c0"], at=later) == []
+    assert await store.mark_deleted(CONTACT, "hub", ["h0"], at=later) == []
+    link = await store.get_link(CONTACT, crm_id="c0")
+    assert link is not None and link.deleted_at == at and link.base == {"Phone": "0"}
+    assert await store.count_links(LinkFilter(deleted_side="crm")) == 2
+    # A restore relinks: the mark goes with it.
+    await store.upsert_link(RecordLink(CONTACT, "h0", "c9", base={"Phone": "0"}))
+    link = await store.get_link(CONTACT, hub_id="h0")
+    assert link is not None and link.deleted_side is None and link.deleted_at is None
+    hub_marked = await store.mark_deleted(CONTACT, "hub", ["h2"], at=later)
+    assert [(lk.hub_id, lk.deleted_side) for lk in hub_marked] == [("h2", "hub")]
+
+
 @SQL_ONLY
 async def test_migration_seeds_bases_from_the_last_values_sent(target: tuple[str, str]) -> None:
     """A store made before bases existed (schema 7) gets, per link, the last entry that
@@ -445,6 +467,7 @@ async def test_migration_seeds_bases_from_the_last_values_sent(target: tuple[str
         # What schema 7 was: no bases, version 7.
         await tx.execute("ALTER TABLE record_links DROP COLUMN base")
         await tx.execute("ALTER TABLE record_links DROP COLUMN base_origin")
+        await tx.execute("ALTER TABLE record_links DROP COLUMN deleted_at")
         await tx.execute("DELETE FROM schema_version WHERE version > 7")
         now = s.dialect.ts(utcnow())
         links = (("contact", "h1", "c1"), ("contact", "h2", "c2"), ("lead", "h3", None))

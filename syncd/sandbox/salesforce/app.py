@@ -262,8 +262,39 @@ def create_salesforce_app(
         sandbox.record_write(f"DELETE sobjects/{obj}", obj, rid, {"IsDeleted": True})
         return web.Response(status=204)
 
+    async def delete_collection(request: web.Request) -> web.Response:
+        """DELETE composite/sobjects?ids=…: one result per id, in order; an id that is not
+        there (or already deleted) answers ENTITY_IS_DELETED, as Salesforce does."""
+        ids = [i for i in request.query.get("ids", "").split(",") if i]
+        if not ids or len(ids) > 200:
+            raise ApiError(400, "INVALID_FIELD", "ids: between 1 and 200 record ids")
+        results = []
+        for rid in ids:
+            obj = sandbox.object_of(rid)
+            if obj is not None and sandbox.delete(obj, rid):
+                sandbox.record_write(
+                    f"DELETE composite/sobjects/{obj}", obj, rid, {"IsDeleted": True}
+                )
+                results.append({"id": rid, "success": True, "errors": []})
+            else:
+                results.append(
+                    {
+                        "id": rid,
+                        "success": False,
+                        "errors": [
+                            {
+                                "statusCode": "ENTITY_IS_DELETED",
+                                "message": "entity is deleted",
+                                "fields": [],
+                            }
+                        ],
+                    }
+                )
+        return web.json_response(results)
+
     r = app.router
     r.add_post("/services/oauth2/token", token)
+    r.add_delete(DATA + "/composite/sobjects", delete_collection)
     r.add_get(DATA + "/query", query)
     r.add_get(DATA + "/queryAll", query)
     r.add_get(DATA + "/query/{locator}", query_more)

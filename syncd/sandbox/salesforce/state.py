@@ -237,6 +237,10 @@ class SalesforceSandbox(SandboxBase):
         rec["LastModifiedDate"] = stamp
         rec["SystemModstamp"] = stamp
 
+    def object_of(self, record_id: str) -> str | None:
+        """The object a record id belongs to (collections delete takes bare ids)."""
+        return next((o for o, recs in self.records.items() if record_id in recs), None)
+
     def delete(self, obj: str, record_id: str, *, at: datetime | None = None) -> bool:
         """Soft-delete a record (it stays visible to queryAll and the deleted endpoint)."""
         rec = self.records[obj].get(record_id)

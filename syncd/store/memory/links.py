@@ -114,6 +114,7 @@ class LinkOps(QueueAdminOps):
             updated_at=now,
             # A copy through JSON, as the SQL stores keep it: the caller's dict is its own.
             base=load_json(dump_json(dict(link.base)), {}) if link.base is not None else None,
+            deleted_at=as_utc(link.deleted_at) if link.deleted_at is not None else None,
         )
         if row_id is None:
             self._last_link_id = row_id = self._last_link_id + 1
@@ -194,6 +195,26 @@ class LinkOps(QueueAdminOps):
         o = ObjectType(obj)
         found = ((c, self._by_crm.get((o, c))) for c in sorted(set(crm_ids)))
         return {c: self._links[i] for c, i in found if i is not None}
+
+    async def mark_deleted(
+        self, obj: ObjectType, side: str, ids: Sequence[str], *, at: datetime
+    ) -> list[RecordLink]:
+        """Mark links deleted on one side (see the protocol)."""
+        self._live()
+        if side not in ("hub", "crm"):
+            raise ValueError(f"side must be hub or crm, not {side!r}")
+        index = self._by_hub if side == "hub" else self._by_crm
+        o = ObjectType(obj)
+        now = utcnow()
+        marked: list[RecordLink] = []
+        for key in sorted(set(ids)):
+            row_id = index.get((o, key))
+            if row_id is None or self._links[row_id].deleted_side is not None:
+                continue
+            link = replace(self._links[row_id], deleted_side=side, deleted_at=as_utc(at))
+            self._links[row_id] = replace(link, updated_at=now)
+            marked.append(self._links[row_id])
+        return marked
 
     async def list_links(
         self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000

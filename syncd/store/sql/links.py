@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -13,6 +14,7 @@ from syncd.store.sql.dialect import (
     LIKE_ESCAPE,
     Dialect,
     Tx,
+    as_utc,
     chunks,
     dump_json,
     like_pattern,
@@ -30,12 +32,12 @@ from syncd.store.types import (
 
 LINK_COLS = (
     "id, object, hub_id, crm_id, email, name, sync_tags, status, content_hash, deleted_side,"
-    " last_synced_at, created_at, updated_at, base, base_origin"
+    " last_synced_at, created_at, updated_at, base, base_origin, deleted_at"
 )
 _INSERT_LINK = (
     "INSERT INTO record_links (object, hub_id, crm_id, email, name, sync_tags,"
-    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at, base)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " status, content_hash, deleted_side, last_synced_at, created_at, updated_at, base,"
+    " deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_SETTLED = (
     "INSERT INTO queue_entries (direction, object, record_key, source, event, email, name,"
@@ -49,8 +51,8 @@ _UPDATE_LINK = (
     " crm_id = COALESCE(?, crm_id), email = COALESCE(?, email),"
     " name = COALESCE(?, name), sync_tags = ?, status = ?, content_hash = ?,"
     " deleted_side = ?, last_synced_at = COALESCE(?, last_synced_at), updated_at = ?,"
-    " base_origin = CASE WHEN ? IS NULL THEN base_origin END, base = COALESCE(?, base)"
-    " WHERE id = ?"
+    " base_origin = CASE WHEN ? IS NULL THEN base_origin END, base = COALESCE(?, base),"
+    " deleted_at = ? WHERE id = ?"
 )
 
 
@@ -157,6 +159,7 @@ class LinkOps(TallyOps):
             updated_at=d.from_ts(r[12]),
             base=load_json(r[13], None),
             base_origin=r[14],
+            deleted_at=d.from_ts(r[15]),
         )
 
     async def upsert_link(self, link: RecordLink) -> int:
@@ -192,6 +195,7 @@ class LinkOps(TallyOps):
             now,
             now,
             _base_json(link.base),
+            (ts or self.dialect.ts)(link.deleted_at),
         )
 
     def _link_update(
@@ -215,6 +219,7 @@ class LinkOps(TallyOps):
             now,
             _base_json(link.base),
             _base_json(link.base),
+            (ts or self.dialect.ts)(link.deleted_at),
             row_id,
         )
 
@@ -415,6 +420,40 @@ class LinkOps(TallyOps):
             return None
 
         return await self._run(op, write=False)
+
+    async def mark_deleted(
+        self, obj: ObjectType, side: str, ids: Sequence[str], *, at: datetime
+    ) -> list[RecordLink]:
+        """Mark links deleted on one side (see the protocol)."""
+        if side not in ("hub", "crm"):
+            raise ValueError(f"side must be hub or crm, not {side!r}")
+        col = f"{side}_id"
+        wanted = sorted(set(ids))
+
+        async def op(tx: Tx) -> list[RecordLink]:
+            d = self.dialect
+            marked: list[RecordLink] = []
+            for part in chunks(wanted):
+                rows = await tx.fetchall(
+                    f"SELECT {LINK_COLS} FROM record_links WHERE object = ?"
+                    f" AND {col} IN ({marks(len(part))}) AND deleted_side IS NULL"
+                    f" ORDER BY id{d.for_update}",
+                    (str(obj), *part),
+                )
+                if not rows:
+                    continue
+                now = d.ts(utcnow())
+                await tx.executemany(
+                    "UPDATE record_links SET deleted_side = ?, deleted_at = ?, updated_at = ?"
+                    " WHERE id = ?",
+                    [(side, d.ts(at), now, int(r[0])) for r in rows],
+                )
+                marked += [
+                    replace(self._link(r), deleted_side=side, deleted_at=as_utc(at)) for r in rows
+                ]
+            return marked
+
+        return await self._run(op, conflict_retry=True) if wanted else []
 
     async def list_links(
         self, filt: LinkFilter, *, after_id: int | None = None, limit: int = 1000

@@ -464,6 +464,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             *_SEED_BASES,
         ),
     ),
+    Migration(
+        9,
+        "when a linked record's deletion was seen",
+        sqlite=("ALTER TABLE record_links ADD COLUMN deleted_at TEXT",),
+        mysql=("ALTER TABLE record_links ADD COLUMN IF NOT EXISTS deleted_at DATETIME(6) NULL",),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -21,7 +21,7 @@ from typing import Any
 from syncd.config import HubSettings
 from syncd.errors import ConfigError
 from syncd.model import ObjectType, QuotaState, WriteItem, WriteOp, WriteResult
-from syncd.vendors.activecampaign.answers import NAME, PLAIN, classify
+from syncd.vendors.activecampaign.answers import NAME, PLAIN, Rejected, classify, record_error
 from syncd.vendors.activecampaign.bulk import import_contacts
 from syncd.vendors.activecampaign.lists import AcLists
 from syncd.vendors.activecampaign.read import AcReads
@@ -93,6 +93,21 @@ class ActiveCampaignConnector(AcReads, AcLists):
     def quota(self) -> QuotaState | None:
         """AC has no daily quota, only the per-second rate limit."""
         return None
+
+    async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
+        """``DELETE /contacts/{id}`` (or accounts, deals), one call each: v3 has no bulk
+        delete. A record that is not there (404) counts as deleted."""
+        kind = PLAIN.get(obj, "contact")
+        out: list[WriteResult] = []
+        for rid in ids:
+            try:
+                await self.call("DELETE", f"/{kind}s/{rid}", endpoint=f"{kind}s.delete")
+            except Rejected as exc:
+                if exc.resp.status != 404:
+                    out.append(record_error(exc.resp))
+                    continue
+            out.append(WriteResult(True, id=str(rid)))
+        return out
 
     async def write(
         self,

@@ -29,7 +29,14 @@ from syncd.vendors.http import (
     RetryPolicy,
     StaticTokenAuth,
 )
-from syncd.vendors.hubspot.answers import NAME, SEARCH_CAP, chunks, classify, quota_from_headers
+from syncd.vendors.hubspot.answers import (
+    NAME,
+    OBJECTS,
+    SEARCH_CAP,
+    chunks,
+    classify,
+    quota_from_headers,
+)
 from syncd.vendors.hubspot.lists import HubSpotLists
 from syncd.vendors.hubspot.read import HubSpotReads
 from syncd.vendors.hubspot.tags import HubSpotTags
@@ -126,6 +133,19 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
         for list_id, ids in by_list.items():
             await self.subscribe(list_id, ids)
         return results
+
+    async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
+        """Archive records, 100 a call (``POST /crm/v3/objects/{object}/batch/archive``,
+        204); HubSpot archives an unknown id silently, so every id is reported deleted."""
+        hs_obj = OBJECTS[obj]
+        for chunk in chunks(list(ids), 100):
+            await self.call(
+                "POST",
+                f"/crm/v3/objects/{hs_obj}/batch/archive",
+                endpoint=f"{hs_obj}.batch.archive",
+                json_body={"inputs": [{"id": i} for i in chunk]},
+            )
+        return [WriteResult(True, id=str(i)) for i in ids]
 
     async def set_primary_company(self, contact_id: str, company_id: str) -> None:
         """Associate a contact with its primary company (v4 associations)."""

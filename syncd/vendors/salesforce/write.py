@@ -95,6 +95,29 @@ class SalesforceWrites(SalesforceBase):
             )
         return [r for r in results if r is not None]
 
+    async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete by id through sObject Collections, 200 a call (``DELETE
+        /composite/sobjects?ids=…&allOrNone=false``, developer.salesforce.com "sObject
+        Collections: Delete Records"); a record already deleted is not an error here."""
+        out: list[WriteResult] = []
+        for start in range(0, len(ids), BATCH):
+            chunk = list(ids[start : start + BATCH])
+            self.guard.check_write()
+            resp = await self.http.request(
+                "DELETE",
+                await self._url("/composite/sobjects"),
+                endpoint="collections_delete",
+                params={"ids": ",".join(chunk), "allOrNone": "false"},
+            )
+            answers = resp.json()
+            if not isinstance(answers, list) or len(answers) != len(chunk):
+                raise TransientError("salesforce: collections answer does not match the request")
+            for rid, answer in zip(chunk, answers, strict=True):
+                res = _result(WriteOp.UPDATE, answer)
+                gone = res.error_code in ("ENTITY_IS_DELETED", "INVALID_CROSS_REFERENCE_KEY")
+                out.append(WriteResult(True, id=rid) if gone else res)
+        return out
+
     async def _send(
         self, sobject: str, op: WriteOp, ext: str | None, items: Sequence[WriteItem]
     ) -> list[WriteResult]:
