@@ -278,6 +278,8 @@ class SyncSettings(Section):
 
     conflict_winner: Literal["crm", "hub"] = "crm"
     only_with_email: bool = True
+    # A record deleted on one side is deleted on the other too (off: only recorded).
+    propagate_deletes: bool = False
     objects: dict[ObjectType, ObjectSyncSettings] = Field(default_factory=_default_objects)
 
     @field_validator("objects", mode="before")

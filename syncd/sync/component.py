@@ -18,6 +18,7 @@ from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import Change, Direction, ObjectType, RunTrigger, parse_tags
 from syncd.store.protocols import StateStore
+from syncd.sync.deletions import Deletions
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
@@ -40,6 +41,7 @@ class SyncEngine:
         self.crm = crm
         self.hub = hub
         self.gates = {d: DirectionGate(d, store) for d in (Direction.INBOUND, Direction.OUTBOUND)}
+        self.deletions = Deletions(store, crm, hub, lambda: host.settings)
 
         def settings() -> Settings:
             return host.settings
@@ -169,6 +171,15 @@ class SyncEngine:
                 await self.intake.submit(changes)
                 if page.cursor:
                     await store.set_cursor("poll:hub:contact", page.cursor)
+            # Contacts deleted in the hub since the last poll (no webhook says so on
+            # ActiveCampaign; HubSpot's may not reach a daemon that polls).
+            gone, covered = await self.hub.deleted_since(
+                ObjectType.CONTACT, await store.get_cursor("poll:hub:deleted")
+            )
+            for obj in (ObjectType.CONTACT, ObjectType.LEAD):
+                await self.deletions.seen(obj, "hub", [d.id for d in gone])
+            if covered:
+                await store.set_cursor("poll:hub:deleted", covered)
         except IntegrationError as exc:
             log.warning("poll_failed", error=str(exc))
 

@@ -18,6 +18,7 @@ from syncd.store.leases import keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import PendingStats
+from syncd.sync.deletions import Deletions
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound_batch import CRM_BATCH, FlushCounts, InboundBatch
 from syncd.vendors.protocols import CrmConnector, HubConnector
@@ -43,6 +44,7 @@ class InboundFlusher:
         self._store = store
         self._crm = crm
         self._hub = hub
+        self._deletions = Deletions(store, crm, hub, settings)
         self._settings = settings
         self.gate = gate
         self._owner = owner
@@ -190,6 +192,7 @@ class InboundFlusher:
                 self._owner,
                 run_id,
                 counts,
+                self._deletions,
             )
             try:
                 async with keep_leases(self._store, entries, self._owner, lease):

@@ -38,6 +38,7 @@ from syncd.rules import Condition, Group, Op, Rule
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink, SyncedRecord
 from syncd.sync.counts import RunCounts
+from syncd.sync.deletions import Deletions, deleted_reason
 from syncd.sync.eligibility import Excluded, Target, inbound_target
 from syncd.sync.gate import DirectionGate
 from syncd.sync.mapping import ObjectMapping, stored_base
@@ -92,16 +93,24 @@ class InboundBatch:
     owner: str
     run_id: int
     counts: FlushCounts
+    deletions: Deletions
     done: list[SyncedRecord] = field(default_factory=list)
 
     async def send(self, entries: list[QueueEntry]) -> None:
         """Read, merge, write and record every entry of the batch."""
         current = await self._current(entries)
+        gone = await self._gone([e for e in entries if e.id not in current])
         planned: list[_Planned] = []
         for entry in entries:
             fields = current.get(entry.id)
             if fields is None:
-                await self._exclude(entry, "deleted in the hub before it could be sent")
+                link = gone.get(entry.record_key)
+                await self._exclude(
+                    entry,
+                    deleted_reason(link)
+                    if link is not None
+                    else "deleted in the hub before it could be sent",
+                )
                 continue
             try:
                 plan = await self._plan(entry, fields)
@@ -119,6 +128,22 @@ class InboundBatch:
         if self.done:
             await self.store.link_and_complete(self.done, owner=self.owner, run_id=self.run_id)
             self.done = []
+
+    async def _gone(self, entries: list[QueueEntry]) -> dict[str, RecordLink]:
+        """Entries whose contact the hub no longer has: the links of those syncd had linked,
+        now marked deleted in the hub (a contact never linked was never synced: nothing
+        to record)."""
+        out: dict[str, RecordLink] = {}
+        for obj in (ObjectType.CONTACT, ObjectType.LEAD):
+            keys = [e.record_key for e in entries if e.record_key not in out]
+            for link in await self.deletions.seen(obj, "hub", keys):
+                if link.hub_id:
+                    out[link.hub_id] = link
+            for key in keys:
+                old = await self.store.get_link(obj, hub_id=key)
+                if old is not None and old.deleted_side is not None and key not in out:
+                    out[key] = old
+        return out
 
     # -- reading both sides ------------------------------------------------------------------
     def _hub_fields(self, obj: ObjectType) -> set[str]:
@@ -181,6 +206,8 @@ class InboundBatch:
             raise RecordError(ErrorCategory.VALIDATION, "INVALID_EMAIL", f"invalid email {email!r}")
         mapping = ObjectMapping.from_settings(target.object, obj_settings)
         link = await self.store.get_link(target.object, hub_id=entry.record_key)
+        if link is not None and link.deleted_side is not None:
+            return Excluded(deleted_reason(link))
         mapping.validate_hub(fields, creating=link is None or link.crm_id is None)
         return _Planned(entry, target.object, mapping, fields, link)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,7 +10,6 @@ from typing import Any
 from syncd.config import ObjectSyncSettings
 from syncd.emails import is_valid_email
 from syncd.errors import RecordError
-from syncd.jsontext import compact_encoder
 from syncd.model import ErrorCategory, ObjectType
 from syncd.store.types import RecordLink
 
@@ -124,13 +122,3 @@ def stored_base(link: RecordLink | None, mapping: ObjectMapping) -> dict[str, An
     if link.base_origin == "outbound":
         return mapping.to_crm(sent)
     return {f: sent[f] for f in mapping.crm_fields if f in sent}
-
-
-# One encoder for every hash (one per record of every pull).
-_HASH_ENCODE = compact_encoder(sort_keys=True, default=str)
-
-
-def content_hash(values: Mapping[str, Any]) -> str:
-    """A stable hash of mapped values: equal values mean nothing to send."""
-    blob = _HASH_ENCODE(values)
-    return hashlib.sha256(blob.encode()).hexdigest()[:32]

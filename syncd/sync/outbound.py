@@ -36,6 +36,7 @@ from syncd.store.leases import keep_job_lock, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import RecordLink
+from syncd.sync.deletions import Deletions
 from syncd.sync.flight import HubWrite, Outcome, merged, outcomes_of, read_ahead
 from syncd.sync.gate import DirectionGate
 from syncd.sync.outbound_plan import HubPlanner
@@ -72,7 +73,8 @@ class OutboundPuller:
         self._settings = settings
         self.gate = gate
         self._owner = owner
-        self._planner = HubPlanner(store, hub, gate, owner)
+        self._deletions = Deletions(store, crm, hub, settings)
+        self._planner = HubPlanner(store, hub, gate, owner, self._deletions)
         self._locks: dict[ObjectType, asyncio.Lock] = {}
 
     async def pull(self, obj: ObjectType, trigger: RunTrigger) -> PullCounts:
@@ -114,7 +116,9 @@ class OutboundPuller:
         ) as record:
             run = PullRun(obj, settings, s, record.id, counts)
             try:
+                since = await self._store.get_cursor(cursor_name(obj))
                 await self._pull_pages(run)
+                counts.deleted = await self._deletions.from_crm(obj, since)
                 await self.gate.recovered()
             except IntegrationError as exc:
                 record.fail(str(exc))

@@ -20,6 +20,7 @@ from syncd.errors import RequestRejected
 from syncd.model import ErrorCategory, ObjectType, QueueEntry, WriteItem, WriteOp, WriteResult
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink, SyncedRecord
+from syncd.sync.deletions import Deletions, deleted_reason
 from syncd.sync.eligibility import tags_after_conversion
 from syncd.sync.flight import HubWrite, Outcome, Outgoing, fields_of
 from syncd.sync.gate import DirectionGate
@@ -35,12 +36,18 @@ class HubPlanner:
     """Plans, writes and records a pull's batches for the hub."""
 
     def __init__(
-        self, store: StateStore, hub: HubConnector, gate: DirectionGate, owner: str
+        self,
+        store: StateStore,
+        hub: HubConnector,
+        gate: DirectionGate,
+        owner: str,
+        deletions: Deletions,
     ) -> None:
         self._store = store
         self._hub = hub
         self._gate = gate
         self._owner = owner
+        self._deletions = deletions
 
     async def plan_claimed(self, run: PullRun, entries: list[QueueEntry]) -> list[HubWrite]:
         """Plan a claimed batch; entries that need no hub write are settled at once."""
@@ -77,6 +84,9 @@ class HubPlanner:
             payload = fields_of(e)
             crm = {f: payload.get(f) for f in crm_fields if f in payload}
             link = links.get(e.record_key)
+            if link is not None and link.deleted_side is not None:
+                settled.append(Outcome(e, "excluded", message=deleted_reason(link)))
+                continue
             if link is None or not link.hub_id:
                 m = merge({}, {}, crm, winner=winner, writes=(Side.HUB,))
                 hub_fields = mapping.to_hub(m.to_hub)
@@ -91,8 +101,15 @@ class HubPlanner:
                 continue
             changed.append((e, link, crm, base))
         current = await self._hub_values(run, mapping, [lk.hub_id or "" for _, lk, _, _ in changed])
+        gone = [lk.hub_id or "" for _, lk, _, _ in changed if (lk.hub_id or "") not in current]
+        marked = {lk.hub_id: lk for lk in await self._deletions.seen(obj, "hub", gone)}
         for e, link, crm, base in changed:
             hub = current.get(link.hub_id or "")
+            if hub is None:
+                # Deleted in the hub since it was linked: recorded, not re-created.
+                gone_link = marked.get(link.hub_id) or replace(link, deleted_side="hub")
+                settled.append(Outcome(e, "excluded", message=deleted_reason(gone_link)))
+                continue
             m = merge(base, hub or {}, crm, winner=winner, writes=(Side.HUB,))
             if hub is not None and not m.to_hub:
                 new_link = replace(link, base=m.base, base_origin=None)

@@ -37,6 +37,7 @@ class PullCounts(RunCounts):
     excluded: int = 0
     errors: int = 0
     converted: int = 0
+    deleted: int = 0  # links newly marked deleted in the CRM
 
 
 class PullBusy(Exception):

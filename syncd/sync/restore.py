@@ -16,7 +16,9 @@ from syncd.errors import ConfigError
 from syncd.model import ObjectType, WriteItem, WriteOp
 from syncd.store.protocols import StateStore
 from syncd.store.types import LinkFilter, RecordLink
-from syncd.sync.mapping import ObjectMapping, content_hash
+from syncd.sync.deletions import hub_object
+from syncd.sync.mapping import ObjectMapping, stored_base
+from syncd.sync.merge import is_empty
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 BATCH = 100
@@ -122,32 +124,30 @@ async def _to_crm(
     out: RestoreOutcome,
 ) -> None:
     obj = mapping.object
-    usable = [link for link in links if link.hub_id]
-    for link in links:
-        if not link.hub_id:
-            out.failed.append((link.id or 0, "no hub id on the link: nothing to restore from"))
-    found = {r.id: r for r in await sides.hub.get_by_ids(obj, [lk.hub_id or "" for lk in usable])}
+    ids = [lk.hub_id for lk in links if lk.hub_id]
+    found = {
+        r.id: mapping.to_crm(dict(r.fields))
+        for r in await sides.hub.get_by_ids(hub_object(obj), ids, fields=sorted(mapping.hub_to_crm))
+    }
     ext = settings.crm.external_id_fields.get(obj) if settings.crm else None
-    todo: list[tuple[RecordLink, WriteItem, str]] = []
-    for link in usable:
-        rec = found.get(link.hub_id or "")
-        if rec is None:
-            out.failed.append((link.id or 0, "deleted on both sides: nothing to restore from"))
+    todo: list[tuple[RecordLink, WriteItem, dict[str, Any]]] = []
+    for link in links:
+        values = _source_values(link, link.hub_id, found, mapping, out)
+        if values is None:
             continue
-        values = mapping.to_crm(dict(rec.fields))
-        fields = dict(values)
+        fields = {k: v for k, v in values.items() if not is_empty(v)}
         if ext:
             fields[ext] = link.hub_id
-        todo.append((link, WriteItem(fields), content_hash(values)))
+        todo.append((link, WriteItem(fields), values))
     if not todo:
         return
     op = WriteOp.UPSERT if ext else WriteOp.CREATE
     results = await sides.crm.write(obj, op, [t[1] for t in todo], match_field=ext)
-    for (link, _, digest), res in zip(todo, results, strict=True):
+    for (link, _, values), res in zip(todo, results, strict=True):
         if not res.ok or not res.id:
             out.failed.append((link.id or 0, f"{res.error_code}: {res.error_message}"))
             continue
-        await store.upsert_link(_relinked(link, hub_id=link.hub_id, crm_id=res.id, digest=digest))
+        await store.upsert_link(_relinked(link, hub_id=link.hub_id, crm_id=res.id, base=values))
         out.restored += 1
 
 
@@ -159,43 +159,54 @@ async def _to_hub(
     out: RestoreOutcome,
 ) -> None:
     obj = mapping.object
-    usable = [link for link in links if link.crm_id]
-    for link in links:
-        if not link.crm_id:
-            out.failed.append((link.id or 0, "no CRM id on the link: nothing to restore from"))
+    ids = [lk.crm_id for lk in links if lk.crm_id]
     found = {
-        r.id: r
-        for r in await sides.crm.get_by_ids(
-            obj, [lk.crm_id or "" for lk in usable], fields=mapping.crm_fields
-        )
+        r.id: {f: r.fields.get(f) for f in mapping.crm_fields if f in r.fields}
+        for r in await sides.crm.get_by_ids(obj, ids, fields=mapping.crm_fields)
     }
-    todo: list[tuple[RecordLink, WriteItem, str]] = []
-    for link in usable:
-        rec = found.get(link.crm_id or "")
-        if rec is None:
-            out.failed.append((link.id or 0, "deleted on both sides: nothing to restore from"))
+    todo: list[tuple[RecordLink, WriteItem, dict[str, Any]]] = []
+    for link in links:
+        values = _source_values(link, link.crm_id, found, mapping, out)
+        if values is None:
             continue
-        crm_values = {f: rec.fields.get(f) for f in mapping.crm_fields if f in rec.fields}
-        fields = mapping.to_hub(crm_values)
+        fields = mapping.to_hub({k: v for k, v in values.items() if not is_empty(v)})
         if link.sync_tags and obj in _HUB_MATCH:
             fields["tags"] = sorted(link.sync_tags)
-        todo.append((link, WriteItem(fields), content_hash(crm_values)))
+        todo.append((link, WriteItem(fields), values))
     if not todo:
         return
     results = await sides.hub.write(
-        obj, WriteOp.UPSERT, [t[1] for t in todo], match_field=_HUB_MATCH.get(obj)
+        hub_object(obj), WriteOp.UPSERT, [t[1] for t in todo], match_field=_HUB_MATCH.get(obj)
     )
-    for (link, _, digest), res in zip(todo, results, strict=True):
+    for (link, _, values), res in zip(todo, results, strict=True):
         if not res.ok or not res.id:
             out.failed.append((link.id or 0, f"{res.error_code}: {res.error_message}"))
             continue
-        await store.upsert_link(_relinked(link, hub_id=res.id, crm_id=link.crm_id, digest=digest))
+        await store.upsert_link(_relinked(link, hub_id=res.id, crm_id=link.crm_id, base=values))
         out.restored += 1
 
 
+def _source_values(
+    link: RecordLink,
+    source_id: str | None,
+    found: dict[str, dict[str, Any]],
+    mapping: ObjectMapping,
+    out: RestoreOutcome,
+) -> dict[str, Any] | None:
+    """What to re-create from: the surviving side's current values over the base (the base
+    alone when that side is gone too, e.g. after a propagated delete); None when neither."""
+    base = stored_base(link, mapping)
+    current = found.get(source_id or "")
+    if current is None and not base:
+        out.failed.append((link.id or 0, "deleted on both sides and no base: nothing to restore"))
+        return None
+    return {**base, **(current or {})}
+
+
 def _relinked(
-    link: RecordLink, *, hub_id: str | None, crm_id: str | None, digest: str
+    link: RecordLink, *, hub_id: str | None, crm_id: str | None, base: dict[str, Any]
 ) -> RecordLink:
+    # Both sides hold the restored values: they are the base; the deletion mark goes.
     return RecordLink(
         object=link.object,
         hub_id=hub_id,
@@ -204,7 +215,7 @@ def _relinked(
         name=link.name,
         sync_tags=link.sync_tags,
         status=link.status,
-        content_hash=digest,
         deleted_side=None,
         last_synced_at=datetime.now(UTC),
+        base=base,
     )

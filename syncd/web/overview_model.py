@@ -146,6 +146,7 @@ LINK_SCHEMA: dict[str, Any] = {
         "sync_tags": {"type": "array", "items": {"type": "string"}},
         "status": {"type": "string"},
         "deleted_side": STR_N,
+        "deleted_at": TS,
         "last_synced_at": TS,
     },
 }
@@ -159,6 +160,7 @@ LINK_COLUMNS = (
     "sync_tags",
     "status",
     "deleted_side",
+    "deleted_at",
     "last_synced_at",
 )
 
@@ -321,6 +323,7 @@ def link_row(link: RecordLink) -> dict[str, Any]:
         "sync_tags": sorted(link.sync_tags),
         "status": link.status,
         "deleted_side": link.deleted_side,
+        "deleted_at": iso(link.deleted_at),
         "last_synced_at": iso(link.last_synced_at),
     }
 

@@ -274,7 +274,8 @@ def test_records_paging_and_export(live: LiveApp) -> None:
     status, raw, _ = live.request("GET", "/api/v1/records/export.csv?q=nobody")
     assert (
         raw.decode().strip()
-        == "id,object,hub_id,crm_id,email,name,sync_tags,status,deleted_side,last_synced_at"
+        == "id,object,hub_id,crm_id,email,name,sync_tags,status,deleted_side,deleted_at,"
+        "last_synced_at"
     )
 
 
@@ -357,7 +358,9 @@ def test_restore_on_the_hub_side(live: LiveApp) -> None:
     assert live.json("POST", url + "&dry_run=1&q=hubgone1")[1]["matching"] == 1
     code, out = live.json("POST", url)
     assert code == 200 and out["matching"] == 3 and out["restored"] == 2
-    assert out["failed"] == [{"id": 3, "error": "deleted on both sides: nothing to restore from"}]
+    assert out["failed"] == [
+        {"id": 3, "error": "deleted on both sides and no base: nothing to restore"}
+    ]
     link = live.run(live.store.get_link(ObjectType.CONTACT, crm_id="003H00000000000"))
     assert link is not None and link.deleted_side is None and link.hub_id not in (None, "7000")
     created = live.hub.records[link.hub_id or ""]

@@ -400,12 +400,15 @@ async def test_get_by_ids_deleted_since_and_describe(
     two_minutes_ago = now_utc() - timedelta(minutes=2)
     sb.delete("Contact", ids[0], at=two_minutes_ago)
     sb.delete("Contact", ids[1], at=two_minutes_ago)
-    sb.delete("Contact", ids[2])  # this minute: reported by the next call
+    sb.delete("Contact", ids[2])  # just now: queryAll sees it at once
+    sb.delete("Contact", ids[3], at=now_utc() - timedelta(days=16))  # out of the recycle bin
     deleted, cursor = await conn.deleted_since(ObjectType.CONTACT, since)
-    assert {d.id for d in deleted} == {ids[0], ids[1]}
-    assert cursor is not None
+    assert {d.id for d in deleted} == {ids[0], ids[1], ids[2]}
+    assert all(d.deleted_at is not None for d in deleted)
+    # The next cursor stays a little behind, so a deletion committed meanwhile is seen.
+    assert cursor is not None and cursor < now_utc().isoformat()
     deleted_all, _ = await conn.deleted_since(ObjectType.CONTACT, None)
-    assert {d.id for d in deleted_all} == {ids[0], ids[1]}
+    assert {d.id for d in deleted_all} == {ids[0], ids[1], ids[2]}
     fields = {f.name: f for f in await conn.describe(ObjectType.LEAD)}
     assert {n for n, f in fields.items() if f.required} == {"LastName", "Company"}
     assert fields["Email"].type == "email"

@@ -15,7 +15,7 @@ from syncd.sync.eligibility import (
     inbound_target,
     tags_after_conversion,
 )
-from syncd.sync.mapping import ObjectMapping, content_hash
+from syncd.sync.mapping import ObjectMapping
 from syncd.vendors.activecampaign.webhook import parse_activecampaign
 from syncd.vendors.hubspot.webhook import parse_hubspot
 
@@ -96,11 +96,6 @@ def test_opportunity_fixed_mapping() -> None:
         {"Name": "Deal", "Amount": 5.0, "StageName": "Won", "CloseDate": "2026-01-01", "X": 1}
     )
     assert hub == {"name": "Deal", "amount": 5.0, "stage": "Won", "close_date": "2026-01-01"}
-
-
-def test_content_hash_is_order_independent() -> None:
-    assert content_hash({"a": 1, "b": "x"}) == content_hash({"b": "x", "a": 1})
-    assert content_hash({"a": 1}) != content_hash({"a": 2})
 
 
 def test_matching_helpers() -> None:

@@ -132,6 +132,10 @@ def create_salesforce_app(
         rows = list(sandbox.records[obj].values())
         if not include_deleted:
             rows = [r for r in rows if not r["IsDeleted"]]
+        else:
+            # The recycle bin keeps a deleted record 15 days; then it is gone for queryAll too.
+            purged = now_utc() - timedelta(days=15)
+            rows = [r for r in rows if not r["IsDeleted"] or r["SystemModstamp"] >= purged]
         matched = run_query(parsed, rows)
         size = _batch_size(request.headers.get("Sforce-Query-Options", ""))
         kind = "queryAll" if include_deleted else "query"

@@ -32,6 +32,7 @@ LEAD_FIELDS = (
     "ConvertedOpportunityId",
 )
 DELETED_WINDOW = timedelta(days=15)
+_DELETED_OVERLAP = timedelta(minutes=5)
 
 
 class SalesforceReads(SalesforceBase):
@@ -39,8 +40,12 @@ class SalesforceReads(SalesforceBase):
 
     _describe: dict[ObjectType, list[FieldInfo]]
 
-    async def _query(self, soql: str) -> AsyncIterator[list[dict[str, Any]]]:
-        body = await self._get("/query", endpoint="query", params={"q": soql})
+    async def _query(
+        self, soql: str, *, with_deleted: bool = False
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        # queryAll also answers for deleted records still in the recycle bin.
+        path = "/queryAll" if with_deleted else "/query"
+        body = await self._get(path, endpoint=path[1:], params={"q": soql})
         while True:
             yield list(body.get("records", []))
             nxt = body.get("nextRecordsUrl")
@@ -149,28 +154,29 @@ class SalesforceReads(SalesforceBase):
     async def deleted_since(
         self, obj: ObjectType, cursor: str | None
     ) -> tuple[list[DeletedRecord], str | None]:
-        """Deletions after `cursor` (clamped to 15 days); the next cursor is latestDateCovered."""
+        """Records deleted after `cursor`, by ``queryAll`` with ``IsDeleted = true`` (one
+        query, second precision, no criteria). The next cursor stays a few minutes behind
+        now, so a deletion committed while this query ran is seen next time (a deletion
+        seen twice is recorded once).
+
+        Salesforce keeps deleted records in its recycle bin for 15 days
+        (developer.salesforce.com "queryAll" and "Get Deleted Records": earliestDateAvailable):
+        older deletions are not listed, and `DELETED_WINDOW` tells callers how far back an
+        answer reaches."""
         now = datetime.now(UTC)
-        floor = now - DELETED_WINDOW + timedelta(minutes=5)
-        start = parse_sf_datetime(cursor) if cursor else floor
-        start = max(start, floor)
-        if now - start <= timedelta(minutes=1):
-            return [], cursor  # the endpoint needs more than a minute between start and end
-        body = await self._get(
-            f"/sobjects/{SOBJECT[obj]}/deleted/",
-            endpoint="deleted",
-            params={"start": datetime_literal(start), "end": datetime_literal(now)},
+        start = parse_sf_datetime(cursor) if cursor else now - DELETED_WINDOW
+        soql = (
+            f"SELECT Id, SystemModstamp FROM {SOBJECT[obj]} WHERE IsDeleted = true"
+            f" AND SystemModstamp > {datetime_literal(start)} ORDER BY SystemModstamp ASC"
         )
-        out = [
-            DeletedRecord(
-                obj,
-                str(row["id"]),
-                parse_sf_datetime(row["deletedDate"]) if row.get("deletedDate") else None,
-            )
-            for row in body.get("deletedRecords", [])
-        ]
-        covered = body.get("latestDateCovered")
-        return out, iso(parse_sf_datetime(covered)) if covered else cursor
+        out: list[DeletedRecord] = []
+        newest = start
+        async for rows in self._query(soql, with_deleted=True):
+            for row in rows:
+                at = parse_sf_datetime(row["SystemModstamp"])
+                out.append(DeletedRecord(obj, str(row["Id"]), at))
+                newest = max(newest, at)
+        return out, iso(max(newest, now - _DELETED_OVERLAP))
 
     async def describe(self, obj: ObjectType) -> list[FieldInfo]:
         """Fields of the object; `required` = createable, not nillable, not defaulted."""
