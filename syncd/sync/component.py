@@ -27,7 +27,8 @@ from syncd.sync.pull_run import PullBusy, PullCounts
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.sync")
-PULL_OBJECTS = (ObjectType.LEAD, ObjectType.CONTACT, ObjectType.ACCOUNT, ObjectType.OPPORTUNITY)
+# Accounts first: a contact or deal gets its primary company once both ends are linked.
+PULL_OBJECTS = (ObjectType.ACCOUNT, ObjectType.LEAD, ObjectType.CONTACT, ObjectType.OPPORTUNITY)
 
 
 class SyncEngine:

@@ -54,6 +54,7 @@ from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.outbound")
 _change = builder(Change)  # one per record pulled: without per-field setattr
+_ASSOCIATE_EVERY = 2000  # pulled records whose primary company is set at once
 
 
 class OutboundPuller:
@@ -73,6 +74,7 @@ class OutboundPuller:
         self._settings = settings
         self.gate = gate
         self._owner = owner
+        self._hub = hub
         self._deletions = Deletions(store, crm, hub, settings)
         self._planner = HubPlanner(store, hub, gate, owner, self._deletions)
         self._locks: dict[ObjectType, asyncio.Lock] = {}
@@ -115,6 +117,8 @@ class OutboundPuller:
             event="pulled",
         ) as record:
             run = PullRun(obj, settings, s, record.id, counts)
+            if self._tracks_accounts(obj, settings):
+                run.accounts = {}
             try:
                 since = await self._store.get_cursor(cursor_name(obj))
                 await self._pull_pages(run)
@@ -148,6 +152,8 @@ class OutboundPuller:
         fields = list(run.mapping.crm_fields)
         if obj in NEW_TAG:
             fields.append("Email")
+        if run.accounts is not None:
+            fields.append("AccountId")
         if obj is ObjectType.LEAD:
             # The connector also reads leads converted since the cursor, whatever the criteria.
             fields += LEAD_CONVERSION_FIELDS
@@ -155,6 +161,7 @@ class OutboundPuller:
         try:
             newest = await self._pull_into_hub(run, pages)
             await self._drain(run, final=True)
+            await self._associate(run)
         except BaseException:
             await run.flight.abandon()
             # What this pull read but did not settle waits as pending entries, as if queued
@@ -173,6 +180,15 @@ class OutboundPuller:
         async with contextlib.aclosing(read_ahead(pages)) as ahead:
             async for page in ahead:
                 run.counts.read += len(page.records)
+                if run.accounts is not None:
+                    run.accounts.update(
+                        (r.id, str(r.fields["AccountId"]))
+                        for r in page.records
+                        if r.fields.get("AccountId")
+                    )
+                    if len(run.accounts) >= _ASSOCIATE_EVERY:
+                        await run.flight.wait()  # the records' links are recorded
+                        await self._associate(run)
                 changes = [
                     _change(
                         direction=Direction.OUTBOUND,
@@ -314,6 +330,36 @@ class OutboundPuller:
                 await asyncio.shield(self._release(entries))
                 raise
             flight.start(functools.partial(self._send_batch, run, entries, plans, lease), keys)
+
+    def _tracks_accounts(self, obj: ObjectType, settings: Settings) -> bool:
+        accounts = settings.sync.objects.get(ObjectType.ACCOUNT)
+        return (
+            obj in (ObjectType.CONTACT, ObjectType.OPPORTUNITY)
+            and accounts is not None
+            and accounts.enabled
+            and self._hub.keeps_primary_companies
+        )
+
+    async def _associate(self, run: PullRun) -> None:
+        """Each pulled contact's or deal's primary company in the hub: the hub company
+        linked to its Salesforce account, when both are linked (leads have no account)."""
+        if not run.accounts:
+            return
+        pulled, run.accounts = run.accounts, {}
+        companies = await self._store.get_links(ObjectType.ACCOUNT, sorted(set(pulled.values())))
+        records = await self._store.get_links(run.obj, sorted(pulled))
+        pairs = {
+            rec.hub_id: company.hub_id
+            for crm_id, account_id in pulled.items()
+            if (rec := records.get(crm_id)) is not None
+            and rec.hub_id
+            and rec.deleted_side is None
+            and (company := companies.get(account_id)) is not None
+            and company.hub_id
+            and company.deleted_side is None
+        }
+        if pairs:
+            run.counts.associated += await self._hub.set_primary_companies(run.obj, pairs)
 
     async def _requeue(self, run: PullRun) -> None:
         """Queue the changes of direct batches whose outcome was not recorded."""

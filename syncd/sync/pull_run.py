@@ -38,6 +38,7 @@ class PullCounts(RunCounts):
     errors: int = 0
     converted: int = 0
     deleted: int = 0  # links newly marked deleted in the CRM
+    associated: int = 0  # hub records whose primary company was set or re-pointed
 
 
 class PullBusy(Exception):
@@ -55,6 +56,9 @@ class PullRun:
     counts: PullCounts = field(default_factory=PullCounts)
     flight: InFlight = field(default_factory=InFlight)
     unsettled: Unsettled = field(default_factory=Unsettled)
+    # Pulled records' accounts (CRM id -> AccountId), when the hub keeps primary companies:
+    # set there once the records and their accounts are linked.
+    accounts: dict[str, str] | None = None
     mapping: ObjectMapping = field(init=False)
 
     def __post_init__(self) -> None:

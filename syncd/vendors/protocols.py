@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -96,6 +96,9 @@ class HubConnector(Connector, Protocol):
     """A marketing hub (ActiveCampaign, HubSpot)."""
 
     supports_last_broadcast: bool
+    # Whether the hub links contacts and deals to a primary company (HubSpot does; syncd
+    # does not link ActiveCampaign contacts to accounts).
+    keeps_primary_companies: bool
 
     async def find_by_emails(self, emails: Sequence[str]) -> dict[str, Record]:
         """Existing contacts by lower-cased, trimmed email."""
@@ -119,3 +122,7 @@ class HubConnector(Connector, Protocol):
 
     async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None:
         """Send the list's last campaign to new contacts, where the hub supports it."""
+
+    async def set_primary_companies(self, obj: ObjectType, pairs: Mapping[str, str]) -> int:
+        """Point each contact's or deal's primary company at the one given (hub ids), where
+        the hub keeps them (`keeps_primary_companies`); how many changed."""

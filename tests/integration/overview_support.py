@@ -195,6 +195,7 @@ class FakeHub(FakeCrm):
 
     name: str = "activecampaign"
     supports_last_broadcast: bool = False
+    keeps_primary_companies: bool = False
 
     async def write(
         self,

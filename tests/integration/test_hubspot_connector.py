@@ -383,8 +383,16 @@ async def test_describe_and_primary_company(start: Start, conns: list[HubSpotCon
     conns.append(conn)
     fields = {f.name: f for f in await conn.describe(ObjectType.CONTACT)}
     assert fields["email"].type == "string" and fields["lastmodifieddate"].type == "datetime"
-    await conn.set_primary_company(cid, coid)
-    assert await conn.primary_companies([cid]) == {cid: coid}
+    assert await conn.set_primary_companies(ObjectType.CONTACT, {cid: coid}) == 1
+    assert sb.primary_company(cid) == coid
+    assert await conn.set_primary_companies(ObjectType.CONTACT, {cid: coid}) == 0  # as it is
+    # Re-pointed: the old company is no longer associated at all.
+    (other,) = bulk_load(sb, "companies", [{"name": "Initech"}])
+    assert await conn.set_primary_companies(ObjectType.CONTACT, {cid: other}) == 1
+    assert sb.primary_company(cid) == other and (cid, coid) not in sb.associations
+    (deal,) = bulk_load(sb, "deals", [{"dealname": "Big"}])
+    assert await conn.set_primary_companies(ObjectType.OPPORTUNITY, {deal: coid}) == 1
+    assert sb.associations[(deal, coid)] == {5, 341}
 
 
 # ---- limits, faults and auth -------------------------------------------------------------

@@ -177,6 +177,7 @@ class FakeHub(FakeVendor):
     """A marketing hub as the sync sees it: contacts with tags, matched by email."""
 
     supports_last_broadcast = False
+    keeps_primary_companies = False
 
     def __init__(self) -> None:
         super().__init__()

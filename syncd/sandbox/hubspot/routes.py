@@ -21,8 +21,9 @@ from aiohttp import web
 from syncd.sandbox.hubspot.http import ApiError, json_body, object_type, sandbox_of
 from syncd.sandbox.hubspot.state import PLURAL, HubSpotSandbox, PropertyDef
 
-PRIMARY_TYPE_ID = 1
-UNLABELED_TYPE_ID = 279
+# HubSpot-defined association types to a company: (with Primary Company, unlabeled), per
+# source object (developers.hubspot.com, "Associations v4: association type IDs").
+TYPES = {"contacts": (1, 279), "deals": (5, 341)}
 
 
 def add_other_routes(app: web.Application) -> None:
@@ -40,6 +41,7 @@ def add_other_routes(app: web.Application) -> None:
     v4 = "/crm/v4/objects/{from}/{fromId}/associations"
     r.add_put(f"{v4}/default/{{to}}/{{toId}}", associate_default)
     r.add_put(f"{v4}/{{to}}/{{toId}}", associate_labels)
+    r.add_delete(f"{v4}/{{to}}/{{toId}}", dissociate)
     r.add_get(f"{v4}/{{to}}", get_associations)
     r.add_post("/crm/v4/associations/{from}/{to}/batch/read", batch_read_associations)
     r.add_get("/account-info/v3/details", account_details)
@@ -221,15 +223,17 @@ async def list_members(request: web.Request) -> web.Response:
 def _pair(request: web.Request) -> tuple[str, str]:
     src = PLURAL.get(request.match_info["from"].lower(), request.match_info["from"].lower())
     dst = PLURAL.get(request.match_info["to"].lower(), request.match_info["to"].lower())
-    if (src, dst) != ("contacts", "companies"):
+    if src not in TYPES or dst != "companies":
         raise ApiError(
-            400, "Only contact to company associations are simulated", "VALIDATION_ERROR"
+            400,
+            "Only contact and deal to company associations are simulated",
+            "VALIDATION_ERROR",
         )
     return src, dst
 
 
-def _check_ids(sb: HubSpotSandbox, contact_id: str, company_id: str) -> None:
-    if sb.get("contacts", contact_id) is None or sb.get("companies", company_id) is None:
+def _check_ids(sb: HubSpotSandbox, src: str, from_id: str, company_id: str) -> None:
+    if sb.get(src, from_id) is None or sb.get("companies", company_id) is None:
         raise ApiError(
             404, "One or more objects in the association do not exist", "OBJECT_NOT_FOUND"
         )
@@ -246,28 +250,29 @@ def _assoc_result(contact_id: str, company_id: str, type_id: int) -> dict[str, A
 async def associate_default(request: web.Request) -> web.Response:
     """The default (unlabeled) association; a contact's first company becomes its primary."""
     sb = sandbox_of(request)
-    _pair(request)
+    src, _ = _pair(request)
     cid, coid = request.match_info["fromId"], request.match_info["toId"]
-    _check_ids(sb, cid, coid)
+    _check_ids(sb, src, cid, coid)
     first = sb.primary_company(cid) is None
-    sb.associate(cid, coid, primary=first)
+    sb.associate(cid, coid, primary=first, types=TYPES[src])
     sb.record_write("associations/default", "associations", cid, {"company": coid}, key=coid)
     return web.json_response(
-        {"status": "COMPLETE", "results": [_assoc_result(cid, coid, UNLABELED_TYPE_ID)]}
+        {"status": "COMPLETE", "results": [_assoc_result(cid, coid, TYPES[src][1])]}
     )
 
 
 async def associate_labels(request: web.Request) -> web.Response:
     """Associate with the given types; type 1 (HUBSPOT_DEFINED) makes the company primary."""
     sb = sandbox_of(request)
-    _pair(request)
+    src, _ = _pair(request)
     cid, coid = request.match_info["fromId"], request.match_info["toId"]
-    _check_ids(sb, cid, coid)
+    _check_ids(sb, src, cid, coid)
     body = await json_body(request)
     if not isinstance(body, list) or not body:
         raise ApiError(400, "The body must be a list of association types", "VALIDATION_ERROR")
     type_ids = {int(t.get("associationTypeId", 0)) for t in body if isinstance(t, dict)}
-    sb.associate(cid, coid, primary=PRIMARY_TYPE_ID in type_ids)
+    primary_type = TYPES[src][0]
+    sb.associate(cid, coid, primary=primary_type in type_ids, types=TYPES[src])
     sb.record_write(
         "associations", "associations", cid, {"company": coid, "types": sorted(type_ids)}, key=coid
     )
@@ -278,7 +283,7 @@ async def associate_labels(request: web.Request) -> web.Response:
             "fromObjectId": int(cid),
             "toObjectTypeId": "0-2",
             "toObjectId": int(coid),
-            "labels": [("Primary" if t == PRIMARY_TYPE_ID else None) for t in sorted(type_ids)],
+            "labels": [("Primary" if t == primary_type else None) for t in sorted(type_ids)],
             "associationTypes": labels,
         }
     )
@@ -296,13 +301,23 @@ def _targets(sb: HubSpotSandbox, contact_id: str) -> list[dict[str, Any]]:
                     {
                         "category": "HUBSPOT_DEFINED",
                         "typeId": t,
-                        "label": "Primary" if t == PRIMARY_TYPE_ID else None,
+                        "label": "Primary" if t in (1, 5) else None,
                     }
                     for t in sorted(types)
                 ],
             }
         )
     return out
+
+
+async def dissociate(request: web.Request) -> web.Response:
+    """Remove every association between the record and the company (204)."""
+    sb = sandbox_of(request)
+    _pair(request)
+    cid, coid = request.match_info["fromId"], request.match_info["toId"]
+    if sb.dissociate(cid, coid):
+        sb.record_write("associations/delete", "associations", cid, {"company": coid}, key=coid)
+    return web.Response(status=204)
 
 
 async def get_associations(request: web.Request) -> web.Response:

@@ -368,20 +368,34 @@ class HubSpotSandbox(SandboxBase):
         self.lists[lid] = HsList(lid, name)
         return lid
 
-    def associate(self, contact_id: str, company_id: str, *, primary: bool = True) -> None:
-        """Associate a contact with a company; a primary one replaces the previous primary."""
+    def associate(
+        self,
+        from_id: str,
+        company_id: str,
+        *,
+        primary: bool = True,
+        types: tuple[int, int] = (1, 279),
+    ) -> None:
+        """Associate a contact (types 1/279) or a deal (5/341) with a company; a primary one
+        replaces the previous primary (HubSpot keeps one "with Primary Company" per record).
+        Ids are unique across objects here, so (from, to) keys every association."""
+        primary_type, plain_type = types
         if primary:
-            for key, types in self.associations.items():
-                if key[0] == contact_id:
-                    types.discard(1)
-        types = self.associations.setdefault((contact_id, company_id), {279})
+            for key, held in self.associations.items():
+                if key[0] == from_id:
+                    held.discard(primary_type)
+        held = self.associations.setdefault((from_id, company_id), {plain_type})
         if primary:
-            types.add(1)
+            held.add(primary_type)
 
-    def primary_company(self, contact_id: str) -> str | None:
-        """The contact's primary company id."""
-        for (cid, coid), types in self.associations.items():
-            if cid == contact_id and 1 in types:
+    def dissociate(self, from_id: str, company_id: str) -> bool:
+        """Remove every association between a record and a company."""
+        return self.associations.pop((from_id, company_id), None) is not None
+
+    def primary_company(self, from_id: str) -> str | None:
+        """The contact's or deal's primary company id."""
+        for (rid, coid), types in self.associations.items():
+            if rid == from_id and types & {1, 5}:
                 return coid
         return None
 

@@ -15,7 +15,7 @@ Call costs (each call counts against AC's 5 requests/second):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from syncd.config import HubSettings
@@ -35,6 +35,7 @@ class ActiveCampaignConnector(AcReads, AcLists):
 
     name = NAME
     supports_last_broadcast = True
+    keeps_primary_companies = False
 
     def __init__(
         self,
@@ -93,6 +94,11 @@ class ActiveCampaignConnector(AcReads, AcLists):
     def quota(self) -> QuotaState | None:
         """AC has no daily quota, only the per-second rate limit."""
         return None
+
+    async def set_primary_companies(self, obj: ObjectType, pairs: Mapping[str, str]) -> int:
+        """Not kept here: syncd does not link ActiveCampaign contacts to accounts
+        (`keeps_primary_companies` is False, so the sync never asks)."""
+        raise NotImplementedError("ActiveCampaign contacts are not linked to accounts")
 
     async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
         """``DELETE /contacts/{id}`` (or accounts, deals), one call each: v3 has no bulk

@@ -16,7 +16,7 @@ also against the separate ~4-per-second search limit):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from syncd.config import HubSettings
 from syncd.errors import ConfigError
@@ -43,7 +43,12 @@ from syncd.vendors.hubspot.tags import HubSpotTags
 from syncd.vendors.hubspot.write import write_records
 from syncd.vendors.opportunity import to_hubspot_deal, translate
 
-PRIMARY_COMPANY_TYPE = 1
+# HubSpot-defined association types to a company: (with Primary Company, unlabeled)
+# (developers.hubspot.com, "Associations v4: association type IDs").
+PRIMARY_TYPES = {
+    ObjectType.CONTACT: ("contact", (1, 279)),
+    ObjectType.OPPORTUNITY: ("deal", (5, 341)),
+}
 
 
 class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
@@ -51,6 +56,7 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
 
     name = NAME
     supports_last_broadcast = False
+    keeps_primary_companies = True
 
     def __init__(
         self,
@@ -147,33 +153,43 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
             )
         return [WriteResult(True, id=str(i)) for i in ids]
 
-    async def set_primary_company(self, contact_id: str, company_id: str) -> None:
-        """Associate a contact with its primary company (v4 associations)."""
-        self.check_write_quota()
-        await self.call(
-            "PUT",
-            f"/crm/v4/objects/contact/{contact_id}/associations/company/{company_id}",
-            endpoint="associations.put",
-            json_body=[
-                {
-                    "associationCategory": "HUBSPOT_DEFINED",
-                    "associationTypeId": PRIMARY_COMPANY_TYPE,
-                }
-            ],
-        )
-
-    async def primary_companies(self, contact_ids: Sequence[str]) -> dict[str, str]:
-        """Each contact's primary company id (contacts without one are left out)."""
-        out: dict[str, str] = {}
-        for chunk in chunks([str(c) for c in contact_ids], 1000):
+    async def set_primary_companies(self, obj: ObjectType, pairs: Mapping[str, str]) -> int:
+        """Make each contact's or deal's primary company the one given (hub record id ->
+        company id), re-pointing it when it had another: one batch read per 1,000 records,
+        then per change a v4 PUT with the "with Primary Company" type (and a DELETE of the
+        old association). How many changed."""
+        from_obj, (primary_type, _) = PRIMARY_TYPES[obj]
+        current: dict[str, str] = {}
+        for chunk in chunks(list(pairs), 1000):
             _, data = await self.post_json(
-                "/crm/v4/associations/contact/company/batch/read",
+                f"/crm/v4/associations/{from_obj}/company/batch/read",
                 {"inputs": [{"id": c} for c in chunk]},
                 endpoint="associations.batch.read",
             )
             for row in (data or {}).get("results") or []:
                 for target in row.get("to") or []:
                     types = {t.get("typeId") for t in target.get("associationTypes") or []}
-                    if PRIMARY_COMPANY_TYPE in types:
-                        out[str(row["from"]["id"])] = str(target["toObjectId"])
-        return out
+                    if primary_type in types:
+                        current[str(row["from"]["id"])] = str(target["toObjectId"])
+        changed = 0
+        for rid, company in pairs.items():
+            old = current.get(rid)
+            if old == company:
+                continue
+            self.check_write_quota()
+            if old is not None:
+                await self.call(
+                    "DELETE",
+                    f"/crm/v4/objects/{from_obj}/{rid}/associations/company/{old}",
+                    endpoint="associations.delete",
+                )
+            await self.call(
+                "PUT",
+                f"/crm/v4/objects/{from_obj}/{rid}/associations/company/{company}",
+                endpoint="associations.put",
+                json_body=[
+                    {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": primary_type}
+                ],
+            )
+            changed += 1
+        return changed
