@@ -150,39 +150,46 @@ class SyncEngine:
         task.add_done_callback(self._pull_tasks.discard)
 
     async def _poll(self) -> None:
-        """Polling fallback: hub contacts changed since the poll cursor become changes."""
-        store = self.store
-        cursor = await store.get_cursor("poll:hub:contact")
+        """Polling fallback: hub contacts (and companies, when accounts sync from the hub)
+        changed since the poll cursors become changes; deleted contacts are recorded."""
         try:
-            async for page in self.hub.changed_since(ObjectType.CONTACT, cursor):
-                changes = [
-                    Change(
-                        direction=Direction.INBOUND,
-                        object=ObjectType.CONTACT,
-                        record_key=r.id,
-                        source="poll",
-                        fields={**dict(r.fields), "tags": sorted(r.tags)},
-                        email=normalize_email(r.email),
-                        name=_name(r.fields),
-                        event="poll",
-                    )
-                    for r in page.records
-                    if parse_tags(r.tags)
-                ]
-                await self.intake.submit(changes)
-                if page.cursor:
-                    await store.set_cursor("poll:hub:contact", page.cursor)
+            await self._poll_changed(ObjectType.CONTACT)
+            accounts = self.host.settings.sync.objects.get(ObjectType.ACCOUNT)
+            if accounts is not None and accounts.enabled and accounts.direction != "crm-to-hub":
+                await self._poll_changed(ObjectType.ACCOUNT)
             # Contacts deleted in the hub since the last poll (no webhook says so on
             # ActiveCampaign; HubSpot's may not reach a daemon that polls).
             gone, covered = await self.hub.deleted_since(
-                ObjectType.CONTACT, await store.get_cursor("poll:hub:deleted")
+                ObjectType.CONTACT, await self.store.get_cursor("poll:hub:deleted")
             )
             for obj in (ObjectType.CONTACT, ObjectType.LEAD):
                 await self.deletions.seen(obj, "hub", [d.id for d in gone])
             if covered:
-                await store.set_cursor("poll:hub:deleted", covered)
+                await self.store.set_cursor("poll:hub:deleted", covered)
         except IntegrationError as exc:
             log.warning("poll_failed", error=str(exc))
+
+    async def _poll_changed(self, obj: ObjectType) -> None:
+        name = f"poll:hub:{obj.value}"
+        people = obj is ObjectType.CONTACT
+        async for page in self.hub.changed_since(obj, await self.store.get_cursor(name)):
+            changes = [
+                Change(
+                    direction=Direction.INBOUND,
+                    object=obj,
+                    record_key=r.id,
+                    source="poll",
+                    fields={**dict(r.fields), "tags": sorted(r.tags)} if people else dict(r.fields),
+                    email=normalize_email(r.email) if people else None,
+                    name=_name(r.fields) if people else r.fields.get("name"),
+                    event="poll",
+                )
+                for r in page.records
+                if not people or parse_tags(r.tags)
+            ]
+            await self.intake.submit(changes)
+            if page.cursor:
+                await self.store.set_cursor(name, page.cursor)
 
     async def _lease_reaper(self) -> None:
         while True:

@@ -80,6 +80,15 @@ class _Planned:
     def email(self) -> str | None:
         return normalize_email(self.hub_fields.get("email"))
 
+    @property
+    def match(self) -> str | None:
+        """What an unlinked record is matched on in the CRM: a person's email, a company's
+        name (case-insensitive, as SOQL compares text)."""
+        if self.target is not ObjectType.ACCOUNT:
+            return self.email
+        name = self.mapping.to_crm(self.hub_fields).get("Name")
+        return str(name).strip().lower() if name else None
+
 
 @dataclass
 class InboundBatch:
@@ -121,7 +130,7 @@ class InboundBatch:
                 await self._exclude(entry, plan.reason)
             else:
                 planned.append(plan)
-        for obj in (ObjectType.CONTACT, ObjectType.LEAD):
+        for obj in (ObjectType.CONTACT, ObjectType.LEAD, ObjectType.ACCOUNT):
             group = [p for p in planned if p.target is obj]
             if group:
                 await self._sync(obj, group)
@@ -134,8 +143,13 @@ class InboundBatch:
         now marked deleted in the hub (a contact never linked was never synced: nothing
         to record)."""
         out: dict[str, RecordLink] = {}
-        for obj in (ObjectType.CONTACT, ObjectType.LEAD):
-            keys = [e.record_key for e in entries if e.record_key not in out]
+        for obj in (ObjectType.CONTACT, ObjectType.LEAD, ObjectType.ACCOUNT):
+            people = obj is not ObjectType.ACCOUNT
+            keys = [
+                e.record_key
+                for e in entries
+                if e.record_key not in out and (e.object is not ObjectType.ACCOUNT) == people
+            ]
             for link in await self.deletions.seen(obj, "hub", keys):
                 if link.hub_id:
                     out[link.hub_id] = link
@@ -160,8 +174,13 @@ class InboundBatch:
         costs one call per contact, so it is read only for the records that map it)."""
         if self.hub is None:
             return {e.id: dict(e.payload) for e in entries}
+        companies = [e for e in entries if e.object is ObjectType.ACCOUNT]
+        entries = [e for e in entries if e.object is not ObjectType.ACCOUNT]
+        out = await self._read_hub(
+            companies, self._hub_fields(ObjectType.ACCOUNT), ObjectType.ACCOUNT
+        )
         first = self._hub_fields(ObjectType.CONTACT)
-        out = await self._read_hub(entries, first)
+        out.update(await self._read_hub(entries, first))
         lead_fields = self._hub_fields(ObjectType.LEAD)
         if lead_fields - first:
             leads = [
@@ -175,11 +194,13 @@ class InboundBatch:
         return out
 
     async def _read_hub(
-        self, entries: list[QueueEntry], fields: set[str]
+        self, entries: list[QueueEntry], fields: set[str], obj: ObjectType = ObjectType.CONTACT
     ) -> dict[int, dict[str, Any]]:
         assert self.hub is not None
+        if not entries:
+            return {}
         records = await self.hub.get_by_ids(
-            ObjectType.CONTACT, [e.record_key for e in entries], fields=sorted(fields)
+            obj, [e.record_key for e in entries], fields=sorted(fields)
         )
         by_id = {r.id: r for r in records}
         out: dict[int, dict[str, Any]] = {}
@@ -191,6 +212,8 @@ class InboundBatch:
 
     async def _plan(self, entry: QueueEntry, fields: dict[str, Any]) -> _Planned | Excluded:
         settings = self.settings
+        if entry.object is ObjectType.ACCOUNT:
+            return await self._plan_company(entry, fields)
         target = inbound_target(parse_tags(fields.get("tags")))
         if isinstance(target, Excluded):
             return target
@@ -211,35 +234,50 @@ class InboundBatch:
         mapping.validate_hub(fields, creating=link is None or link.crm_id is None)
         return _Planned(entry, target.object, mapping, fields, link)
 
+    async def _plan_company(self, entry: QueueEntry, fields: dict[str, Any]) -> _Planned | Excluded:
+        obj = ObjectType.ACCOUNT
+        obj_settings = self.settings.sync.objects.get(obj)
+        if obj_settings is None or not obj_settings.enabled:
+            return Excluded("filtered: syncing accounts is disabled")
+        if obj_settings.direction == "crm-to-hub":
+            return Excluded("filtered: account direction is crm-to-hub")
+        mapping = ObjectMapping.from_settings(obj, obj_settings)
+        link = await self.store.get_link(obj, hub_id=entry.record_key)
+        if link is not None and link.deleted_side is not None:
+            return Excluded(deleted_reason(link))
+        mapping.validate_hub(fields, creating=link is None or link.crm_id is None)
+        return _Planned(entry, obj, mapping, fields, link)
+
     async def _read_crm(self, obj: ObjectType, group: list[_Planned]) -> None:
         """The CRM's current values of the group's records: linked ones by id, the others
-        matched by email; one query per 200 records."""
-        fields = sorted({"Email", *group[0].mapping.crm_fields})
-        wanted: list[tuple[str, str]] = []  # ("Id" | "Email", value)
+        matched by email (a company: by name); one query per 200 records."""
+        key_field = "Name" if obj is ObjectType.ACCOUNT else "Email"
+        fields = sorted({key_field, *group[0].mapping.crm_fields})
+        wanted: list[tuple[str, str]] = []  # ("Id" | key_field, value)
         for p in group:
             if p.link is not None and p.link.crm_id:
                 wanted.append(("Id", p.link.crm_id))
-            elif p.email:
-                wanted.append(("Email", p.email))
+            elif p.match:
+                wanted.append((key_field, p.match))
         by_id: dict[str, Record] = {}
-        by_email: dict[str, Record] = {}
+        by_key: dict[str, Record] = {}
         for at in range(0, len(wanted), CRM_BATCH):
             part = wanted[at : at + CRM_BATCH]
             async for page in self.crm.changed_since(
-                obj, None, fields=fields, criteria=_id_or_email(part)
+                obj, None, fields=fields, criteria=_id_or(key_field, part)
             ):
                 for found in page.records:
                     by_id[found.id] = found
-                    key = normalize_email(found.email)
-                    if key:
-                        by_email.setdefault(key, found)
+                    value = found.fields.get(key_field)
+                    if isinstance(value, str) and value.strip():
+                        by_key.setdefault(value.strip().lower(), found)
         for p in group:
             rec: Record | None
             if p.link is not None and p.link.crm_id:
                 rec = by_id.get(p.link.crm_id)
                 p.crm_id = p.link.crm_id
             else:
-                rec = by_email.get(p.email or "")
+                rec = by_key.get(p.match or "")
                 p.crm_id = rec.id if rec is not None else None
             if rec is not None:
                 p.crm_values = {f: rec.fields.get(f) for f in p.mapping.crm_fields}
@@ -328,7 +366,7 @@ class InboundBatch:
             hub_id=e.record_key,
             crm_id=crm_id,
             email=p.email,
-            name=e.name,
+            name=e.name or (p.match if p.target is ObjectType.ACCOUNT else None),
             sync_tags=parse_tags(p.hub_fields.get("tags")),
             last_synced_at=datetime.now(UTC),
             base=p.merged.base,
@@ -373,10 +411,10 @@ def _holds_base(p: _Planned, hub_values: dict[str, Any]) -> bool:
     return all(same(v, link.base.get(f)) for f, v in hub_values.items())
 
 
-def _id_or_email(part: Sequence[tuple[str, str]]) -> Rule:
-    """``Id IN (…) OR Email IN (…)`` for a chunk of wanted records."""
+def _id_or(key_field: str, part: Sequence[tuple[str, str]]) -> Rule:
+    """``Id IN (…) OR Email IN (…)`` (or Name, for companies) for a chunk of records."""
     items: list[Rule] = []
-    for name in ("Id", "Email"):
+    for name in ("Id", key_field):
         values = tuple(dict.fromkeys(v for k, v in part if k == name))
         if values:
             items.append(Condition(name, Op.IN, values))

@@ -91,3 +91,45 @@ def test_primary_companies_follow_the_salesforce_accounts(env: Env) -> None:
     got = env.sb.run(companies)
     assert got["contact"] == got["globex"]
     assert env.sb.run(lambda: (hs.by_email("lee@acme.io").id, got["acme"]) not in hs.associations)
+
+
+def company_event(d: Any, kind: str, company_id: str, prop: str = "name") -> int:
+    from tests.e2e.test_deletions import post_hubspot_events
+
+    event = {
+        "eventId": 1,
+        "subscriptionType": f"company.{kind}",
+        "objectId": int(company_id),
+        "propertyName": prop,
+        "propertyValue": "ignored: the daemon reads the company",
+        "occurredAt": 1,
+    }
+    return post_hubspot_events(d, [event])
+
+
+def test_companies_sync_both_ways(env: Env) -> None:
+    d = env.start(ACCOUNTS, hub="hubspot")
+    hs = env.sb.set.state("hubspot")
+    acme = env.sb.run(lambda: env.sf.insert("Account", {"Name": "Acme", "Website": "acme.io"}))
+    assert pull(d, "account")["processed"] == 1
+    [company] = env.sb.run(lambda: list(hs.objects["companies"].values()))
+
+    # A person renames the company in HubSpot; its webhook reaches the daemon.
+    env.sb.run(lambda: hs.update("companies", company, {"name": "Acme Corp"}, endpoint="ui"))
+    assert company_event(d, "propertyChange", company.id) == 200
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["processed"] == 1, body
+    account = env.sb.run(lambda: dict(env.sf.records["Account"][acme["Id"]]))
+    assert account["Name"] == "Acme Corp" and account["Website"] == "acme.io"
+
+    # A company created in HubSpot becomes a Salesforce account, linked.
+    created = env.sb.run(
+        lambda: hs.create("companies", {"name": "Initech", "domain": "initech.io"}, endpoint="ui")
+    )
+    assert company_event(d, "creation", created.id) == 200
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["processed"] == 1, body
+    names = {a["Name"]: a for a in env.sb.run(lambda: list(env.sf.live("Account")))}
+    assert names["Initech"]["Website"] == "initech.io"
+    status, body = d.json("GET", "/api/v1/records?object=account&q=initech")
+    assert status == 200 and body["records"][0]["crm_id"] == names["Initech"]["Id"]

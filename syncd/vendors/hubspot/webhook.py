@@ -1,7 +1,7 @@
 """HubSpot webhooks: the JSON array of events a signed request carries, as Changes.
 
-The events name a contact and at most one changed property, never the whole record, so
-each becomes a hint: the flush re-reads the contact from HubSpot before sending it on.
+The events name a contact or a company and at most one changed property, never the whole
+record, so each becomes a hint: the flush re-reads the record from HubSpot before sending it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,18 @@ from typing import Any
 from syncd.emails import normalize_email
 from syncd.model import HINT_KEY, Change, Direction, ObjectType
 
-HUBSPOT_EVENTS = frozenset({"contact.creation", "contact.propertyChange", "contact.deletion"})
+# Contacts and companies (developers.hubspot.com, "Webhooks API": subscription types);
+# a company event names a company, which syncs as a Salesforce account.
+HUBSPOT_EVENTS = frozenset(
+    {
+        "contact.creation",
+        "contact.propertyChange",
+        "contact.deletion",
+        "company.creation",
+        "company.propertyChange",
+        "company.deletion",
+    }
+)
 
 
 def parse_hubspot(body: Any) -> list[Change]:
@@ -35,7 +46,7 @@ def parse_hubspot(body: Any) -> list[Change]:
         changes.append(
             Change(
                 direction=Direction.INBOUND,
-                object=ObjectType.CONTACT,
+                object=ObjectType.ACCOUNT if kind.startswith("company.") else ObjectType.CONTACT,
                 record_key=str(oid),
                 source="webhook",
                 fields=fields,
