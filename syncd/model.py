@@ -29,6 +29,15 @@ class ObjectType(StrEnum):
     OPPORTUNITY = "opportunity"
 
 
+class RunStatus(StrEnum):
+    """How a run (flush, pull, dbsync) stands or ended."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped before its end (a stop, a kill): not a failure of it
+
+
 class EntryStatus(StrEnum):
     """Life of a queue entry: pending -> processing -> processed | error, or excluded."""
 

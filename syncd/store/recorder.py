@@ -17,7 +17,7 @@ from typing import Any
 from syncd import metrics
 from syncd.errors import StoreError
 from syncd.logging import get_logger
-from syncd.model import RunKind, RunTrigger
+from syncd.model import RunKind, RunStatus, RunTrigger
 from syncd.store.protocols import RunStore
 
 log = get_logger("syncd.runs")
@@ -29,13 +29,13 @@ class RunRecord:
 
     id: int
     counts: Callable[[], Mapping[str, int]]
-    status: str = "succeeded"
+    status: str = RunStatus.SUCCEEDED
     error: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)  # extra words for the log line
 
     def fail(self, error: str) -> None:
         """The run failed; `error` is what the run record and the log say."""
-        self.status, self.error = "failed", error
+        self.status, self.error = RunStatus.FAILED, error
 
 
 @contextlib.asynccontextmanager
@@ -59,10 +59,10 @@ async def recorded_run(
     try:
         yield run
     except asyncio.CancelledError:
-        run.fail("interrupted: the run was stopped before its end")
+        run.status, run.error = RunStatus.INTERRUPTED, "stopped before its end (daemon stopping)"
         raise
     except BaseException as exc:
-        if run.status == "succeeded":
+        if run.status == RunStatus.SUCCEEDED:
             run.fail(str(exc) or type(exc).__name__)
         raise
     finally:
@@ -71,7 +71,7 @@ async def recorded_run(
             await asyncio.shield(
                 store.finish_run(run.id, counts=run.counts(), status=run.status, error=run.error)
             )
-        _observe(kind, trigger, name, took, run.status == "succeeded")
+        _observe(kind, trigger, name, took, run.status == RunStatus.SUCCEEDED)
         log.info(
             event,
             run=run.id,

@@ -16,7 +16,7 @@ from syncd.emails import normalize_email
 from syncd.errors import IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
-from syncd.model import Change, Direction, ObjectType, RunTrigger, parse_tags
+from syncd.model import Change, Direction, ObjectType, RunKind, RunStatus, RunTrigger, parse_tags
 from syncd.store.protocols import StateStore
 from syncd.sync.deletions import Deletions
 from syncd.sync.gate import DirectionGate
@@ -63,6 +63,22 @@ class SyncEngine:
         self.host.spawn(self.intake.run(), "intake")
         self.host.spawn(self._after_store_open(), "engine-start")
 
+    async def _close_stale_runs(self) -> None:
+        """Runs a previous life of this instance left `running` (killed, or stopped before
+        its end) are closed as interrupted; on an embedded store, every one (one process)."""
+        mine = self.host.instance_id
+        embedded = self.store.kind == "sqlite"
+        for kind in (RunKind.FLUSH, RunKind.PULL):
+            for run in await self.store.list_runs(kind=kind, limit=200):
+                if run.status == RunStatus.RUNNING and (embedded or run.owner == mine):
+                    await self.store.finish_run(
+                        run.id,
+                        counts=run.counts,
+                        status=RunStatus.INTERRUPTED,
+                        error="stopped before its end: the process running it went away",
+                    )
+                    log.warning("run_closed_as_interrupted", run=run.id, kind=kind.value)
+
     async def wait_started(self) -> None:
         """Wait until the store is open and the loops run (on-demand pulls wait for this)."""
         await self._ready.wait()
@@ -79,6 +95,7 @@ class SyncEngine:
             n = await self.store.reclaim_expired(now=far)
             if n:
                 log.warning("claims_recovered_at_start", entries=n)
+        await _retry_store(self._close_stale_runs)
         for conn in (self.crm, self.hub):
             try:
                 await conn.start()
@@ -126,12 +143,20 @@ class SyncEngine:
             sched.remove_job("poll:hub")
 
     async def _scheduled_pull(self, obj: ObjectType) -> None:
+        # The scheduler runs the job in a task of its own: known here, it is stopped (and
+        # its run recorded as interrupted, its lock released) when the daemon stops.
+        task = asyncio.current_task()
+        if task is not None:
+            self._pull_tasks.add(task)
         try:
             await self.puller.pull(obj, RunTrigger.SCHEDULE)
         except PullBusy as exc:
             log.info("pull_skipped", object=obj.value, reason=str(exc))
         except StoreError as exc:
             log.warning("pull_store_error", object=obj.value, error=str(exc))
+        finally:
+            if task is not None:
+                self._pull_tasks.discard(task)
 
     async def pull_now(self, obj: ObjectType) -> PullCounts:
         """An on-demand pull (API/CLI); raises PullBusy when one is running."""
@@ -207,6 +232,10 @@ class SyncEngine:
         """Stop intake, drain the buffer within the deadline, close connectors."""
         loop = asyncio.get_running_loop()
         self.intake.close()
+        pulls = list(self._pull_tasks)
+        for task in pulls:
+            task.cancel()
+        await asyncio.gather(*pulls, return_exceptions=True)
         if self._ready.is_set():
             remaining = deadline - loop.time()
             try:

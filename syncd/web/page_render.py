@@ -173,7 +173,12 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
 
 
 def _badge_run(status: str) -> str:
-    cls = {"succeeded": "processed", "failed": "error", "running": "pending"}.get(status, "")
+    cls = {
+        "succeeded": "processed",
+        "failed": "error",
+        "interrupted": "error",
+        "running": "pending",
+    }.get(status, "")
     return f'<span class="status status-{cls}">{e(status)}</span>'
 
 
