@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from syncd.cli.client import EXIT_OK, admin_call
+from syncd.cli.client import EXIT_FAILED, EXIT_OK, admin_call
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
@@ -14,7 +14,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
     path = "/api/v1/flush" + ("?wait=true" if args.wait else "")
     body = admin_call(args, "POST", path)
     print(json.dumps(body) if args.wait else "flush requested")
-    return EXIT_OK
+    return EXIT_FAILED if args.wait and body.get("status") == "failed" else EXIT_OK
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -22,7 +22,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     path = f"/api/v1/pulls/{args.object}" + ("?wait=true" if args.wait else "")
     body = admin_call(args, "POST", path)
     print(json.dumps(body) if args.wait else f"pull of {args.object} started")
-    return EXIT_OK
+    return EXIT_FAILED if args.wait and body.get("status") == "failed" else EXIT_OK
 
 
 def cmd_pause(args: argparse.Namespace) -> int:

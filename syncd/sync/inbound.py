@@ -160,6 +160,7 @@ class InboundFlusher:
                     await self._flush_claimed(limit, run.id, counts)
                 except IntegrationError as exc:
                     run.fail(str(exc))
+                    counts.error = str(exc)
                     self._failures += 1
                     wait = min(5.0 * 2 ** (self._failures - 1), 60.0)
                     self._backoff_until = time.monotonic() + wait

@@ -126,6 +126,7 @@ class OutboundPuller:
                 await self.gate.recovered()
             except IntegrationError as exc:
                 record.fail(str(exc))
+                counts.error = str(exc)
                 if not isinstance(exc, TransientError):
                     await self.gate.report(exc)
                 log.warning("pull_failed", object=obj.value, error=str(exc))

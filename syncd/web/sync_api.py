@@ -8,6 +8,7 @@ from aiohttp import web
 
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import Direction, ObjectType
+from syncd.sync.counts import RunCounts
 from syncd.sync.pull_run import PullBusy
 from syncd.web.api import ERROR_SCHEMA, ApiError, ApiRegistry
 from syncd.web.components import engine_of
@@ -16,9 +17,21 @@ COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "in
 ACCEPTED: dict[str, Any] = {
     "type": "object",
     "required": ["status"],
-    "properties": {"status": {"type": "string"}, "counts": COUNTS},
+    "properties": {
+        "status": {"type": "string", "enum": ["requested", "started", "done", "failed"]},
+        "counts": COUNTS,
+        "error": {"type": "string"},
+    },
 }
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"}}
+
+
+def _done(counts: RunCounts) -> dict[str, Any]:
+    """A waited-for run's answer: done with its counts, or failed with why (the CLI exits
+    1 on failed)."""
+    if counts.error is not None:
+        return {"status": "failed", "counts": counts.as_dict(), "error": counts.error}
+    return {"status": "done", "counts": counts.as_dict()}
 
 
 def _wait(request: web.Request) -> bool:
@@ -48,7 +61,7 @@ def register(api: ApiRegistry) -> None:
             counts = await fut
         except (StoreError, IntegrationError) as exc:
             raise ApiError(503, f"flush failed: {exc}") from None
-        return web.json_response({"status": "done", "counts": counts.as_dict()})
+        return web.json_response(_done(counts))
 
     @api.route(
         "POST",
@@ -82,7 +95,7 @@ def register(api: ApiRegistry) -> None:
             raise ApiError(409, str(exc)) from None
         except StoreError as exc:
             raise ApiError(503, f"pull failed: {exc}") from None
-        return web.json_response({"status": "done", "counts": counts.as_dict()})
+        return web.json_response(_done(counts))
 
     for action in ("pause", "resume"):
 

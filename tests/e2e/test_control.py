@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +46,15 @@ def test_revoked_auth_pauses_inbound_shows_in_readyz_and_recovers(env: Env) -> N
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": True, "expire_tokens": True}))
     status, body = d.json("POST", "/api/v1/flush?wait=true")
     assert status == 200 and body["counts"]["processed"] == 0
+    assert body["status"] == "failed" and "auth" in body["error"].lower(), body
+    # `syncd flush --wait` says the flush failed, with exit 1 (as the README promises).
+    cli = subprocess.run(
+        [sys.executable, "-m", "syncd", "flush", "--wait", "--config", str(d.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 1 and '"status": "failed"' in cli.stdout, (cli.stdout, cli.stderr)
     status, ready = d.json("GET", "/readyz", token="")
     assert status == 503
     assert ready["checks"]["inbound"]["ok"] is False
@@ -53,7 +64,12 @@ def test_revoked_auth_pauses_inbound_shows_in_readyz_and_recovers(env: Env) -> N
     env.sb.run(lambda: env.sf.faults.apply({"revoke_auth": False}))
     status, body = d.json("POST", "/api/v1/flush?wait=true")
     assert body["counts"]["processed"] == 1
-    wait_until(lambda: d.json("GET", "/readyz", token="")[0] == 200, what="ready again")
+    # Inbound is ready again (a scheduled pull may have met the revoked auth too, and
+    # outbound then waits for its next successful pull).
+    wait_until(
+        lambda: d.json("GET", "/readyz", token="")[1]["checks"]["inbound"]["ok"],
+        what="inbound ready again",
+    )
     _, st = d.json("GET", "/api/v1/status")
     assert st["directions"]["inbound"]["error"] is None
 
