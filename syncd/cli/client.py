@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from typing import Any
 
@@ -74,3 +75,19 @@ def admin_call(args: argparse.Namespace, method: str, path: str, body: Any = Non
         print(f"syncd: {method} {path} failed ({status}): {msg}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED)
     return payload
+
+
+def exit_if_taken(host: str, port: int) -> None:
+    """Exit 2 with one line when the listen address cannot be bound (another process has
+    the port), before anything starts: the daemon would otherwise fail half-started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            print(
+                f"syncd: cannot listen on {host}:{port} (daemon.listen): {exc.strerror}",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_USAGE) from None

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
+from syncd.cli.client import exit_if_taken
 from syncd.config import Settings, load_settings
 from syncd.daemon import Daemon
 from syncd.logging import configure_logging
@@ -274,4 +275,5 @@ async def divergence(
 
 def main_args(args: Any) -> int:
     """Entry for ``syncd demo``."""
+    exit_if_taken("127.0.0.1", args.port)
     return asyncio.run(run_demo(duration=args.duration, port=args.port, hub=args.hub))

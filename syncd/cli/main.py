@@ -13,7 +13,14 @@ from typing import Any
 
 from syncd import __version__
 from syncd.cli import dbsync, overview, sandbox, store, sync
-from syncd.cli.client import EXIT_FAILED, EXIT_OK, EXIT_USAGE, admin_call, load_or_exit
+from syncd.cli.client import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    admin_call,
+    exit_if_taken,
+    load_or_exit,
+)
 from syncd.config import DEFAULT_CONFIG_PATH, Settings, config_path
 
 
@@ -25,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_or_exit(args.config)
     d = settings.daemon
+    exit_if_taken(d.host, d.port)
     configure_logging(d.log_level, d.log_format, settings.secret_values())
 
     async def main() -> int:
@@ -49,7 +57,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _check_online(settings: Settings) -> int:
-    from syncd.errors import ConfigError
+    from syncd.errors import ConfigError, SyncdError
     from syncd.sync.setup_check import check_online
     from syncd.vendors.factory import build_connectors
 
@@ -59,8 +67,13 @@ async def _check_online(settings: Settings) -> int:
         print(f"config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        await crm.start()
-        await hub.start()
+        for side, conn in (("crm", crm), ("hub", hub)):
+            try:
+                await conn.start()
+            except SyncdError as exc:
+                # A login refused (or a side unreachable) is the answer: one line, exit 2.
+                print(f"{side}: {exc}", file=sys.stderr)
+                return EXIT_USAGE
         report = await check_online(settings, crm, hub)
     finally:
         await crm.close()

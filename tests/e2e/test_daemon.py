@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,24 @@ def test_watchdog_pings_at_half_the_interval(tmp_path: Path) -> None:
         d.kill()
         if d.notify:
             d.notify.close()
+
+
+def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = start_daemon(tmp_path, CONFIG, port=port)
+        assert d.proc.wait(30) == 2
+        err = d.logs()
+        assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err
+        demo = subprocess.run(
+            [sys.executable, "-m", "syncd", "demo", "--port", str(port), "--duration", "1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert demo.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in demo.stderr
+        assert "Traceback" not in demo.stderr

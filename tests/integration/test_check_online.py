@@ -80,3 +80,15 @@ def test_bad_hub_token_fails_auth_without_echoing_it(
     assert r.returncode == 2
     assert "hub: authentication failed" in r.stderr and "hub.api_token" in r.stderr
     assert "WRONG-token-0000" not in r.stdout + r.stderr
+
+
+def test_salesforce_login_refused_is_one_line_and_exit_2(
+    tmp_path: Path, sandboxes: SandboxThread
+) -> None:
+    from syncd.sandbox.runner import SF_CLIENT_SECRET
+
+    r = check(tmp_path, sandboxes, LEAD_OK, replace=(SF_CLIENT_SECRET, "wrong-secret-0000"))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crm: "), r.stderr
+    assert "Traceback" not in r.stderr and "wrong-secret-0000" not in r.stdout + r.stderr
