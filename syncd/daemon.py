@@ -21,7 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from syncd import __version__, metrics
 from syncd.config import ConfigInvalid, Settings, load_settings, systemd_env
-from syncd.errors import StoreError
+from syncd.errors import StoreError, StoreUnusable
 from syncd.lifecycle import Check, Component
 from syncd.logging import configure_logging, get_logger
 from syncd.model import Direction, ObjectType
@@ -34,6 +34,7 @@ log = get_logger("syncd.daemon")
 
 EXIT_OK = 0
 EXIT_CRASH = 1
+EXIT_STORE_UNUSABLE = 4  # the store exists but cannot be used: an operator must look
 EXIT_FORCED = 130
 GC_YOUNG_THRESHOLD = 100_000  # net allocations between young collections (Python: 700)
 
@@ -89,6 +90,7 @@ class Daemon:
         self._wake = asyncio.Event()  # set with any of the three above
         self._tasks: set[asyncio.Task[None]] = set()
         self._crashed: BaseException | None = None
+        self._exit_code: int | None = None  # set by a fatal condition met while running
         self._signals = 0
         self._runner: web.AppRunner | None = None
 
@@ -238,6 +240,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(StoreError):
             await self._store.close()
+        if self._exit_code is not None:
+            return self._exit_code
         if self._crashed is not None:
             log.error("stopped_after_crash", error=repr(self._crashed))
             return EXIT_CRASH
@@ -299,6 +303,11 @@ class Daemon:
         while not self._store_opened.is_set():
             try:
                 await self._store.open()
+            except StoreUnusable as exc:
+                log.critical("store_unusable", error=str(exc))
+                self._exit_code = EXIT_STORE_UNUSABLE
+                self._raise(self._stop)
+                return
             except StoreError as exc:
                 metrics.STORE_ERRORS.labels("open").inc()
                 self._store_check = Check(False, f"unreachable: {exc}")

@@ -15,6 +15,12 @@ class StoreError(SyncdError):
     """The state store failed; the operation was not (or not fully) committed: retry later."""
 
 
+class StoreUnusable(StoreError):
+    """The store exists but is not a usable syncd store (emptied, truncated, another file):
+    retrying cannot help and starting afresh would lose what it held. An operator must look
+    (restore a backup, or move the file away to start a new store)."""
+
+
 class IntegrationError(SyncdError):
     """An error that affects a whole direction, not one record: pause and retry later."""
 

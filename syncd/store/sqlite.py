@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import aiosqlite
 
-from syncd.errors import StoreError
+from syncd.errors import StoreError, StoreUnusable
 from syncd.store.sql import SqlStore
 from syncd.store.sql.dialect import Dialect, Tx
 from syncd.store.types import ChangeFeed, FeedBatch
@@ -151,11 +151,21 @@ class SqliteStore(SqlStore):
         """Open the file (creating its directory), set pragmas and migrate."""
         if self._conn is not None:
             return
+        existed = self.path.exists()
+        if existed and self.path.stat().st_size == 0:
+            # A store that held acknowledged changes and is now empty is not a new store.
+            raise StoreUnusable(
+                f"sqlite store: {self.path} exists but is empty (0 bytes): it is not started"
+                " afresh, which would lose what it held; restore it from a backup, or move it"
+                " away to start a new store"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(str(self.path), isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"sqlite store: cannot open {self.path}: {exc}") from exc
+        if existed:
+            await self._check_is_ours(conn)
         try:
             # WAL lets readers (CLI, backups) work beside the daemon; FULL makes each commit
             # durable before a webhook is acknowledged.
@@ -168,6 +178,11 @@ class SqliteStore(SqlStore):
                 await conn.execute(pragma)
         except sqlite3.Error as exc:
             await conn.close()
+            if existed and ("not a database" in str(exc) or "malformed" in str(exc)):
+                raise StoreUnusable(
+                    f"sqlite store: {self.path} is damaged or not a store ({exc}); restore it"
+                    " from a backup, or move it away to start a new store"
+                ) from exc
             raise StoreError(f"sqlite store: cannot configure {self.path}: {exc}") from exc
         self._conn = conn
         try:
@@ -175,6 +190,27 @@ class SqliteStore(SqlStore):
         except BaseException:
             await self.close()
             raise
+
+    async def _check_is_ours(self, conn: aiosqlite.Connection) -> None:
+        """A file that was there must be a syncd store: readable, with its version table.
+        Checked before any pragma, which would rewrite a foreign file's header."""
+        try:
+            async with conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ) as cur:
+                ours = await cur.fetchone() is not None
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise StoreUnusable(
+                f"sqlite store: {self.path} cannot be read as a store ({exc}); restore it from"
+                " a backup, or move it away to start a new store"
+            ) from exc
+        if not ours:
+            await conn.close()
+            raise StoreUnusable(
+                f"sqlite store: {self.path} is not a syncd store (no schema_version table);"
+                " move it away, or point daemon.state_dir elsewhere"
+            )
 
     async def close(self) -> None:
         """Close the connection; safe to call twice."""

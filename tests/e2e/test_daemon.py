@@ -230,3 +230,33 @@ def test_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
         )
         assert demo.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in demo.stderr
         assert "Traceback" not in demo.stderr
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "foreign"])
+def test_a_store_that_existed_and_is_now_unusable_stops_the_daemon(
+    tmp_path: Path, damage: str
+) -> None:
+    d = start_daemon(tmp_path, CONFIG)
+    d.wait_ready()
+    assert d.stop() == 0
+    store = tmp_path / "syncd-state" / "syncd.sqlite3"
+    assert store.stat().st_size > 0
+    for extra in ("-wal", "-shm"):
+        store.with_name(store.name + extra).unlink(missing_ok=True)
+    if damage == "empty":
+        store.write_bytes(b"")
+    elif damage == "garbage":
+        store.write_bytes(b"this is not a database file, it lost its pages " * 200)
+    else:
+        store.unlink()
+        import sqlite3
+
+        db = sqlite3.connect(store)
+        db.execute("CREATE TABLE notes (x TEXT)")
+        db.commit()
+        db.close()
+    before = store.read_bytes()
+    d2 = start_daemon(tmp_path, CONFIG, port=d.port)
+    assert d2.proc.wait(30) == 4
+    assert "store_unusable" in d2.logs() and str(store) in d2.logs()
+    assert store.read_bytes() == before  # left as it was for the operator
