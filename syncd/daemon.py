@@ -36,6 +36,8 @@ EXIT_OK = 0
 EXIT_CRASH = 1
 EXIT_STORE_UNUSABLE = 4  # the store exists but cannot be used: an operator must look
 EXIT_FORCED = 130
+# Settings a reload cannot apply to a running daemon.
+_RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen")
 GC_YOUNG_THRESHOLD = 100_000  # net allocations between young collections (Python: 700)
 
 
@@ -284,10 +286,19 @@ class Daemon:
                 log.error("reload_rejected", problem=problem)
             self.notifier.notify("READY=1", "STATUS=reload rejected; previous config kept")
             return
-        if new.daemon.store != self._settings.daemon.store or (
-            new.daemon.listen != self._settings.daemon.listen
-        ):
-            log.warning("reload_needs_restart", keys="daemon.store/daemon.listen")
+        old = self._settings.daemon
+        pinned = [k for k in _RESTART_KEYS if getattr(new.daemon, k) != getattr(old, k)]
+        if pinned:
+            # The store is open and the port bound: these take effect at the next start.
+            # Until then the running values stay, and the status reports them.
+            keys = ", ".join(f"daemon.{k}" for k in pinned)
+            log.warning("reload_needs_restart", keys=keys, note="kept until the next start")
+            metrics.CONFIG_RELOADS.labels("needs_restart").inc()
+            new = new.model_copy(
+                update={
+                    "daemon": new.daemon.model_copy(update={k: getattr(old, k) for k in pinned})
+                }
+            )
         d = new.daemon
         configure_logging(d.log_level, d.log_format, new.secret_values())
         self._settings = new

@@ -260,3 +260,31 @@ def test_a_store_that_existed_and_is_now_unusable_stops_the_daemon(
     assert d2.proc.wait(30) == 4
     assert "store_unusable" in d2.logs() and str(store) in d2.logs()
     assert store.read_bytes() == before  # left as it was for the operator
+
+
+def test_sighup_changing_the_store_needs_a_restart_and_keeps_the_running_one(
+    daemon: DaemonProcess, tmp_path: Path
+) -> None:
+    assert daemon.notify is not None
+    text = daemon.config.read_text()
+    moved = tmp_path / "elsewhere"
+    changed = text.replace(
+        "[daemon]",
+        '[daemon]\nstore = "mysql"\nmysql_dsn = "mysql://root@127.0.0.1:3306/nowhere"',
+        1,
+    ).replace("state_dir = ", f'state_dir = "{moved}"\n# was ', 1)
+    daemon.config.write_text(changed)
+    daemon.signal(signal.SIGHUP)
+    daemon.notify.wait_for("RELOADING=1")
+    daemon.notify.wait_for("READY=1", count=2)
+    events = [e for e in daemon.log_events() if e.get("event") == "reload_needs_restart"]
+    assert (
+        events and "daemon.store" in events[0]["keys"] and "daemon.state_dir" in events[0]["keys"]
+    )
+    _, status = daemon.json("GET", "/api/v1/status")
+    assert status["store"] == "sqlite"  # the store in use, not the one the file now names
+    _, raw, _ = daemon.request("GET", "/metrics", token="")
+    assert (
+        metric_value(raw.decode(), "syncd_config_reloads_total", '{outcome="needs_restart"}') == 1
+    )
+    assert not moved.exists()
