@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +64,12 @@ overlap_seconds = 5
 [sync.objects.contact]
 selection = "criteria"
 criteria = { field = "Email", op = "is_not_null" }
+
+# Salesforce requires Company on a new lead: the simulated account has the custom field
+# "company" (%COMPANY%), as `syncd check-config --online` asks.
+[sync.objects.lead]
+mapping = { email = "Email", firstName = "FirstName", lastName = "LastName", company = "Company" }
+required = ["lastName", "company"]
 """
     )
 
@@ -93,7 +100,10 @@ async def _generate(
             if hub == "activecampaign":
                 # A person edits the contact in ActiveCampaign, which sends its webhook.
                 values = {"email": f"hub{cid}@example.com", "firstName": first}
-                edit_contact(ac, cid, {**values, "lastName": f"Hub{cid}"}, tags=[tag])
+                values["lastName"] = f"Hub{cid}"
+                if "lead" in tag:
+                    values["company"] = rng.choice(["Acme", "Globex", "Initech"])
+                edit_contact(ac, cid, values, tags=[tag])
                 with contextlib.suppress(aiohttp.ClientError):
                     async with http.post(
                         url,
@@ -154,7 +164,8 @@ async def run_demo(*, duration: float | None, port: int, hub: str = "activecampa
     state = Path(tempfile.mkdtemp(prefix="syncd-demo-"))
     out = sys.stdout
     out.write("starting simulators (seeding a few thousand records) ...\n")
-    sandboxes = await start_sandboxes(seed=True)
+    # Only the simulators the demo uses: Salesforce and its hub.
+    sandboxes = await start_sandboxes(("salesforce", hub), seed=True)
     token = secrets.token_urlsafe(16)
     cfg = state / "syncd.toml"
     cfg.write_text(demo_config(sandboxes, port=port, state=state, token=token, hub=hub))
@@ -197,6 +208,8 @@ async def run_demo(*, duration: float | None, port: int, hub: str = "activecampa
     await daemon.store.close()
     await sandboxes.close()
     log_file.close()
+    # Nothing of a demo outlives it (its store, log and config live here).
+    shutil.rmtree(state, ignore_errors=True)
     return code
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.e2e.daemon import free_port
 
@@ -26,3 +27,8 @@ def test_demo_runs_and_reports() -> None:
     assert processed_in and int(processed_in.group(1)) > 0, out[-1500:]
     assert processed_out and int(processed_out.group(1)) > 0, out[-1500:]
     assert re.search(r"received \d+ \| pending \d+", out)
+    assert re.search(r"divergence 0 of [1-9]\d* linked", out), out[-1500:]
+    errors = re.search(r"inbound\s+error\s+(\d+)", out)
+    assert errors is None, out[-1500:]  # every generated change is valid for Salesforce
+    config = re.search(r"config\s+(\S+syncd\.toml)", out)
+    assert config and not Path(config.group(1)).parent.exists()  # nothing left behind

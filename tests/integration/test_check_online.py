@@ -92,3 +92,18 @@ def test_salesforce_login_refused_is_one_line_and_exit_2(
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("crm: "), r.stderr
     assert "Traceback" not in r.stderr and "wrong-secret-0000" not in r.stdout + r.stderr
+
+
+def test_the_demos_own_config_passes(tmp_path: Path, sandboxes: SandboxThread) -> None:
+    from syncd.cli.demo import demo_config
+
+    text = demo_config(sandboxes.set, port=1, state=tmp_path, token="t", hub="activecampaign")
+    path = tmp_path / "demo.toml"
+    path.write_text(text)
+    r = subprocess.run(
+        [sys.executable, "-m", "syncd", "check-config", "--online", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
