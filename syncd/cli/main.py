@@ -17,6 +17,7 @@ from syncd.cli.client import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
+    AdminClient,
     admin_call,
     exit_if_taken,
     load_or_exit,
@@ -85,6 +86,23 @@ async def _check_online(settings: Settings) -> int:
     return EXIT_USAGE if report.problems else EXIT_OK
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when the daemon at the configured listen address answers /healthz with 200
+    (the container's HEALTHCHECK), 1 otherwise; one line either way."""
+    import urllib.error
+    import urllib.request
+
+    client = AdminClient(load_or_exit(args.config))
+    try:
+        with urllib.request.urlopen(client.base + "/healthz", timeout=4) as resp:
+            ok = resp.status == 200
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"syncd: unhealthy: {client.base}/healthz: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"syncd: {'healthy' if ok else 'unhealthy'} ({client.base}/healthz)")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the daemon's status."""
     body = admin_call(args, "GET", "/api/v1/status")
@@ -120,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--online", action="store_true", help="also connect to both sides and check the mapping"
     )
+    add("healthcheck", cmd_healthcheck, "exit 0 if the daemon answers /healthz (containers)")
     sp = add("status", cmd_status, "show the running daemon's status")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument("--url", help="admin API base URL (default from daemon.listen)")

@@ -288,3 +288,19 @@ def test_sighup_changing_the_store_needs_a_restart_and_keeps_the_running_one(
         metric_value(raw.decode(), "syncd_config_reloads_total", '{outcome="needs_restart"}') == 1
     )
     assert not moved.exists()
+
+
+def test_healthcheck_command_asks_the_configured_listen_address(daemon: DaemonProcess) -> None:
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "syncd", "healthcheck", "--config", str(daemon.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    ok = check()
+    assert ok.returncode == 0 and f":{daemon.port}/healthz" in ok.stdout, ok.stdout + ok.stderr
+    assert daemon.stop() == 0
+    down = check()
+    assert down.returncode == 1 and "unhealthy" in down.stderr

@@ -24,7 +24,7 @@ def analyze() -> str:
 def unit_for_this_machine(tmp_path: Path) -> Path:
     # verify checks that ExecStart exists; point it at this checkout's entry point.
     exe = Path(sys.executable).parent / "syncd"
-    text = UNIT.read_text().replace("/usr/local/bin/syncd", str(exe))
+    text = UNIT.read_text().replace("/opt/syncd/venv/bin/syncd", str(exe))
     out = tmp_path / "syncd.service"
     out.write_text(text)
     return out
@@ -82,9 +82,34 @@ def test_unit_has_the_operational_keys() -> None:
 
 def test_dockerfile_basics() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
-    assert re.search(r"^USER syncd$", text, re.M)
+    # A pinned base: a release, not a moving tag.
+    bases = re.findall(r"^FROM (\S+)", text, re.M)
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-\w+", b) for b in bases), bases
+    assert re.search(r"^USER 10001:10001$", text, re.M)
     assert 'VOLUME ["/var/lib/syncd"]' in text
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert 'CMD ["syncd", "healthcheck"]' in text
     assert "STOPSIGNAL SIGTERM" in text
     assert "SYNCD_CONFIG=" in text
+    # Dependencies are installed before the code is copied (their own cached layer).
+    assert text.index("-r requirements.txt") < text.index("COPY syncd ./syncd")
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "tests"} <= set(ignored)
+    assert "--stop-timeout" in text and "--stop-timeout" in (ROOT / "README.md").read_text()
+
+
+def test_hadolint_passes() -> None:
+    tool = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    r = subprocess.run([tool, str(ROOT / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_credentials_the_unit_loads_are_the_ones_the_config_and_readme_name() -> None:
+    loaded = set(re.findall(r"^LoadCredential=(\w+):", UNIT.read_text(), re.M))
+    example = (ROOT / "etc" / "syncd.toml").read_text()
+    named = set(re.findall(r"_file = \"/run/credentials/syncd\.service/(\w+)\"", example))
+    assert loaded and loaded <= named, (loaded, named)
+    readme = (ROOT / "README.md").read_text()
+    for name in loaded:
+        assert f"/etc/syncd/credentials/{name}" in readme, name
+    exec_start = re.search(r"^ExecStart=(\S+)", UNIT.read_text(), re.M)
+    assert exec_start and exec_start.group(1) in readme  # the install steps make it
