@@ -29,6 +29,15 @@ class ObjectType(StrEnum):
     OPPORTUNITY = "opportunity"
 
 
+_RECORD_ID_MAX = 18  # vendors' numeric ids fit in 64 bits; nothing longer is an id
+
+
+def is_numeric_id(value: str) -> bool:
+    """A vendor's numeric record id: 1 to 18 ASCII digits (``str.isdigit`` also takes ``²``
+    and every other Unicode digit, which no vendor issues)."""
+    return 0 < len(value) <= _RECORD_ID_MAX and value.isascii() and value.isdigit()
+
+
 class RunStatus(StrEnum):
     """How a run (flush, pull, dbsync) stands or ended."""
 

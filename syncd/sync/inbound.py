@@ -11,9 +11,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from syncd.config import Settings
-from syncd.errors import IntegrationError, StoreError, TransientError
+from syncd.errors import (
+    IntegrationError,
+    RecordError,
+    RequestRejected,
+    StoreError,
+    TransientError,
+)
 from syncd.logging import get_logger
-from syncd.model import Direction, RunKind, RunTrigger
+from syncd.model import Direction, ErrorCategory, QueueEntry, RunKind, RunTrigger
 from syncd.store.leases import keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
@@ -24,6 +30,9 @@ from syncd.sync.inbound_batch import CRM_BATCH, FlushCounts, InboundBatch
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.inbound")
+# Consecutive failed flushes after which a transient batch failure is looked into record by
+# record (a single outage is not: it costs no more than one call per flush).
+_ISOLATE_AFTER = 2
 # Under a webhook burst every commit wakes the trigger loop; it looks at the buffer at most
 # this often, so its COUNT query stays off the intake path (a size flush waits ≤ this long).
 _CHECK_GAP = 0.2
@@ -184,21 +193,10 @@ class InboundFlusher:
                 return
             log_claimed(Direction.INBOUND, self._owner, entries)
             counts.claimed += len(entries)
-            batch = InboundBatch(
-                self._store,
-                self._crm,
-                self._hub,
-                self._settings(),
-                self.gate,
-                self._owner,
-                run_id,
-                counts,
-                self._deletions,
-            )
             try:
                 async with keep_leases(self._store, entries, self._owner, lease):
-                    await batch.send(entries)
-            except (IntegrationError, asyncio.CancelledError):
+                    await self._send_isolating(entries, run_id, counts)
+            except (IntegrationError, RequestRejected, asyncio.CancelledError):
                 # Unfinished claims go back at once rather than waiting for their lease;
                 # entries already completed stay completed (release only moves processing).
                 await asyncio.shield(
@@ -207,3 +205,60 @@ class InboundFlusher:
                 raise
             if len(entries) < want:
                 return
+
+    def _batch(self, run_id: int, counts: FlushCounts) -> InboundBatch:
+        return InboundBatch(
+            self._store,
+            self._crm,
+            self._hub,
+            self._settings(),
+            self.gate,
+            self._owner,
+            run_id,
+            counts,
+            self._deletions,
+        )
+
+    async def _send_isolating(
+        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts
+    ) -> None:
+        """Send a claimed batch; when one record makes the whole batch fail, find it.
+
+        A refused request (a 4xx about the request: a record the vendor cannot read), or a
+        transient failure that came back flush after flush, may be one record's doing: the
+        batch is split in halves until the records that fail alone are found. Those get
+        a failed attempt each (retried later, then `error` after `max_attempts`); the others
+        go through. A record is blamed only when others of its batch went through: when
+        nothing does, it is the vendor, not a record, and the flush fails as before.
+        """
+        try:
+            await self._batch(run_id, counts).send(entries)
+            return
+        except RequestRejected:
+            pass
+        except TransientError:
+            if self._failures < _ISOLATE_AFTER:
+                raise
+        sent, culprits = await self._bisect(entries, run_id, counts)
+        if not sent:
+            raise TransientError("every part of the batch failed: the vendor, not a record")
+        for entry, exc in culprits:
+            log.warning("record_isolated", entry=entry.id, record=entry.record_key, error=str(exc))
+            await self._batch(run_id, counts).fail(
+                entry, RecordError(ErrorCategory.TRANSIENT, "BATCH_FAILURE", str(exc))
+            )
+
+    async def _bisect(
+        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts
+    ) -> tuple[int, list[tuple[QueueEntry, Exception]]]:
+        """(entries that went through, entries that fail alone with their error)."""
+        try:
+            await self._batch(run_id, counts).send(entries)
+            return len(entries), []
+        except (RequestRejected, TransientError) as exc:
+            if len(entries) == 1:
+                return 0, [(entries[0], exc)]
+        half = len(entries) // 2
+        left = await self._bisect(entries[:half], run_id, counts)
+        right = await self._bisect(entries[half:], run_id, counts)
+        return left[0] + right[0], left[1] + right[1]

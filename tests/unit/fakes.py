@@ -182,6 +182,9 @@ class FakeHub(FakeVendor):
     def __init__(self) -> None:
         super().__init__()
         self.tags: dict[str, set[str]] = {}
+        # Ids whose read makes the hub refuse (RequestRejected) or fail (TransientError)
+        # the whole call, as a record the vendor cannot read does.
+        self.poison: dict[str, Exception] = {}
 
     async def changed_since(
         self,
@@ -197,6 +200,9 @@ class FakeHub(FakeVendor):
         self, obj: ObjectType, ids: Sequence[str], *, fields: Sequence[str] = ()
     ) -> list[Record]:
         self.calls["get"] += 1
+        for i in ids:
+            if i in self.poison:
+                raise self.poison[i]
         return [
             Record(obj, i, dict(self.records[obj][i]), tags=frozenset(self.tags.get(i, ())))
             for i in ids

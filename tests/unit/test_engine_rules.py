@@ -148,3 +148,16 @@ def test_parse_hubspot_events() -> None:
     ):
         with pytest.raises(ValueError):
             parse_hubspot(bad)
+
+
+@pytest.mark.parametrize("bad", ["²", "١٢", "1" * 19, "", " ", "12a", "-5", "1.0"])
+def test_record_ids_are_ascii_digits_of_sane_length(bad: str) -> None:
+    with pytest.raises(ValueError, match="contact\\[id\\]"):
+        parse_activecampaign({"type": "update", "contact[id]": bad})
+    event = {"subscriptionType": "contact.propertyChange", "objectId": bad}
+    with pytest.raises(ValueError, match="objectId"):
+        parse_hubspot([event])
+
+
+def test_the_longest_numeric_id_is_accepted() -> None:
+    assert parse_activecampaign({"type": "update", "contact[id]": "9" * 18}).record_key == "9" * 18

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from syncd.errors import RequestRejected, TransientError
 from syncd.model import Direction, ObjectType
 from syncd.store.types import EntryFilter
 from tests.unit.fakes import Engine
@@ -113,3 +114,45 @@ async def test_one_flush_reads_each_side_once_per_batch() -> None:
     assert counts.processed == 50
     assert e.hub.calls == {"get": 1}
     assert e.crm.calls == {"query": 1, "write": 1}
+
+
+async def test_a_record_the_hub_refuses_to_read_does_not_hold_back_the_others() -> None:
+    e = await Engine.started()
+    for i in range(5):
+        await e.hub_edit(str(10 + i), email=f"ok{i}@x.io", lastName=f"L{i}")
+    await e.hub_edit("99", email="bad@x.io", lastName="Bad")
+    e.hub.poison["99"] = RequestRejected("hub: HTTP 400: bad id", status=400)
+    counts = await e.flush()
+    assert counts.processed == 5 and counts.error is None
+    [bad] = [x for x in await e.store.list_entries(INBOUND) if x.record_key == "99"]
+    assert bad.attempts == 1 and bad.error_code == "BATCH_FAILURE"
+    assert sorted(f["Email"] for f in e.crm.records[CONTACT].values()) == [
+        f"ok{i}@x.io" for i in range(5)
+    ]
+
+
+async def test_a_record_failing_transiently_flush_after_flush_is_isolated() -> None:
+    e = await Engine.started()
+    for i in range(3):
+        await e.hub_edit(str(10 + i), email=f"ok{i}@x.io", lastName=f"L{i}")
+    await e.hub_edit("99", email="bad@x.io", lastName="Bad")
+    e.hub.poison["99"] = TransientError("hub: HTTP 503")
+    # An outage looks the same at first: the whole flush fails and nothing is blamed.
+    for _ in range(2):
+        counts = await e.flush()
+        assert counts.error is not None and counts.processed == 0
+        e.flusher._backoff_until = 0.0  # the test does not wait out the backoff
+    counts = await e.flush()
+    assert counts.processed == 3 and counts.error is None
+    [bad] = [x for x in await e.store.list_entries(INBOUND) if x.record_key == "99"]
+    assert bad.attempts == 1 and bad.status.value == "pending"
+
+
+async def test_when_nothing_goes_through_it_is_the_vendor_and_no_record_is_blamed() -> None:
+    e = await Engine.started()
+    for i in range(4):
+        await e.hub_edit(str(10 + i), email=f"ok{i}@x.io", lastName=f"L{i}")
+        e.hub.poison[str(10 + i)] = RequestRejected("hub: HTTP 400", status=400)
+    counts = await e.flush()
+    assert counts.error is not None and counts.processed == 0
+    assert all(x.attempts == 0 for x in await e.store.list_entries(INBOUND))

@@ -19,6 +19,7 @@ from syncd.model import (
     Change,
     Direction,
     ObjectType,
+    is_numeric_id,
     parse_tags,
 )
 
@@ -112,8 +113,8 @@ def parse_activecampaign(form: dict[str, str]) -> Change:
     if event not in AC_EVENTS:
         raise ValueError(f"type: unsupported event {event!r}")
     cid = form.get("contact[id]", "").strip()
-    if not cid.isdigit():
-        raise ValueError("contact[id]: required, a numeric contact id")
+    if not is_numeric_id(cid):
+        raise ValueError("contact[id]: required, a numeric contact id (1 to 18 digits 0-9)")
     fields: dict[str, Any] = {}
     for key, name in _AC_STANDARD_KEYS:
         if key in form:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from syncd.emails import normalize_email
-from syncd.model import HINT_KEY, Change, Direction, ObjectType
+from syncd.model import HINT_KEY, Change, Direction, ObjectType, is_numeric_id
 
 # Contacts and companies (developers.hubspot.com, "Webhooks API": subscription types);
 # a company event names a company, which syncs as a Salesforce account.
@@ -37,8 +37,8 @@ def parse_hubspot(body: Any) -> list[Change]:
         if kind not in HUBSPOT_EVENTS:
             raise ValueError(f"[{i}].subscriptionType: unsupported {kind!r}")
         oid = ev.get("objectId")
-        if isinstance(oid, bool) or not isinstance(oid, int | str) or not str(oid).isdigit():
-            raise ValueError(f"[{i}].objectId: required, a numeric id")
+        if isinstance(oid, bool) or not isinstance(oid, int | str) or not is_numeric_id(str(oid)):
+            raise ValueError(f"[{i}].objectId: required, a numeric id (1 to 18 digits 0-9)")
         fields: dict[str, Any] = {HINT_KEY: True}
         prop = ev.get("propertyName")
         if isinstance(prop, str) and prop:
