@@ -86,6 +86,13 @@ PULL_DURATION = Histogram(
     ["object"],
     buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
 )
+LEASES_LOST = Counter(
+    "syncd_leases_lost_total",
+    "Claimed entries not written because their lease ran out or was taken by another"
+    " instance before the vendor write (the fencing check); they are sent by their new"
+    " claimer",
+    ["direction"],
+)
 DBSYNC_ROWS = Counter(
     "syncd_dbsync_rows_total", "Rows handled by dbsync, by name and result", ["dbsync", "result"]
 )

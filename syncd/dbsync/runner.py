@@ -50,7 +50,7 @@ from syncd.model import (
     RunKind,
     RunTrigger,
 )
-from syncd.store.leases import keep_job_lock
+from syncd.store.leases import JobLock
 from syncd.store.types import DbsyncRow
 from syncd.vendors.protocols import HubConnector
 
@@ -124,12 +124,11 @@ class DbsyncRunner(RowPipeline):
     ) -> DbsyncReport:
         """Run a begun run to its end; the claim is released afterwards."""
         try:
-            async with keep_job_lock(self.store, self._lock(cfg.name), self.owner, self.lock_ttl):
+            job = JobLock(self.store, self._lock(cfg.name), self.owner, self.lock_ttl)
+            async with job.kept():
                 return await self._execute(cfg, run_id, test=False, progress=progress)
         finally:
             self._active.pop(cfg.name, None)
-            with contextlib.suppress(StoreError):
-                await self.store.release_job_lock(self._lock(cfg.name), self.owner)
 
     async def run(
         self, cfg: DbsyncSettings, trigger: RunTrigger, progress: ProgressFn | None = None

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-from syncd.errors import StoreError
+from syncd.errors import StoreError, TransientError
 from syncd.logging import get_logger
 from syncd.model import Direction, QueueEntry
 from syncd.store.protocols import JobLockStore, QueueStore
@@ -53,21 +53,105 @@ async def kept_alive(renew: Callable[[], Awaitable[object]], every: float) -> As
             await task
 
 
-def keep_leases(
+class Leases:
+    """The leases of one claim while its batch is sent: renewed at a third of their length
+    (a slow vendor call must not let another instance reclaim and send them again), and
+    checked before each vendor write, so a claimer that lost them (frozen past its lease,
+    cut off from the store) writes nothing: its fencing check.
+
+    The owner is the instance: one instance never claims entries it still holds (a flush
+    runs alone, a pull holds its object's job lock), so an instance's claims of the same
+    entries cannot overlap."""
+
+    def __init__(
+        self, store: QueueStore, entries: Sequence[QueueEntry], owner: str, lease_seconds: float
+    ) -> None:
+        self._store = store
+        self._ids = [e.id for e in entries]
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.lost: set[int] = set()
+
+    async def renew(self) -> None:
+        """Extend the leases still held; the others are lost for good."""
+        held = [i for i in self._ids if i not in self.lost]
+        if held:
+            n = await self._store.extend_leases(
+                held, owner=self.owner, lease_seconds=self.lease_seconds
+            )
+            if n < len(held):
+                self.lost.update(
+                    set(held) - await self._store.held_leases(held, owner=self.owner, for_seconds=0)
+                )
+
+    async def still_held(self, ids: Sequence[int]) -> set[int]:
+        """The ones among `ids` this claim may still write: held, with at least a third of
+        a lease left (a stall between this check and the write is the window that remains;
+        README "Running N instances")."""
+        wanted = [i for i in ids if i not in self.lost]
+        held = await self._store.held_leases(
+            wanted, owner=self.owner, for_seconds=self.lease_seconds / 3
+        )
+        self.lost.update(set(wanted) - held)
+        return held
+
+
+@contextlib.asynccontextmanager
+async def keep_leases(
     store: QueueStore, entries: Sequence[QueueEntry], owner: str, lease_seconds: float
-) -> contextlib.AbstractAsyncContextManager[None]:
-    """Renew the leases of claimed `entries` at a third of their length while they are sent,
-    so a slow vendor call (timeouts × retries with backoff) never lets another instance
-    reclaim and send them a second time."""
-    ids = [e.id for e in entries]
-    return kept_alive(
-        lambda: store.extend_leases(ids, owner=owner, lease_seconds=lease_seconds),
-        max(lease_seconds / 3, 0.05),
-    )
+) -> AsyncIterator[Leases]:
+    """Renew the leases of claimed `entries` while the block runs; yields their `Leases`."""
+    leases = Leases(store, entries, owner, lease_seconds)
+    async with kept_alive(leases.renew, max(lease_seconds / 3, 0.05)):
+        yield leases
 
 
-def keep_job_lock(
-    store: JobLockStore, name: str, owner: str, ttl: float
-) -> contextlib.AbstractAsyncContextManager[None]:
-    """Extend a held job lock at a third of its time to live while the job runs."""
-    return kept_alive(lambda: store.try_job_lock(name, owner, ttl), max(ttl / 3, 0.05))
+class JobLockLost(TransientError):
+    """Another instance took over a job lock this one held (it stalled past the lock's time
+    to live): the job stops before its next vendor write; the new holder does the work."""
+
+
+class JobLock:
+    """A named job lock (a pull, a dbsync run) while its job runs: taken once, renewed at a
+    third of its time to live, checked before each vendor write (`check`), released at the
+    end. Lost for good once another instance took it over."""
+
+    def __init__(self, store: JobLockStore, name: str, owner: str, ttl: float) -> None:
+        self._store = store
+        self.name = name
+        self.owner = owner
+        self.ttl = ttl
+        self.lost = False
+
+    async def take(self) -> bool:
+        """Take the lock unless another live owner holds it."""
+        return await self._store.try_job_lock(self.name, self.owner, self.ttl)
+
+    async def renew(self) -> None:
+        """Extend the lock while it is ours; note when it no longer is."""
+        if not self.lost and not await self._store.extend_job_lock(self.name, self.owner, self.ttl):
+            self.lost = True
+            log.warning("job_lock_lost", name=self.name, owner=self.owner)
+
+    async def check(self) -> None:
+        """The fencing check before a vendor write: extends the lock (a full time to live
+        for the write ahead) or raises JobLockLost."""
+        await self.renew()
+        if self.lost:
+            raise JobLockLost(
+                f"{self.name}: another instance took the job over (this one stalled past"
+                f" the lock's {self.ttl:g} s); it stops before writing again"
+            )
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[JobLock]:
+        """Renew the taken lock while the block runs, release it after."""
+        try:
+            async with kept_alive(self.renew, max(self.ttl / 3, 0.05)):
+                yield self
+        finally:
+            try:
+                await self._store.release_job_lock(self.name, self.owner)
+            except StoreError as exc:
+                # It runs out on its own: the next holder waits at most its time to live.
+                log.warning("job_lock_release_failed", name=self.name, error=str(exc))

@@ -105,6 +105,12 @@ class QueueStore(Protocol):
     ) -> int:
         """Push the lease end of entries `owner` still holds to now + `lease_seconds`; how many."""
 
+    async def held_leases(
+        self, entry_ids: Sequence[int], *, owner: str, for_seconds: float
+    ) -> set[int]:
+        """The entries among these that `owner` still holds with at least `for_seconds` of
+        lease left: what a claimer may still write to a vendor (its fencing check)."""
+
     async def reclaim_expired(self, now: datetime | None = None) -> int:
         """Return processing entries whose lease expired to pending; how many."""
 
@@ -302,6 +308,10 @@ class JobLockStore(Protocol):
 
     async def try_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
         """Take a named lock for a scheduled job unless another live owner holds it."""
+
+    async def extend_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend a lock `owner` holds still (nobody took it over, even if it ran out);
+        False once lost: the job must stop writing (its fencing check)."""
 
     async def release_job_lock(self, name: str, owner: str) -> None:
         """Release a named job lock held by `owner`."""

@@ -60,6 +60,14 @@ class HubWrite:
         self.rows.append((e, link, fields, skipped, base))
         self.items.append(item)
 
+    def keeping(self, entry_ids: set[int]) -> HubWrite:
+        """The same write for only the claimed entries among `entry_ids`."""
+        out = HubWrite(self.object, self.op)
+        for row, item in zip(self.rows, self.items, strict=True):
+            if isinstance(row[0], QueueEntry) and row[0].id in entry_ids:
+                out.add(*row, item)
+        return out
+
 
 @dataclass(frozen=True)
 class Outcome:

@@ -20,7 +20,7 @@ from syncd.errors import (
 )
 from syncd.logging import get_logger
 from syncd.model import Direction, ErrorCategory, QueueEntry, RunKind, RunTrigger
-from syncd.store.leases import keep_leases, log_claimed
+from syncd.store.leases import Leases, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import PendingStats
@@ -194,8 +194,8 @@ class InboundFlusher:
             log_claimed(Direction.INBOUND, self._owner, entries)
             counts.claimed += len(entries)
             try:
-                async with keep_leases(self._store, entries, self._owner, lease):
-                    await self._send_isolating(entries, run_id, counts)
+                async with keep_leases(self._store, entries, self._owner, lease) as leases:
+                    await self._send_isolating(entries, run_id, counts, leases)
             except (IntegrationError, RequestRejected, asyncio.CancelledError):
                 # Unfinished claims go back at once rather than waiting for their lease;
                 # entries already completed stay completed (release only moves processing).
@@ -206,21 +206,21 @@ class InboundFlusher:
             if len(entries) < want:
                 return
 
-    def _batch(self, run_id: int, counts: FlushCounts) -> InboundBatch:
+    def _batch(self, run_id: int, counts: FlushCounts, leases: Leases) -> InboundBatch:
         return InboundBatch(
             self._store,
             self._crm,
             self._hub,
             self._settings(),
             self.gate,
-            self._owner,
+            leases,
             run_id,
             counts,
             self._deletions,
         )
 
     async def _send_isolating(
-        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts
+        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts, leases: Leases
     ) -> None:
         """Send a claimed batch; when one record makes the whole batch fail, find it.
 
@@ -232,33 +232,33 @@ class InboundFlusher:
         nothing does, it is the vendor, not a record, and the flush fails as before.
         """
         try:
-            await self._batch(run_id, counts).send(entries)
+            await self._batch(run_id, counts, leases).send(entries)
             return
         except RequestRejected:
             pass
         except TransientError:
             if self._failures < _ISOLATE_AFTER:
                 raise
-        sent, culprits = await self._bisect(entries, run_id, counts)
+        sent, culprits = await self._bisect(entries, run_id, counts, leases)
         if not sent:
             raise TransientError("every part of the batch failed: the vendor, not a record")
         for entry, exc in culprits:
             log.warning("record_isolated", entry=entry.id, record=entry.record_key, error=str(exc))
-            await self._batch(run_id, counts).fail(
+            await self._batch(run_id, counts, leases).fail(
                 entry, RecordError(ErrorCategory.TRANSIENT, "BATCH_FAILURE", str(exc))
             )
 
     async def _bisect(
-        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts
+        self, entries: list[QueueEntry], run_id: int, counts: FlushCounts, leases: Leases
     ) -> tuple[int, list[tuple[QueueEntry, Exception]]]:
         """(entries that went through, entries that fail alone with their error)."""
         try:
-            await self._batch(run_id, counts).send(entries)
+            await self._batch(run_id, counts, leases).send(entries)
             return len(entries), []
         except (RequestRejected, TransientError) as exc:
             if len(entries) == 1:
                 return 0, [(entries[0], exc)]
         half = len(entries) // 2
-        left = await self._bisect(entries[:half], run_id, counts)
-        right = await self._bisect(entries[half:], run_id, counts)
+        left = await self._bisect(entries[:half], run_id, counts, leases)
+        right = await self._bisect(entries[half:], run_id, counts, leases)
         return left[0] + right[0], left[1] + right[1]

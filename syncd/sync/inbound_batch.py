@@ -24,6 +24,7 @@ from syncd import metrics
 from syncd.config import Settings
 from syncd.emails import is_valid_email, normalize_email
 from syncd.errors import RecordError, RequestRejected
+from syncd.logging import get_logger
 from syncd.model import (
     ErrorCategory,
     ObjectType,
@@ -35,6 +36,7 @@ from syncd.model import (
     parse_tags,
 )
 from syncd.rules import Condition, Group, Op, Rule
+from syncd.store.leases import Leases
 from syncd.store.protocols import StateStore
 from syncd.store.types import RecordLink, SyncedRecord
 from syncd.sync.counts import RunCounts
@@ -46,6 +48,8 @@ from syncd.sync.merge import Merged, Side, merge, same
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 CRM_BATCH = 200
+log = get_logger("syncd.inbound")
+
 _RECORD_RETRY = {ErrorCategory.TRANSIENT}
 
 
@@ -99,11 +103,16 @@ class InboundBatch:
     hub: HubConnector | None
     settings: Settings
     gate: DirectionGate
-    owner: str
+    leases: Leases
     run_id: int
     counts: FlushCounts
     deletions: Deletions
     done: list[SyncedRecord] = field(default_factory=list)
+
+    @property
+    def owner(self) -> str:
+        """The claim's owner token: every store outcome of the batch is made under it."""
+        return self.leases.owner
 
     async def send(self, entries: list[QueueEntry]) -> None:
         """Read, merge, write and record every entry of the batch."""
@@ -327,6 +336,9 @@ class InboundBatch:
     async def _write(
         self, obj: ObjectType, op: WriteOp, batch: list[_Planned], ext: str | None
     ) -> None:
+        batch = await self._still_held(batch)
+        if not batch:
+            return
         items = []
         for p in batch:
             fields = dict(p.merged.to_crm)
@@ -347,6 +359,16 @@ class InboundBatch:
         await self.gate.recovered()
         for p, item, res in zip(batch, items, results, strict=True):
             await self._record(p, item, res)
+
+    async def _still_held(self, batch: list[_Planned]) -> list[_Planned]:
+        """The fencing check: entries whose lease this claim lost (it stalled past the lease,
+        another instance reclaimed them) are left to their new claimer, unwritten."""
+        held = await self.leases.still_held([p.entry.id for p in batch])
+        lost = [p.entry.id for p in batch if p.entry.id not in held]
+        if lost:
+            log.warning("lease_lost", direction="inbound", owner=self.owner, entries=lost)
+            metrics.LEASES_LOST.labels("inbound").inc(len(lost))
+        return [p for p in batch if p.entry.id in held]
 
     async def _record(self, p: _Planned, item: WriteItem, res: WriteResult) -> None:
         if res.ok:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
 from syncd.emails import normalize_email
 from syncd.errors import IntegrationError, StoreError, TransientError
@@ -29,10 +30,11 @@ from syncd.model import (
     QueueEntry,
     RunKind,
     RunTrigger,
+    WriteResult,
     builder,
 )
 from syncd.rules import Condition, Op, Rule
-from syncd.store.leases import keep_job_lock, keep_leases, log_claimed
+from syncd.store.leases import JobLock, Leases, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import RecordLink
@@ -87,19 +89,16 @@ class OutboundPuller:
         async with lock:
             settings = self._settings()
             ttl = max(settings.daemon.lease_seconds, 60.0)
-            name = f"pull:{obj.value}"
-            if not await self._store.try_job_lock(name, self._owner, ttl):
+            job = JobLock(self._store, f"pull:{obj.value}", self._owner, ttl)
+            if not await job.take():
                 raise PullBusy(f"a pull of {obj.value} is running on another instance")
-            try:
-                # Records sent directly are safe from other instances only while we hold
-                # the lock: keep it however long the pull takes.
-                async with keep_job_lock(self._store, name, self._owner, ttl):
-                    return await self._pull_locked(obj, trigger, settings)
-            finally:
-                await self._store.release_job_lock(name, self._owner)
+            # Records sent directly are safe from other instances only while we hold the
+            # lock: kept however long the pull takes, checked before every hub write.
+            async with job.kept():
+                return await self._pull_locked(obj, trigger, settings, job)
 
     async def _pull_locked(
-        self, obj: ObjectType, trigger: RunTrigger, settings: Settings
+        self, obj: ObjectType, trigger: RunTrigger, settings: Settings, job: JobLock
     ) -> PullCounts:
         s = settings.sync.objects.get(obj)
         if s is None or not s.enabled or s.direction == "hub-to-crm" or s.selection == "none":
@@ -116,12 +115,13 @@ class OutboundPuller:
             name=obj.value,
             event="pulled",
         ) as record:
-            run = PullRun(obj, settings, s, record.id, counts)
+            run = PullRun(obj, settings, s, record.id, job, counts)
             if self._tracks_accounts(obj, settings):
                 run.accounts = {}
             try:
                 since = await self._store.get_cursor(cursor_name(obj))
                 await self._pull_pages(run)
+                await job.check()  # deletions may be propagated to the hub
                 counts.deleted = await self._deletions.from_crm(obj, since)
                 await self.gate.recovered()
             except IntegrationError as exc:
@@ -360,6 +360,7 @@ class OutboundPuller:
             and company.deleted_side is None
         }
         if pairs:
+            await run.lock.check()
             run.counts.associated += await self._hub.set_primary_companies(run.obj, pairs)
 
     async def _requeue(self, run: PullRun) -> None:
@@ -389,18 +390,37 @@ class OutboundPuller:
         """Write a planned batch to the hub, then record its outcome after the previous
         batch recorded its own (so the store sees outcomes in claim order)."""
         try:
-            async with keep_leases(self._store, entries, self._owner, lease):
-                results = [await self._planner.write(run, plan) for plan in plans]
+            sent: list[HubWrite] = []
+            results: list[list[WriteResult]] = []
+            async with keep_leases(self._store, entries, self._owner, lease) as leases:
+                for plan in plans:
+                    plan = await self._fenced(plan, leases)
+                    if plan.items:
+                        results.append(await self._planner.write(run, plan))
+                        sent.append(plan)
             written.set()
             if previous is not None:
                 await previous
-            for plan, res in zip(plans, results, strict=True):
+            for plan, res in zip(sent, results, strict=True):
                 outcomes = outcomes_of(plan, res)
                 await self._planner.settle_claimed(run, outcomes)
                 run.tally(outcomes)
         except (IntegrationError, asyncio.CancelledError):
             await asyncio.shield(self._release(entries))
             raise
+
+    async def _fenced(self, plan: HubWrite, leases: Leases) -> HubWrite:
+        """The fencing check before a hub write: records whose lease this claim lost (it
+        stalled past the lease, another instance reclaimed them) are left to their new
+        claimer, unwritten and unrecorded here."""
+        ids = [e.id for e, *_ in plan.rows if isinstance(e, QueueEntry)]
+        held = await leases.still_held(ids)
+        if len(held) == len(ids):
+            return plan
+        lost = sorted(set(ids) - held)
+        log.warning("lease_lost", direction="outbound", owner=self._owner, entries=lost)
+        metrics.LEASES_LOST.labels("outbound").inc(len(lost))
+        return plan.keeping(held)
 
 
 def _minus(cursor: str | None, seconds: float) -> str | None:

@@ -134,6 +134,7 @@ class HubPlanner:
 
     async def write(self, run: PullRun, plan: HubWrite) -> list[WriteResult]:
         """One hub write of a planned batch; a result per item."""
+        await run.lock.check()
         match = "email" if plan.object in NEW_TAG else None
         try:
             results = await self._hub.write(run.hub_object, plan.op, plan.items, match_field=match)
@@ -193,6 +194,7 @@ class HubPlanner:
             return
         tags = await self._hub.get_tags(hub_id)
         add, remove = tags_after_conversion(tags)
+        await run.lock.check()
         if add:
             await self._hub.add_tags(hub_id, sorted(add))
         if remove:

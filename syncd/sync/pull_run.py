@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from syncd import metrics
 from syncd.config import ObjectSyncSettings, Settings
 from syncd.model import ObjectType, QueueEntry, SyncTag
+from syncd.store.leases import JobLock
 from syncd.sync.counts import RunCounts
 from syncd.sync.flight import InFlight, Outcome, Unsettled
 from syncd.sync.mapping import ObjectMapping
@@ -53,6 +54,8 @@ class PullRun:
     settings: Settings
     object_settings: ObjectSyncSettings
     run_id: int
+    # The pull's job lock: checked before every hub write (the fencing check).
+    lock: JobLock
     counts: PullCounts = field(default_factory=PullCounts)
     flight: InFlight = field(default_factory=InFlight)
     unsettled: Unsettled = field(default_factory=Unsettled)

@@ -23,6 +23,11 @@ ACCEPTED: dict[str, Any] = {
         "error": {"type": "string"},
     },
 }
+GATE_CHANGED: dict[str, Any] = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {"status": {"type": "string", "enum": ["paused", "resumed"]}},
+}
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False, "schema": {"type": "boolean"}}
 
 
@@ -121,7 +126,7 @@ def register(api: ApiRegistry) -> None:
             f"/api/v1/sync/{{direction}}/{action}",
             enums={"direction": (Direction.INBOUND.value, Direction.OUTBOUND.value)},
             summary=f"{action.capitalize()} one direction (changes keep queueing)",
-            responses={200: ACCEPTED, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
+            responses={200: GATE_CHANGED, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
         )(handler)
 
 

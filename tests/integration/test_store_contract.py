@@ -338,6 +338,35 @@ async def test_kept_leases_survive_a_call_longer_than_the_lease(store: Store) ->
     assert await store.reclaim_expired() == 1
 
 
+async def test_held_leases_is_the_fencing_check(store: Store) -> None:
+    [a, b, c] = await store.enqueue([change("a"), change("b"), change("c")])
+    await store.claim_pending(IN, limit=3, owner="w1", lease_seconds=30)
+    assert await store.held_leases([a, b, c], owner="w1", for_seconds=10) == {a, b, c}
+    assert await store.held_leases([a, b, c], owner="w2", for_seconds=0) == set()
+    # Not enough lease left for a safe write: not held for that purpose.
+    assert await store.held_leases([a], owner="w1", for_seconds=60) == set()
+    # Lease ran out and another claimer took b: w1 holds only a and c.
+    await store.release([b], owner="w1")
+    [eb] = await store.claim_pending(IN, limit=1, owner="w2", lease_seconds=30)
+    assert eb.id == b
+    assert await store.held_leases([a, b, c], owner="w1", for_seconds=0) == {a, c}
+    await store.complete(a, owner="w1", transferred={}, run_id=None)
+    assert await store.held_leases([a, b, c], owner="w1", for_seconds=0) == {c}
+
+
+async def test_a_claimer_that_lost_its_leases_learns_it_before_writing(store: Store) -> None:
+    await store.enqueue([change("x"), change("y")])
+    entries = await store.claim_pending(IN, limit=2, owner="w1", lease_seconds=0.3)
+    async with keep_leases(store, entries, "w1", 0.3) as leases:
+        assert await leases.still_held([e.id for e in entries]) == {e.id for e in entries}
+    # Frozen past its lease (no renewal): another instance reclaims and claims them.
+    await asyncio.sleep(0.5)
+    assert await store.reclaim_expired() == 2
+    await store.claim_pending(IN, limit=2, owner="w2", lease_seconds=30)
+    assert await leases.still_held([e.id for e in entries]) == set()
+    assert leases.lost == {e.id for e in entries}
+
+
 # reading and operator actions ---------------------------------------------------------------
 async def test_list_entries_filters_and_cursor_paging(store: Store) -> None:
     before = datetime.now(UTC)
@@ -751,6 +780,20 @@ async def test_job_lock_exclusivity_and_expiry(store: Store) -> None:
     assert await store.try_job_lock("pull:contact", "b", ttl_seconds=0.001)
     await asyncio.sleep(0.01)
     assert await store.try_job_lock("pull:contact", "c", ttl_seconds=60)  # b's expired
+
+
+async def test_a_job_lock_taken_over_cannot_be_extended_again(store: Store) -> None:
+    assert await store.try_job_lock("dbsync:shop", "a", ttl_seconds=0.001)
+    await asyncio.sleep(0.01)
+    # Ran out, nobody took it: the holder may go on (nobody else worked meanwhile).
+    assert await store.extend_job_lock("dbsync:shop", "a", ttl_seconds=0.001)
+    await asyncio.sleep(0.01)
+    assert await store.try_job_lock("dbsync:shop", "b", ttl_seconds=60)
+    assert not await store.extend_job_lock("dbsync:shop", "a", ttl_seconds=60)
+    await store.release_job_lock("dbsync:shop", "b")
+    # Released by b: a does not get it back by extending (only by taking it anew).
+    assert not await store.extend_job_lock("dbsync:shop", "a", ttl_seconds=60)
+    assert await store.extend_job_lock("dbsync:shop", "b", ttl_seconds=60) is False
 
 
 async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: Store) -> None:

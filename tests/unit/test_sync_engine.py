@@ -3,11 +3,15 @@ in-memory store, with in-memory vendors (tests/unit/fakes.py). Judged by both si
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
 from syncd.errors import RequestRejected, TransientError
-from syncd.model import Direction, ObjectType
+from syncd.model import Change, Direction, ObjectType, Page, Record
 from syncd.store.types import EntryFilter
+from syncd.sync.flight import HubWrite
 from tests.unit.fakes import Engine
 
 CONTACT = ObjectType.CONTACT
@@ -156,3 +160,73 @@ async def test_when_nothing_goes_through_it_is_the_vendor_and_no_record_is_blame
     counts = await e.flush()
     assert counts.error is not None and counts.processed == 0
     assert all(x.attempts == 0 for x in await e.store.list_entries(INBOUND))
+
+
+async def _taken_over(e: Engine, direction: Direction) -> None:
+    """Another instance takes the batch over: this claim's lease ran out (the process
+    stalled past it) and the entries were reclaimed and claimed again by "other"."""
+    held = [x.id for x in await e.store.list_entries(EntryFilter(direction=direction))]
+    await e.store.release(held, owner="t")
+    await e.store.claim_pending(direction, limit=100, owner="other", lease_seconds=60)
+
+
+async def test_a_flush_that_lost_its_claim_writes_nothing() -> None:
+    e = await Engine.started()
+    for i in range(3):
+        await e.hub_edit(str(10 + i), email=f"p{i}@x.io", lastName=f"L{i}")
+    read = e.hub.get_by_ids
+
+    async def stalled(*args: Any, **kw: Any) -> list[Record]:
+        out = await read(*args, **kw)
+        await _taken_over(e, Direction.INBOUND)
+        return out
+
+    e.hub.get_by_ids = stalled  # type: ignore[method-assign]
+    await e.flush()
+    assert "write" not in e.crm.calls and not e.crm.records[CONTACT]
+    entries = await e.store.list_entries(INBOUND)
+    assert [(x.status.value, x.lease_owner) for x in entries] == [("processing", "other")] * 3
+
+
+async def test_a_pull_that_lost_its_claim_writes_nothing_to_the_hub() -> None:
+    e = await Engine.started()
+    fields = {"Email": "q@x.io", "FirstName": "Q", "LastName": "Queued"}
+    e.crm.put(CONTACT, "003Q", fields)
+    await e.store.enqueue([Change(Direction.OUTBOUND, CONTACT, "003Q", "poll", fields)])
+    plan = e.puller._planner.plan_claimed
+
+    async def stalled(*args: Any, **kw: Any) -> list[HubWrite]:
+        out = await plan(*args, **kw)
+        await _taken_over(e, Direction.OUTBOUND)
+        return out
+
+    e.puller._planner.plan_claimed = stalled  # type: ignore[method-assign]
+    await e.pull()
+    # The pull read 003Q as well and left it to the queued entry, which is now the other
+    # instance's to write: this one writes nothing.
+    assert "write" not in e.hub.calls and not e.hub.records[CONTACT]
+    [entry] = await e.store.list_entries(EntryFilter(direction=Direction.OUTBOUND))
+    assert (entry.status.value, entry.lease_owner) == ("processing", "other")
+
+
+async def test_a_pull_whose_job_lock_was_taken_over_stops_before_writing() -> None:
+    e = await Engine.started()
+    e.crm.put(CONTACT, "003A", {"Email": "a@x.io", "LastName": "A"})
+    pages = e.crm.changed_since
+
+    async def stalled(*args: Any, **kw: Any) -> AsyncIterator[Page]:
+        # The pull stalls past its lock's time to live; another instance pulls meanwhile.
+        await e.store.release_job_lock("pull:contact", "t")
+        assert await e.store.try_job_lock("pull:contact", "other", 60)
+        async for page in pages(*args, **kw):
+            yield page
+
+    e.crm.changed_since = stalled  # type: ignore[method-assign]
+    counts = await e.pull()
+    assert counts.error is not None and "another instance took the job over" in counts.error
+    assert "write" not in e.hub.calls and not e.hub.records[CONTACT]
+    # What it read waits in the queue, as after any failed pull.
+    [entry] = await e.store.list_entries(EntryFilter(direction=Direction.OUTBOUND))
+    assert entry.record_key == "003A" and entry.status.value == "pending"
+    # It left the other instance's lock alone.
+    assert not await e.store.try_job_lock("pull:contact", "t", 60)

@@ -120,6 +120,15 @@ class ControlOps(MemoryState):
         self._locks[name] = (owner, now + timedelta(seconds=ttl_seconds))
         return True
 
+    async def extend_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend a lock `owner` still holds; False once another took it or it was released."""
+        self._live()
+        held = self._locks.get(name)
+        if held is None or held[0] != owner:
+            return False
+        self._locks[name] = (owner, utcnow() + timedelta(seconds=ttl_seconds))
+        return True
+
     async def release_job_lock(self, name: str, owner: str) -> None:
         """Release a named job lock held by `owner`."""
         self._live()

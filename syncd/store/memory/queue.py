@@ -249,6 +249,20 @@ class QueueOps(MemoryState):
                 n += 1
         return n
 
+    async def held_leases(
+        self, entry_ids: Sequence[int], *, owner: str, for_seconds: float
+    ) -> set[int]:
+        """The entries `owner` still holds with `for_seconds` of lease left."""
+        self._live()
+        until = utcnow() + timedelta(seconds=for_seconds)
+        return {
+            i
+            for i in dict.fromkeys(entry_ids)
+            if (e := self._held(i, owner)) is not None
+            and e.lease_expires_at is not None
+            and e.lease_expires_at > until
+        }
+
     async def reclaim_expired(self, now: datetime | None = None) -> int:
         """Return processing entries whose lease expired to pending; how many."""
         self._live()

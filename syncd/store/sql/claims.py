@@ -215,6 +215,28 @@ class ClaimOps(QueueOps):
 
         return await self._run(op)
 
+    async def held_leases(
+        self, entry_ids: Sequence[int], *, owner: str, for_seconds: float
+    ) -> set[int]:
+        """The entries `owner` still holds with `for_seconds` of lease left."""
+        if not entry_ids:
+            return set()
+        d = self.dialect
+        until = d.ts(utcnow() + timedelta(seconds=for_seconds))
+
+        async def op(tx: Tx) -> set[int]:
+            held: set[int] = set()
+            for part in chunks(list(entry_ids)):
+                rows = await tx.fetchall(
+                    f"SELECT id FROM queue_entries WHERE id IN ({marks(len(part))})"
+                    " AND status = 'processing' AND lease_owner = ? AND lease_expires_at > ?",
+                    (*part, owner, until),
+                )
+                held.update(int(r[0]) for r in rows)
+            return held
+
+        return await self._run(op, write=False)
+
     async def reclaim_expired(self, now: datetime | None = None) -> int:
         """Return processing entries whose lease expired to pending; how many."""
         at = as_utc(now) if now is not None else utcnow()

@@ -137,6 +137,19 @@ class ControlOps(SqlBase):
 
         return await self._run(op, conflict_retry=True)
 
+    async def extend_job_lock(self, name: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend a lock `owner` still holds; False once another took it or it was released."""
+        expires = self.dialect.ts(utcnow() + timedelta(seconds=ttl_seconds))
+
+        async def op(tx: Tx) -> bool:
+            n = await tx.execute(
+                "UPDATE job_locks SET expires_at = ? WHERE name = ? AND owner = ?",
+                (expires, name, owner),
+            )
+            return n == 1
+
+        return await self._run(op)
+
     async def release_job_lock(self, name: str, owner: str) -> None:
         """Release a named job lock held by `owner`."""
 
