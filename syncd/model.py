@@ -175,6 +175,14 @@ class QueueEntry:
     skipped_fields: Mapping[str, str] = field(default_factory=dict)
     run_id: int | None = None
 
+    @property
+    def claimed_by(self) -> str:
+        """The owner token of the claim that returned this entry: every outcome of it is
+        recorded under this token, so a claim that lost the entry records nothing."""
+        if self.lease_owner is None:
+            raise ValueError(f"queue entry {self.id} is not claimed")
+        return self.lease_owner
+
 
 @dataclass(frozen=True)
 class Record:

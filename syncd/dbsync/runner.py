@@ -48,6 +48,7 @@ from syncd.errors import IntegrationError, StoreError
 from syncd.logging import get_logger
 from syncd.model import (
     RunKind,
+    RunStatus,
     RunTrigger,
 )
 from syncd.store.leases import JobLock
@@ -104,8 +105,8 @@ class DbsyncRunner(RowPipeline):
                 await self.store.finish_run(
                     stale.id,
                     counts=stale.counts,
-                    status="failed",
-                    error="interrupted: the process running it stopped before the end",
+                    status=RunStatus.INTERRUPTED,
+                    error="stopped before its end: the process running it went away",
                 )
             run_id = await self.store.start_run(
                 RunKind.DBSYNC, trigger, name=name, owner=self.owner
@@ -164,7 +165,7 @@ class DbsyncRunner(RowPipeline):
             status, error = "failed", str(exc)
             log.warning("dbsync_failed", dbsync=cfg.name, run=run_id, error=error)
         except asyncio.CancelledError:
-            status, error = "failed", "cancelled (daemon stopping)"
+            status, error = RunStatus.INTERRUPTED.value, "cancelled (daemon stopping)"
             await self._finish(p, calls0, status, error)
             raise
         except Exception as exc:  # a bug must not leave the run marked running forever

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from syncd.errors import StoreError, TransientError
@@ -59,9 +60,8 @@ class Leases:
     checked before each vendor write, so a claimer that lost them (frozen past its lease,
     cut off from the store) writes nothing: its fencing check.
 
-    The owner is the instance: one instance never claims entries it still holds (a flush
-    runs alone, a pull holds its object's job lock), so an instance's claims of the same
-    entries cannot overlap."""
+    The owner is the claim's own token (`claim_owner`): a claim that lost its entries
+    records no outcome for them, even if this instance claims them again later."""
 
     def __init__(
         self, store: QueueStore, entries: Sequence[QueueEntry], owner: str, lease_seconds: float
@@ -92,7 +92,12 @@ class Leases:
         held = await self._store.held_leases(
             wanted, owner=self.owner, for_seconds=self.lease_seconds / 3
         )
-        self.lost.update(set(wanted) - held)
+        lost = set(wanted) - held
+        if lost:
+            self.lost.update(lost)
+            # Still ours but too close to the end: back to pending for the next claim at
+            # once (a no-op for those another claimer holds).
+            await self._store.release(sorted(lost), owner=self.owner)
         return held
 
 
@@ -104,6 +109,17 @@ async def keep_leases(
     leases = Leases(store, entries, owner, lease_seconds)
     async with kept_alive(leases.renew, max(lease_seconds / 3, 0.05)):
         yield leases
+
+
+_claims = itertools.count(1)
+
+
+def claim_owner(instance: str) -> str:
+    """The owner token of one claim, its fencing token: the instance and a number that
+    grows with each of its claims. Every outcome is recorded under it, so a claim that lost
+    its entries (stalled past the lease) never records over a later claim's, even one by
+    the same instance."""
+    return f"{instance}#{next(_claims)}"
 
 
 class JobLockLost(TransientError):

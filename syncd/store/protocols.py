@@ -26,6 +26,7 @@ from syncd.store.types import (
     DbsyncRow,
     EntryFilter,
     EntryGroup,
+    InstanceBeat,
     IntegrationErrorRecord,
     LinkFilter,
     PendingStats,
@@ -317,6 +318,19 @@ class JobLockStore(Protocol):
         """Release a named job lock held by `owner`."""
 
 
+class InstanceStore(Protocol):
+    """The daemons sharing the store: their heartbeats, each with the view it had."""
+
+    async def beat(self, instance_id: str, started_at: datetime, view: Mapping[str, Any]) -> None:
+        """Record that an instance is alive now, with its view of the shared state."""
+
+    async def instances(self) -> list[InstanceBeat]:
+        """Every instance that beat and was not forgotten, most recently seen first."""
+
+    async def forget_instances(self, seen_before: datetime) -> int:
+        """Drop instances last seen before a moment (long gone); how many."""
+
+
 @runtime_checkable
 class StateStore(
     QueueStore,
@@ -328,6 +342,7 @@ class StateStore(
     IntegrationErrorStore,
     DbsyncLedger,
     JobLockStore,
+    InstanceStore,
     Protocol,
 ):
     """Durable state of syncd: every idea above, behind one open/close."""

@@ -166,6 +166,18 @@ class IntegrationErrorRecord:
 
 
 @dataclass(frozen=True)
+class InstanceBeat:
+    """One daemon sharing the store, as its last heartbeat left it: when it started, when
+    it was last seen, and its view of the shared state then (paused directions, errors,
+    when it last read them)."""
+
+    id: str
+    started_at: datetime
+    seen_at: datetime
+    view: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EntryGroup:
     """How many queue entries share object, direction, status, error category and reason.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,14 +15,15 @@ from syncd.emails import normalize_email
 from syncd.errors import IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
-from syncd.model import Change, Direction, ObjectType, RunKind, RunStatus, RunTrigger, parse_tags
+from syncd.model import Change, Direction, ObjectType, RunTrigger, parse_tags
 from syncd.store.protocols import StateStore
+from syncd.sync.cluster import Heartbeat, once_per_interval
 from syncd.sync.deletions import Deletions
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
 from syncd.sync.outbound import OutboundPuller
-from syncd.sync.pull_run import PullBusy, PullCounts
+from syncd.sync.pull_run import PullBusy, PullCounts, PullNotDue
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.sync")
@@ -54,7 +54,9 @@ class SyncEngine:
         self.puller = OutboundPuller(
             store, crm, hub, settings, self.gates[Direction.OUTBOUND], host.instance_id
         )
+        self.heartbeat = Heartbeat(store, host.instance_id, datetime.now(UTC), self.gates, settings)
         self._interval: tuple[float, ...] = ()
+        self._pull_every = 0.0
         self._ready = asyncio.Event()
         self._pull_tasks: set[asyncio.Task[None]] = set()
 
@@ -63,22 +65,6 @@ class SyncEngine:
         self.host.spawn(self.intake.run(), "intake")
         self.host.spawn(self._after_store_open(), "engine-start")
 
-    async def _close_stale_runs(self) -> None:
-        """Runs a previous life of this instance left `running` (killed, or stopped before
-        its end) are closed as interrupted; on an embedded store, every one (one process)."""
-        mine = self.host.instance_id
-        embedded = self.store.kind == "sqlite"
-        for kind in (RunKind.FLUSH, RunKind.PULL):
-            for run in await self.store.list_runs(kind=kind, limit=200):
-                if run.status == RunStatus.RUNNING and (embedded or run.owner == mine):
-                    await self.store.finish_run(
-                        run.id,
-                        counts=run.counts,
-                        status=RunStatus.INTERRUPTED,
-                        error="stopped before its end: the process running it went away",
-                    )
-                    log.warning("run_closed_as_interrupted", run=run.id, kind=kind.value)
-
     async def wait_started(self) -> None:
         """Wait until the store is open and the loops run (on-demand pulls wait for this)."""
         await self._ready.wait()
@@ -86,8 +72,7 @@ class SyncEngine:
     async def _after_store_open(self) -> None:
         host = self.host
         await host.wait_store()
-        for gate in self.gates.values():
-            await _retry_store(gate.load)
+        await _retry_store(self.heartbeat.beat)  # reads the shared state into the gates
         if self.store.kind == "sqlite":
             # An embedded store has one process: claims still leased are from our previous
             # life (killed, or cut short by a second SIGTERM); send them again right away.
@@ -95,7 +80,7 @@ class SyncEngine:
             n = await self.store.reclaim_expired(now=far)
             if n:
                 log.warning("claims_recovered_at_start", entries=n)
-        await _retry_store(self._close_stale_runs)
+        await _retry_store(self.heartbeat.close_orphan_runs)
         for conn in (self.crm, self.hub):
             try:
                 await conn.start()
@@ -106,6 +91,7 @@ class SyncEngine:
         self._schedule(host.settings, first=True)
         host.spawn(self.flusher.run(), "flusher")
         host.spawn(self._lease_reaper(), "lease-reaper")
+        host.spawn(self.heartbeat.run(), "heartbeat")
         self._ready.set()
         log.info("engine_started", hub=host.settings.hub.kind if host.settings.hub else None)
 
@@ -117,6 +103,7 @@ class SyncEngine:
         if key == self._interval:
             return
         self._interval = key
+        self._pull_every = seconds
         sched = self.host.scheduler
         start = datetime.now(UTC) + timedelta(seconds=5 if first else seconds)
         for obj in PULL_OBJECTS:
@@ -149,7 +136,9 @@ class SyncEngine:
         if task is not None:
             self._pull_tasks.add(task)
         try:
-            await self.puller.pull(obj, RunTrigger.SCHEDULE)
+            await self.puller.pull(obj, RunTrigger.SCHEDULE, due_every=self._pull_every)
+        except PullNotDue as exc:
+            log.debug("pull_skipped", object=obj.value, reason=str(exc))
         except PullBusy as exc:
             log.info("pull_skipped", object=obj.value, reason=str(exc))
         except StoreError as exc:
@@ -163,18 +152,42 @@ class SyncEngine:
         await self.wait_started()
         return await self.puller.pull(obj, RunTrigger.MANUAL)
 
-    def pull_in_background(self, obj: ObjectType) -> None:
-        """Start an on-demand pull without waiting for it."""
+    def pull_in_background(self, obj: ObjectType) -> asyncio.Future[None]:
+        """Start an on-demand pull without waiting for its end. The future is done once
+        the pull holds its lock (it runs), or raises PullBusy (it runs elsewhere, here
+        already) or StoreError: the caller can say which."""
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def begun() -> None:
+            if not started.done():
+                started.set_result(None)
 
         async def run() -> None:
-            with contextlib.suppress(PullBusy, StoreError):
-                await self.pull_now(obj)
+            try:
+                await self.wait_started()
+                await self.puller.pull(obj, RunTrigger.MANUAL, on_start=begun)
+            except (PullBusy, StoreError) as exc:
+                if not started.done():
+                    started.set_exception(exc)
+            finally:
+                begun()
 
         task = self.host.spawn(run(), f"pull-{obj.value}")
         self._pull_tasks.add(task)
         task.add_done_callback(self._pull_tasks.discard)
+        return started
 
     async def _poll(self) -> None:
+        """The polling job: once per interval for the cluster (its cursors are shared)."""
+        every = self.host.settings.inbound.poll_interval
+        try:
+            await once_per_interval(
+                self.store, "poll:hub", self.host.instance_id, every, self._poll_hub
+            )
+        except StoreError as exc:
+            log.warning("poll_store_error", error=str(exc))
+
+    async def _poll_hub(self) -> None:
         """Polling fallback: hub contacts (and companies, when accounts sync from the hub)
         changed since the poll cursors become changes; deleted contacts are recorded."""
         try:
@@ -269,17 +282,12 @@ class SyncEngine:
 
     def status(self) -> dict[str, Any]:
         """Paused directions and integration errors for /api/v1/status."""
+        last = self.heartbeat.last_beat
         return {
-            "directions": {
-                d.value: {
-                    "paused": g.paused,
-                    "error": None
-                    if g.error is None
-                    else {"category": g.error[0].value, "message": g.error[1]},
-                }
-                for d, g in self.gates.items()
-            },
+            # This instance's view; "read_at": when it last read the shared state.
+            "directions": {d.value: g.view() for d, g in self.gates.items()},
             "last_flush": self.flusher.last_flush,
+            "last_heartbeat": last.isoformat() if last else None,
         }
 
     def flush_requested(self) -> None:
@@ -288,7 +296,7 @@ class SyncEngine:
         fut.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
-async def _retry_store(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+async def _retry_store(fn: Callable[[], Coroutine[Any, Any, object]]) -> None:
     delay = 0.5
     while True:
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from typing import Any, Protocol
 
 from syncd import metrics
 from syncd.errors import IntegrationError, StoreError
@@ -17,10 +18,17 @@ class GateStore(CursorStore, IntegrationErrorStore, Protocol):
     """Where a gate keeps its state: the pause flag as a cursor, and integration errors."""
 
 
+# How stale this instance's copy of the shared state may be before a flush or pull reads
+# it again: another instance's pause or resume takes effect here within this many seconds.
+SHARED_STATE_MAX_AGE = 2.0
+
+
 class DirectionGate:
     """Pause/resume of one direction and the integration error pausing it, kept in the store.
 
     Changes keep queueing while a direction is closed; nothing is written until it opens.
+    The state is shared by every instance on the store: each reads it again when its copy
+    is older than SHARED_STATE_MAX_AGE (`refresh`), so a pause sent to any one holds all.
     """
 
     def __init__(self, direction: Direction, store: GateStore) -> None:
@@ -28,25 +36,62 @@ class DirectionGate:
         self._store = store
         self.paused = False
         self.error: tuple[ErrorCategory, str] | None = None
+        self.read_at: float | None = None  # time.time() of the last read of the shared state
+        self._read_mono = float("-inf")
 
     @property
     def _pause_key(self) -> str:
         return f"paused:{self.direction.value}"
 
     async def load(self) -> None:
-        """Restore pause state and active integration errors after a restart."""
-        self.paused = (await self._store.get_cursor(self._pause_key)) == "1"
-        for err in await self._store.integration_errors():
-            if err.direction is self.direction:
-                self.error = (err.category, err.message)
-                metrics.INTEGRATION_ERROR_ACTIVE.labels(
-                    self.direction.value, err.category.value
-                ).set(1)
+        """Read the shared state: the pause flag and the active integration error."""
+        paused = (await self._store.get_cursor(self._pause_key)) == "1"
+        errors = [
+            e for e in await self._store.integration_errors() if e.direction is self.direction
+        ]
+        if paused != self.paused and self.read_at is not None:
+            log.info(
+                "direction_paused" if paused else "direction_resumed",
+                direction=self.direction.value,
+                by="another instance",
+            )
+        self.paused = paused
+        for cat in ErrorCategory:
+            active = any(e.category is cat for e in errors)
+            if active or (self.error is not None and self.error[0] is cat):
+                metrics.INTEGRATION_ERROR_ACTIVE.labels(self.direction.value, cat.value).set(
+                    int(active)
+                )
+        self.error = (errors[-1].category, errors[-1].message) if errors else None
+        self.read_at = time.time()
+        self._read_mono = time.monotonic()
+
+    async def refresh(self, max_age: float = SHARED_STATE_MAX_AGE) -> None:
+        """Read the shared state again if this copy is older than `max_age` seconds; an
+        unreachable store keeps the last copy (the store supervisor reports the outage)."""
+        if time.monotonic() - self._read_mono < max_age:
+            return
+        try:
+            await self.load()
+        except StoreError:
+            metrics.STORE_ERRORS.labels("gate_refresh").inc()
+
+    def view(self) -> dict[str, Any]:
+        """This instance's view of the direction, for the status and the heartbeat."""
+        return {
+            "paused": self.paused,
+            "error": None
+            if self.error is None
+            else {"category": self.error[0].value, "message": self.error[1]},
+            "read_at": self.read_at,
+        }
 
     async def set_paused(self, paused: bool) -> None:
         """Operator pause/resume; survives restarts."""
         await self._store.set_cursor(self._pause_key, "1" if paused else "0")
         self.paused = paused
+        self.read_at = time.time()
+        self._read_mono = time.monotonic()
         log.info(
             "direction_paused" if paused else "direction_resumed", direction=self.direction.value
         )

@@ -20,7 +20,7 @@ from syncd.errors import (
 )
 from syncd.logging import get_logger
 from syncd.model import Direction, ErrorCategory, QueueEntry, RunKind, RunTrigger
-from syncd.store.leases import Leases, keep_leases, log_claimed
+from syncd.store.leases import Leases, claim_owner, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import PendingStats
@@ -108,6 +108,7 @@ class InboundFlusher:
     async def _maybe_flush(self) -> PendingStats | None:
         manual, self._manual = self._manual, []
         s = self._settings().inbound
+        await self.gate.refresh()
         if not manual and (self.gate.blocked or time.monotonic() < self._backoff_until):
             # Nothing may be written now: do not count a buffer that may be large.
             return None
@@ -155,6 +156,7 @@ class InboundFlusher:
         """Claim pending entries and write them; returns the counts (also kept as a run)."""
         async with self._lock:
             counts = FlushCounts()
+            await self.gate.refresh()
             if self.gate.blocked:
                 return counts
             async with recorded_run(
@@ -186,22 +188,21 @@ class InboundFlusher:
         lease = self._settings().daemon.lease_seconds
         while limit is None or counts.claimed < limit:
             want = CRM_BATCH if limit is None else min(CRM_BATCH, limit - counts.claimed)
+            owner = claim_owner(self._owner)
             entries = await self._store.claim_pending(
-                Direction.INBOUND, limit=want, owner=self._owner, lease_seconds=lease
+                Direction.INBOUND, limit=want, owner=owner, lease_seconds=lease
             )
             if not entries:
                 return
-            log_claimed(Direction.INBOUND, self._owner, entries)
+            log_claimed(Direction.INBOUND, owner, entries)
             counts.claimed += len(entries)
             try:
-                async with keep_leases(self._store, entries, self._owner, lease) as leases:
+                async with keep_leases(self._store, entries, owner, lease) as leases:
                     await self._send_isolating(entries, run_id, counts, leases)
             except (IntegrationError, RequestRejected, asyncio.CancelledError):
                 # Unfinished claims go back at once rather than waiting for their lease;
                 # entries already completed stay completed (release only moves processing).
-                await asyncio.shield(
-                    self._store.release([e.id for e in entries], owner=self._owner)
-                )
+                await asyncio.shield(self._store.release([e.id for e in entries], owner=owner))
                 raise
             if len(entries) < want:
                 return

@@ -34,10 +34,11 @@ from syncd.model import (
     builder,
 )
 from syncd.rules import Condition, Op, Rule
-from syncd.store.leases import JobLock, Leases, keep_leases, log_claimed
+from syncd.store.leases import JobLock, Leases, claim_owner, keep_leases, log_claimed
 from syncd.store.protocols import StateStore
 from syncd.store.recorder import recorded_run
 from syncd.store.types import RecordLink
+from syncd.sync.cluster import take_turn
 from syncd.sync.deletions import Deletions
 from syncd.sync.flight import HubWrite, Outcome, merged, outcomes_of, read_ahead
 from syncd.sync.gate import DirectionGate
@@ -48,6 +49,7 @@ from syncd.sync.pull_run import (
     NEW_TAG,
     PullBusy,
     PullCounts,
+    PullNotDue,
     PullRun,
     cursor_name,
     is_conversion,
@@ -78,11 +80,21 @@ class OutboundPuller:
         self._owner = owner
         self._hub = hub
         self._deletions = Deletions(store, crm, hub, settings)
-        self._planner = HubPlanner(store, hub, gate, owner, self._deletions)
+        self._planner = HubPlanner(store, hub, gate, self._deletions)
         self._locks: dict[ObjectType, asyncio.Lock] = {}
 
-    async def pull(self, obj: ObjectType, trigger: RunTrigger) -> PullCounts:
-        """Pull one object now; raises PullBusy if a pull of it is already running."""
+    async def pull(
+        self,
+        obj: ObjectType,
+        trigger: RunTrigger,
+        *,
+        due_every: float | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> PullCounts:
+        """Pull one object now; raises PullBusy if a pull of it is already running.
+
+        A scheduled pull gives its interval (`due_every`): it runs only if no instance
+        started one within it (PullNotDue), so the schedule holds for the cluster."""
         lock = self._locks.setdefault(obj, asyncio.Lock())
         if lock.locked():
             raise PullBusy(f"a pull of {obj.value} is already running here")
@@ -95,6 +107,10 @@ class OutboundPuller:
             # Records sent directly are safe from other instances only while we hold the
             # lock: kept however long the pull takes, checked before every hub write.
             async with job.kept():
+                if due_every is not None and not await take_turn(self._store, job.name, due_every):
+                    raise PullNotDue(f"a pull of {obj.value} already ran in this interval")
+                if on_start is not None:
+                    on_start()
                 return await self._pull_locked(obj, trigger, settings, job)
 
     async def _pull_locked(
@@ -103,6 +119,7 @@ class OutboundPuller:
         s = settings.sync.objects.get(obj)
         if s is None or not s.enabled or s.direction == "hub-to-crm" or s.selection == "none":
             return PullCounts()
+        await self.gate.refresh()
         if self.gate.blocked:
             return PullCounts()
         counts = PullCounts()
@@ -305,10 +322,11 @@ class OutboundPuller:
         lease = run.settings.daemon.lease_seconds
         flight = run.flight
         while True:
+            owner = claim_owner(self._owner)
             entries = await self._store.claim_pending(
                 Direction.OUTBOUND,
                 limit=HUB_BATCH,
-                owner=self._owner,
+                owner=owner,
                 lease_seconds=lease,
                 obj=run.obj,
             )
@@ -318,7 +336,7 @@ class OutboundPuller:
                     await flight.wait()
                     continue
                 return
-            log_claimed(Direction.OUTBOUND, self._owner, entries)
+            log_claimed(Direction.OUTBOUND, owner, entries)
             keys = [e.record_key for e in entries]
             try:
                 if flight.busy and (any(is_conversion(e) for e in entries) or flight.holds(keys)):
@@ -328,9 +346,10 @@ class OutboundPuller:
                 plans = await self._planner.plan_claimed(run, entries)
                 await flight.hub_free()
             except (IntegrationError, asyncio.CancelledError):
-                await asyncio.shield(self._release(entries))
+                await asyncio.shield(self._release(entries, owner))
                 raise
-            flight.start(functools.partial(self._send_batch, run, entries, plans, lease), keys)
+            send = functools.partial(self._send_batch, run, entries, owner, plans, lease)
+            flight.start(send, keys)
 
     def _tracks_accounts(self, obj: ObjectType, settings: Settings) -> bool:
         accounts = settings.sync.objects.get(ObjectType.ACCOUNT)
@@ -374,14 +393,15 @@ class OutboundPuller:
             # Nothing is lost: the cursor did not move, so the next pull reads them again.
             log.warning("requeue_failed", records=len(changes), error=str(exc))
 
-    async def _release(self, entries: list[QueueEntry]) -> None:
+    async def _release(self, entries: list[QueueEntry], owner: str) -> None:
         """Unfinished claims go back at once rather than waiting for their lease."""
-        await self._store.release([e.id for e in entries], owner=self._owner)
+        await self._store.release([e.id for e in entries], owner=owner)
 
     async def _send_batch(
         self,
         run: PullRun,
         entries: list[QueueEntry],
+        owner: str,
         plans: list[HubWrite],
         lease: float,
         previous: asyncio.Task[None] | None,
@@ -392,7 +412,7 @@ class OutboundPuller:
         try:
             sent: list[HubWrite] = []
             results: list[list[WriteResult]] = []
-            async with keep_leases(self._store, entries, self._owner, lease) as leases:
+            async with keep_leases(self._store, entries, owner, lease) as leases:
                 for plan in plans:
                     plan = await self._fenced(plan, leases)
                     if plan.items:
@@ -406,7 +426,7 @@ class OutboundPuller:
                 await self._planner.settle_claimed(run, outcomes)
                 run.tally(outcomes)
         except (IntegrationError, asyncio.CancelledError):
-            await asyncio.shield(self._release(entries))
+            await asyncio.shield(self._release(entries, owner))
             raise
 
     async def _fenced(self, plan: HubWrite, leases: Leases) -> HubWrite:
@@ -418,7 +438,7 @@ class OutboundPuller:
         if len(held) == len(ids):
             return plan
         lost = sorted(set(ids) - held)
-        log.warning("lease_lost", direction="outbound", owner=self._owner, entries=lost)
+        log.warning("lease_lost", direction="outbound", owner=leases.owner, entries=lost)
         metrics.LEASES_LOST.labels("outbound").inc(len(lost))
         return plan.keeping(held)
 

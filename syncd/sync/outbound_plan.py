@@ -40,13 +40,11 @@ class HubPlanner:
         store: StateStore,
         hub: HubConnector,
         gate: DirectionGate,
-        owner: str,
         deletions: Deletions,
     ) -> None:
         self._store = store
         self._hub = hub
         self._gate = gate
-        self._owner = owner
         self._deletions = deletions
 
     async def plan_claimed(self, run: PullRun, entries: list[QueueEntry]) -> list[HubWrite]:
@@ -152,27 +150,30 @@ class HubPlanner:
         return results
 
     async def settle_claimed(self, run: PullRun, outcomes: list[Outcome]) -> None:
-        """Outcomes of claimed entries: completions in one transaction, failures one each."""
-        done: list[SyncedRecord] = []
+        """Outcomes of claimed entries (each recorded under its claim's token): completions
+        in one transaction per claim, failures one each."""
+        done: dict[str, list[SyncedRecord]] = {}
         for o in outcomes:
             assert isinstance(o.rec, QueueEntry)
             if o.kind == "excluded":
                 await self._store.exclude(
-                    o.rec.id, owner=self._owner, reason=o.message or "", run_id=run.run_id
+                    o.rec.id, owner=o.rec.claimed_by, reason=o.message or "", run_id=run.run_id
                 )
             elif o.kind == "error":
                 await self._store.fail(
                     o.rec.id,
-                    owner=self._owner,
+                    owner=o.rec.claimed_by,
                     category=o.category or ErrorCategory.REJECTED,
                     code=o.code or "ERROR",
                     message=o.message or "rejected by the hub",
                     run_id=run.run_id,
                 )
             else:
-                done.append(SyncedRecord(o.rec.id, o.link, o.transferred, o.skipped))
-        if done:
-            await self._store.link_and_complete(done, owner=self._owner, run_id=run.run_id)
+                done.setdefault(o.rec.claimed_by, []).append(
+                    SyncedRecord(o.rec.id, o.link, o.transferred, o.skipped)
+                )
+        for owner, records in done.items():
+            await self._store.link_and_complete(records, owner=owner, run_id=run.run_id)
 
     async def _convert(self, run: PullRun, e: QueueEntry) -> None:
         """A converted lead: its hub contact becomes the converted contact's, tags swapped."""
@@ -186,7 +187,7 @@ class HubPlanner:
             # Only leads syncd linked have a hub contact to convert; no call for the rest.
             await self._store.exclude(
                 e.id,
-                owner=self._owner,
+                owner=e.claimed_by,
                 run_id=run.run_id,
                 reason="filtered: converted lead was never synced to the hub",
             )
@@ -235,7 +236,7 @@ class HubPlanner:
             "tags_removed": sorted(remove),
         }
         await self._store.complete(
-            e.id, owner=self._owner, transferred=transferred, run_id=run.run_id
+            e.id, owner=e.claimed_by, transferred=transferred, run_id=run.run_id
         )
         run.counts.converted += 1
         metrics.RECORDS.labels("outbound", "lead", "processed").inc()

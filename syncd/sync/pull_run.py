@@ -42,6 +42,10 @@ class PullCounts(RunCounts):
     associated: int = 0  # hub records whose primary company was set or re-pointed
 
 
+class PullNotDue(Exception):
+    """A scheduled pull's tick came after another instance already ran this interval's."""
+
+
 class PullBusy(Exception):
     """Another instance (or task) is running this pull right now."""
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
 from syncd import __version__
 from syncd.errors import StoreError
+from syncd.sync.cluster import alive
 from syncd.web.api import CONTROL_KEY, ApiRegistry
 
 STATUS_SCHEMA: dict[str, Any] = {
@@ -28,6 +30,21 @@ STATUS_SCHEMA: dict[str, Any] = {
             },
         },
         "queue_error": {"type": "string"},
+        "instance": {"type": "string"},
+        "instances": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "started_at", "seen_at", "alive", "view"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "started_at": {"type": "string", "format": "date-time"},
+                    "seen_at": {"type": "string", "format": "date-time"},
+                    "alive": {"type": "boolean"},
+                    "view": {"type": "object"},
+                },
+            },
+        },
     },
 }
 
@@ -56,6 +73,19 @@ def register(api: ApiRegistry) -> None:
         try:
             for (direction, st), n in (await control.store.counts()).items():
                 queue.setdefault(direction.value, {})[st.value] = n
+            # Every instance on the store, with its view of the shared state (paused
+            # directions, errors) as of its last heartbeat.
+            now = datetime.now(UTC)
+            body["instances"] = [
+                {
+                    "id": b.id,
+                    "started_at": b.started_at.isoformat(),
+                    "seen_at": b.seen_at.isoformat(),
+                    "alive": alive(b, settings, now),
+                    "view": dict(b.view),
+                }
+                for b in await control.store.instances()
+            ]
         except StoreError as exc:
             body["queue_error"] = str(exc)
         body.update(control.status_extra())

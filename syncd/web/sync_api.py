@@ -92,7 +92,14 @@ def register(api: ApiRegistry) -> None:
                 404, "no such object: use contact, lead, account or opportunity"
             ) from None
         if not _wait(request):
-            engine.pull_in_background(obj)
+            # Answered once the pull holds its lock: a pull running on another instance
+            # is a 409 here too, not a "started" for a pull that never runs.
+            try:
+                await engine.pull_in_background(obj)
+            except PullBusy as exc:
+                raise ApiError(409, str(exc)) from None
+            except StoreError as exc:
+                raise ApiError(503, f"pull failed: {exc}") from None
             return web.json_response({"status": "started"}, status=202)
         try:
             counts = await engine.pull_now(obj)

@@ -1,8 +1,10 @@
-"""Two `syncd run` instances on one MariaDB store, webhooks round-robin, one killed periodically.
+"""Two `syncd run` instances on one MariaDB store, webhooks round-robin, one killed or frozen
+(SIGSTOP past its lease, then SIGCONT) in turn.
 
 Checks: no queue entry is claimed by both (every claim is logged at debug level), claims of a
-killed instance come back within lease + one reaper poll, a scheduled pull of an object never
-runs on two instances at once (runs table), and every change is applied once.
+killed or frozen instance come back within lease + one reaper poll, a scheduled pull of an
+object never runs on two instances at once (runs table), and every change is applied once,
+never an older value over a newer one (the CRM's ledger).
 """
 
 from __future__ import annotations
@@ -12,13 +14,10 @@ import json
 import threading
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from tests.e2e.daemon import DaemonProcess, free_port
 from tests.e2e.env import Env, wait_until
-from tests.faults.conftest import mysql_admin
+from tests.faults.cluster import Cluster, ts
 from tests.faults.harness import WebhookLoad, check_history, pick, settled
 
 CONFIG = """
@@ -31,62 +30,6 @@ interval_seconds_override = 2
 [sync.objects.contact]
 direction = "hub-to-crm"
 """
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC).timestamp()
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-
-
-class Cluster:
-    """Two named instances (a, b); each start gets a fresh instance id."""
-
-    def __init__(self, env: Env, db: str, dsn: str, lease: float) -> None:
-        self.env, self.db, self.dsn, self.lease = env, db, dsn, lease
-        self.ports = {"a": free_port(), "b": free_port()}
-        self.gen = 0
-        self.live: dict[str, DaemonProcess] = {}
-        self.owner: dict[str, str] = {}
-        self.killed_at: dict[str, float] = {}
-
-    def start(self, name: str) -> DaemonProcess:
-        """Start (or restart) instance `name` with a new instance id."""
-        self.gen += 1
-        owner = f"inst-{name}-{self.gen}"
-        daemon_extra = f'store = "mysql"\nmysql_dsn = "{self.dsn}"\nlease_seconds = {self.lease}'
-        env = {"SYNCD_DAEMON__LOG_LEVEL": "debug", "SYNCD_DAEMON__INSTANCE_ID": owner}
-        d = self.env.start(
-            CONFIG, name=name, daemon_extra=daemon_extra, port=self.ports[name], env=env
-        )
-        self.live[name], self.owner[name] = d, owner
-        return d
-
-    def port_order(self, attempt: int) -> list[int]:
-        """Round-robin; a retry goes to the other instance (what a load balancer does)."""
-        names = ["a", "b"] if attempt % 2 == 0 else ["b", "a"]
-        return [self.ports[n] for n in names]
-
-    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Rows of one query on the shared store database (a fresh connection)."""
-        conn = mysql_admin()
-        try:
-            conn.select_db(self.db)
-            with conn.cursor() as cur:
-                cur.execute(query, args)
-                return list(cur.fetchall())
-        finally:
-            conn.close()
-
-    def processing_of(self, owner: str) -> tuple[int, float | None]:
-        """How many entries `owner` holds in processing, and when the latest lease ends."""
-        rows = self.sql(
-            "SELECT COUNT(*), MAX(lease_expires_at) FROM queue_entries"
-            " WHERE status = 'processing' AND lease_owner = %s",
-            owner,
-        )
-        n, latest = rows[0]
-        return int(n), _ts(latest) if latest is not None else None
 
 
 def _watch(c: Cluster, owner: str, lease_end: float, out: list[float]) -> None:
@@ -110,7 +53,7 @@ def _claims(logs: list[Path]) -> dict[int, list[tuple[float, str, float]]]:
                 continue
             if ev.get("event") != "claimed":
                 continue
-            at, exp = _ts(ev["timestamp"]), _ts(ev["lease_expires"])
+            at, exp = ts(ev["timestamp"]), ts(ev["lease_expires"])
             for i in ev["ids"]:
                 out[int(i)].append((at, str(ev["owner"]), exp))
     return out
@@ -121,7 +64,7 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
         (2000, 100, 300, 5.0, 3.0), (10_000, 250, 1200, 30.0, 10.0)
     )
     db, dsn = mysql_db
-    c = Cluster(env, db, dsn, lease)
+    c = Cluster(env, db, dsn, lease, CONFIG)
     c.start("a")
     c.start("b")
     # Writes take a while, so kills often land while an instance holds claims.
@@ -129,24 +72,35 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
     load = WebhookLoad(env, c.port_order, records=records, total=total, rate=rate).start()
     reclaims: list[float] = []
     victim = "a"
-    while not load.done:
+    freezes = 0
+    for turn in itertools.count():
         time.sleep(kill_every)
         if load.done:
             break
         owner = c.owner[victim]
-        # Kill while the victim holds claims when possible (up to 3 s of looking).
+        # Strike while the victim holds claims when possible (up to 3 s of looking).
         deadline = time.monotonic() + 3
         while c.processing_of(owner)[0] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        c.live[victim].kill()
-        c.killed_at[owner] = time.time()
+        freeze = turn % 2 == 1
+        if freeze:
+            # Frozen past its lease: the other instance takes its claims over; thawed,
+            # it must not write what it held (older values) over what was sent since.
+            c.freeze(victim)
+            freezes += 1
+        else:
+            c.kill(victim)
         held, lease_end = c.processing_of(owner)
         watcher = None
         if held and lease_end is not None:
-            # Watch from the moment of the kill, while the victim restarts.
+            # Watch from the moment of the strike, while the victim restarts or sleeps.
             watcher = threading.Thread(target=_watch, args=(c, owner, lease_end, reclaims))
             watcher.start()
-        c.start(victim)
+        if freeze:
+            time.sleep(lease * 1.5 + 1)
+            c.thaw(victim)
+        else:
+            c.start(victim)
         if watcher is not None:
             watcher.join(lease * 4 + 10)
             assert not watcher.is_alive(), f"claims of {owner} never reclaimed"
@@ -166,7 +120,7 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
     for entry_id, seq in claims.items():
         seq.sort()
         for (_, own1, exp1), (at2, own2, _) in itertools.pairwise(seq):
-            if own1 != own2 and at2 < exp1:
+            if own1.split("#")[0] != own2.split("#")[0] and at2 < exp1:
                 both.append((entry_id, own1, own2, exp1 - at2))
     assert not both, both[:10]
 
@@ -180,8 +134,8 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
     assert rows, "no pull ran"
     by_obj: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
     for name, owner, started, finished in rows:
-        end = _ts(finished) if finished is not None else c.killed_at.get(owner, time.time())
-        by_obj[name].append((_ts(started), end, owner))
+        end = ts(finished) if finished is not None else c.killed_at.get(owner, time.time())
+        by_obj[name].append((ts(started), end, owner))
     overlaps = []
     for name, runs in by_obj.items():
         runs.sort()
@@ -193,4 +147,14 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
                 end, holder = e2, o2
     assert not overlaps, overlaps[:10]
     assert len({o for runs in by_obj.values() for _, _, o in runs}) >= 2, by_obj
-    print(f"scale-out: {rep}; kills={len(c.killed_at)} reclaim delays={reclaims}")
+    lost = sum(
+        1
+        for log in logs
+        for line in log.read_text(errors="replace").splitlines()
+        if '"lease_lost"' in line
+    )
+    assert freezes >= 1
+    print(
+        f"scale-out: {rep}; kills={len(c.killed_at)} freezes={freezes}"
+        f" batches fenced={lost} reclaim delays={reclaims}"
+    )

@@ -796,6 +796,20 @@ async def test_a_job_lock_taken_over_cannot_be_extended_again(store: Store) -> N
     assert await store.extend_job_lock("dbsync:shop", "b", ttl_seconds=60) is False
 
 
+async def test_instances_beat_with_their_view_and_are_forgotten_when_long_gone(
+    store: Store,
+) -> None:
+    t0 = datetime.now(UTC) - timedelta(seconds=5)
+    await store.beat("a", t0, {"inbound": {"paused": True}})
+    await store.beat("b", t0, {})
+    await store.beat("a", t0, {"inbound": {"paused": False}})
+    a, b = await store.instances()
+    assert (a.id, b.id) == ("a", "b") and a.seen_at >= b.seen_at
+    assert a.view == {"inbound": {"paused": False}} and a.started_at == t0
+    assert await store.forget_instances(a.seen_at) == 1  # b was seen before a's last beat
+    assert [i.id for i in await store.instances()] == ["a"]
+
+
 async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: Store) -> None:
     [i] = await store.enqueue([change()])
     e = await store.get_entry(i)

@@ -165,8 +165,8 @@ async def test_when_nothing_goes_through_it_is_the_vendor_and_no_record_is_blame
 async def _taken_over(e: Engine, direction: Direction) -> None:
     """Another instance takes the batch over: this claim's lease ran out (the process
     stalled past it) and the entries were reclaimed and claimed again by "other"."""
-    held = [x.id for x in await e.store.list_entries(EntryFilter(direction=direction))]
-    await e.store.release(held, owner="t")
+    for x in await e.store.list_entries(EntryFilter(direction=direction)):
+        await e.store.release([x.id], owner=x.claimed_by)
     await e.store.claim_pending(direction, limit=100, owner="other", lease_seconds=60)
 
 

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from syncd.model import Direction, ErrorCategory
 from syncd.store.memory.state import MemoryState
 from syncd.store.sql.dialect import utcnow
-from syncd.store.types import DbsyncRow, IntegrationErrorRecord
+from syncd.store.types import DbsyncRow, InstanceBeat, IntegrationErrorRecord
 
 
 class ControlOps(MemoryState):
@@ -135,3 +137,24 @@ class ControlOps(MemoryState):
         held = self._locks.get(name)
         if held is not None and held[0] == owner:
             del self._locks[name]
+
+    # instances -----------------------------------------------------------------------------
+    async def beat(self, instance_id: str, started_at: datetime, view: Mapping[str, Any]) -> None:
+        """Record that an instance is alive now, with its view of the shared state."""
+        self._live()
+        self._instances[instance_id] = InstanceBeat(
+            instance_id, started_at, utcnow(), json.loads(json.dumps(dict(view)))
+        )
+
+    async def instances(self) -> list[InstanceBeat]:
+        """Every instance that beat and was not forgotten, most recently seen first."""
+        self._live()
+        return sorted(self._instances.values(), key=lambda b: (-b.seen_at.timestamp(), b.id))
+
+    async def forget_instances(self, seen_before: datetime) -> int:
+        """Drop instances last seen before a moment (long gone); how many."""
+        self._live()
+        doomed = [k for k, b in self._instances.items() if b.seen_at < seen_before]
+        for k in doomed:
+            del self._instances[k]
+        return len(doomed)

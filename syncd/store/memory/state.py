@@ -17,7 +17,14 @@ from syncd.errors import StoreError
 from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, QueueEntry
 from syncd.store.fold import Fold
 from syncd.store.sql.dialect import load_json, utcnow
-from syncd.store.types import DbsyncRow, IntegrationErrorRecord, RecordLink, Run, RunFailure
+from syncd.store.types import (
+    DbsyncRow,
+    InstanceBeat,
+    IntegrationErrorRecord,
+    RecordLink,
+    Run,
+    RunFailure,
+)
 
 RecordKey = tuple[Direction, ObjectType, str]  # direction, object, record key
 LinkKey = tuple[ObjectType, str]  # object, hub id / CRM id / lower-cased email
@@ -137,6 +144,7 @@ class MemoryState:
         self._dbsync_ids = itertools.count(1)
         self._dbsync: dict[str, dict[str, DbsyncRow]] = {}
         self._locks: dict[str, tuple[str, datetime]] = {}  # name -> owner, expires_at
+        self._instances: dict[str, InstanceBeat] = {}
 
     def _live(self) -> None:
         """Refuse work while closed, as a SQL store whose connection is gone does."""

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 from syncd.model import Direction, ErrorCategory
 from syncd.store.sql.dialect import (
     SqlBase,
     Tx,
+    dump_json,
+    load_json,
     utcnow,
 )
 from syncd.store.types import (
+    InstanceBeat,
     IntegrationErrorRecord,
 )
 
 
 class ControlOps(SqlBase):
-    """The CursorStore, IntegrationErrorStore and JobLockStore protocols in SQL."""
+    """The CursorStore, IntegrationErrorStore, JobLockStore and InstanceStore protocols."""
 
     # cursors -------------------------------------------------------------------------------
     async def get_cursor(self, name: str) -> str | None:
@@ -157,3 +162,49 @@ class ControlOps(SqlBase):
             await tx.execute("DELETE FROM job_locks WHERE name = ? AND owner = ?", (name, owner))
 
         await self._run(op)
+
+    # instances -----------------------------------------------------------------------------
+    async def beat(self, instance_id: str, started_at: datetime, view: Mapping[str, Any]) -> None:
+        """Record that an instance is alive now, with its view of the shared state."""
+        d = self.dialect
+        sql = d.upsert(
+            "instances",
+            ("instance_id", "started_at", "seen_at", "view"),
+            ("instance_id",),
+            ("seen_at", "view"),
+        )
+
+        async def op(tx: Tx) -> None:
+            await tx.execute(
+                sql, (instance_id, d.ts(started_at), d.ts(utcnow()), dump_json(dict(view)))
+            )
+
+        await self._run(op)
+
+    async def instances(self) -> list[InstanceBeat]:
+        """Every instance that beat and was not forgotten, most recently seen first."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> list[InstanceBeat]:
+            rows = await tx.fetchall(
+                "SELECT instance_id, started_at, seen_at, view FROM instances"
+                " ORDER BY seen_at DESC, instance_id"
+            )
+            out = []
+            for r in rows:
+                started, seen = d.from_ts(r[1]), d.from_ts(r[2])
+                assert started is not None and seen is not None
+                out.append(InstanceBeat(str(r[0]), started, seen, load_json(r[3], {})))
+            return out
+
+        return await self._run(op, write=False)
+
+    async def forget_instances(self, seen_before: datetime) -> int:
+        """Drop instances last seen before a moment (long gone); how many."""
+
+        async def op(tx: Tx) -> int:
+            return await tx.execute(
+                "DELETE FROM instances WHERE seen_at < ?", (self.dialect.ts(seen_before),)
+            )
+
+        return await self._run(op)

@@ -338,6 +338,19 @@ def _tables(tables: Sequence[Table], dialect: DialectName) -> tuple[str, ...]:
     return tuple(stmt for t in tables for stmt in t.render(dialect))
 
 
+_INSTANCES_TABLE = Table(
+    "instances",
+    [
+        _c("instance_id", "str:128", null=False),
+        _c("started_at", "ts", null=False),
+        _c("seen_at", "ts", null=False),
+        _c("view", "json", null=False),
+    ],
+    surrogate_id=False,
+    primary_key=("instance_id",),
+)
+
+
 # The newest processed entry that wrote a linked record, in either direction (the queue's
 # (direction, record_key) index finds each); re-runnable, it only fills empty bases.
 _LAST_SENT = (
@@ -469,6 +482,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "when a linked record's deletion was seen",
         sqlite=("ALTER TABLE record_links ADD COLUMN deleted_at TEXT",),
         mysql=("ALTER TABLE record_links ADD COLUMN IF NOT EXISTS deleted_at DATETIME(6) NULL",),
+    ),
+    Migration(
+        10,
+        "instances sharing the store: heartbeats and their view of the shared state",
+        sqlite=tuple(_INSTANCES_TABLE.render("sqlite")),
+        mysql=tuple(_INSTANCES_TABLE.render("mysql")),
     ),
 )
 
