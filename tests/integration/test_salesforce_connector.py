@@ -94,13 +94,18 @@ async def test_paging_over_10000_records_loses_and_repeats_nothing(
     cursors = [parse_sf_datetime(p.cursor or "") for p in pages]
     assert cursors == sorted(cursors)
     assert cursors[-1] == max(r["SystemModstamp"] for r in sb.records["Contact"].values())
-    # Resuming from a page's cursor yields exactly the records after it.
+    # Resuming from a page's cursor yields the records after it, and again those that share
+    # the cursor's second (SystemModstamp has whole seconds: one saved later in that second
+    # has the same stamp), never fewer.
     rest = [
         r.id
         async for p in conn.changed_since(ObjectType.CONTACT, pages[2].cursor)
         for r in p.records
     ]
-    assert rest == got[6000:]
+    stamps = {r["Id"]: r["SystemModstamp"] for r in sb.records["Contact"].values()}
+    cut = parse_sf_datetime(pages[2].cursor or "")
+    assert rest == [i for i in got if stamps[i] >= cut]
+    assert set(got[6000:]) <= set(rest)
 
 
 async def test_450_records_take_exactly_3_collection_calls(
@@ -383,9 +388,14 @@ async def test_lead_pull_includes_conversions_and_conversion_fields(
     # Converted with a stamp before the cursor: only the ConvertedDate query can see it.
     sb.convert_lead(lead_id, at=parse_sf_datetime(cursor) - timedelta(seconds=5))
     again = [r async for p in conn.changed_since(ObjectType.LEAD, cursor) for r in p.records]
-    assert [r.id for r in again] == [lead_id]
-    assert again[0].fields["IsConverted"] is True
-    assert again[0].fields["ConvertedContactId"] in sb.records["Contact"]
+    # Besides it, only the leads stamped in the cursor's own second are read again.
+    at_cursor = [
+        i for i, r in sb.records["Lead"].items() if r["SystemModstamp"] == parse_sf_datetime(cursor)
+    ]
+    assert sorted(r.id for r in again) == sorted([lead_id, *at_cursor])
+    converted = next(r for r in again if r.id == lead_id)
+    assert converted.fields["IsConverted"] is True
+    assert converted.fields["ConvertedContactId"] in sb.records["Contact"]
 
 
 async def test_get_by_ids_deleted_since_and_describe(
@@ -406,7 +416,7 @@ async def test_get_by_ids_deleted_since_and_describe(
     assert {d.id for d in deleted} == {ids[0], ids[1], ids[2]}
     assert all(d.deleted_at is not None for d in deleted)
     # The next cursor stays a little behind, so a deletion committed meanwhile is seen.
-    assert cursor is not None and cursor < now_utc().isoformat()
+    assert cursor is not None and parse_sf_datetime(cursor) <= now_utc()
     deleted_all, _ = await conn.deleted_since(ObjectType.CONTACT, None)
     assert {d.id for d in deleted_all} == {ids[0], ids[1], ids[2]}
     fields = {f.name: f for f in await conn.describe(ObjectType.LEAD)}

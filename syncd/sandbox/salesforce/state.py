@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd.sandbox.common import SandboxBase
-from syncd.sandbox.salesforce.soql import now_utc
+from syncd.sandbox.salesforce.soql import now_utc, whole_second
 
 EXTERNAL_ID = "Syncd_Hub_Id__c"
 PREFIXES = {"Contact": "003", "Lead": "00Q", "Account": "001", "Opportunity": "006"}
@@ -212,8 +212,9 @@ class SalesforceSandbox(SandboxBase):
     def insert(
         self, obj: str, fields: Mapping[str, Any], *, at: datetime | None = None
     ) -> dict[str, Any]:
-        """Store a new record directly (seeding, benchmarks): no validation, no ledger."""
-        stamp = at or now_utc()
+        """Store a new record directly (seeding, benchmarks): no validation, no ledger, no
+        duplicate rules. Its datetimes are kept to the second, as Salesforce keeps them."""
+        stamp = whole_second(at) if at is not None else now_utc()
         rec: dict[str, Any] = {name: None for name in self.schema[obj]}
         for name, spec in self.schema[obj].items():
             if spec.type == "boolean":
@@ -223,8 +224,8 @@ class SalesforceSandbox(SandboxBase):
         rec.update(fields)
         rec["Id"] = rec.get("Id") or self.new_id(obj)
         for key in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
-            if rec.get(key) is None:
-                rec[key] = stamp
+            value = rec.get(key)
+            rec[key] = stamp if value is None else whole_second(value)
         self.records[obj][rec["Id"]] = rec
         ext = rec.get(self.external_id_field) if obj in self.ext_index else None
         if isinstance(ext, str) and ext and self.external_id_field in self.schema[obj]:
@@ -249,7 +250,7 @@ class SalesforceSandbox(SandboxBase):
         rec["IsDeleted"] = True
         self.touch(rec)
         if at is not None:
-            rec["LastModifiedDate"] = rec["SystemModstamp"] = at
+            rec["LastModifiedDate"] = rec["SystemModstamp"] = whole_second(at)
         ext = rec.get(self.external_id_field)
         if isinstance(ext, str):
             self.ext_index[obj].pop(ext.lower(), None)
@@ -261,7 +262,7 @@ class SalesforceSandbox(SandboxBase):
     ) -> dict[str, Any]:
         """Convert a lead into a new contact, account and (optionally) opportunity."""
         lead = self.records["Lead"][lead_id]
-        when = at or now_utc()
+        when = whole_second(at) if at is not None else now_utc()
         account = self.insert("Account", {"Name": lead.get("Company") or "Converted"}, at=when)
         contact = self.insert(
             "Contact",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from syncd.sandbox.salesforce.soql import parse_datetime
+from syncd.sandbox.salesforce.soql import parse_datetime, whole_second
 from syncd.sandbox.salesforce.state import EMAIL_RE, FieldSpec, SalesforceSandbox
 
 MAX_RECORDS = 200
@@ -65,7 +65,7 @@ def _coerce(obj: str, name: str, spec: FieldSpec, value: Any) -> Any:
         return None
     try:
         if spec.type == "datetime" and isinstance(value, str):
-            return parse_datetime(value)
+            return whole_second(parse_datetime(value))
         if spec.type == "date" and isinstance(value, str):
             return date.fromisoformat(value[:10])
         if spec.type in ("currency", "double") and not isinstance(value, bool):
