@@ -442,3 +442,29 @@ async def test_token_endpoint_is_called_with_form_fields(
                   "refresh_token": "rt-123"},
         )  # fmt: skip
         assert r.status == 200
+
+
+async def test_a_record_saved_later_in_the_cursors_second_is_not_skipped(
+    sandbox: tuple[SalesforceSandbox, str], make_conn: ConnFactory
+) -> None:
+    """SystemModstamp has whole seconds: a pull that ended at second S must find a record
+    saved (or deleted) later in S, whose stamp is S too."""
+    sb, _ = sandbox
+    conn = make_conn()
+    second = now_utc() - timedelta(minutes=1)
+    first = sb.insert("Contact", {"LastName": "First"}, at=second)
+    pages = [p async for p in conn.changed_since(ObjectType.CONTACT, None)]
+    cursor = pages[-1].cursor
+    assert cursor is not None and parse_sf_datetime(cursor) == second
+    later = sb.insert("Contact", {"LastName": "Later"}, at=second + timedelta(milliseconds=700))
+    assert later["SystemModstamp"] == second  # kept to the second
+    again = {r.id async for p in conn.changed_since(ObjectType.CONTACT, cursor) for r in p.records}
+    assert again == {first["Id"], later["Id"]}
+
+    sb.delete("Contact", first["Id"], at=second)
+    gone, deleted_cursor = await conn.deleted_since(ObjectType.CONTACT, second.isoformat())
+    assert [d.id for d in gone] == [first["Id"]]
+    sb.delete("Contact", later["Id"], at=second + timedelta(milliseconds=900))
+    gone, _ = await conn.deleted_since(ObjectType.CONTACT, second.isoformat())
+    assert {d.id for d in gone} == {first["Id"], later["Id"]}
+    assert deleted_cursor is not None

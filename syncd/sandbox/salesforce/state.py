@@ -144,6 +144,21 @@ class QueryCursor:
     rows: list[dict[str, Any]]
 
 
+DUPLICATE_RULE_MODES = ("off", "alert", "block")
+
+
+def duplicate_rules_mode(value: Any) -> str:
+    """``off``, ``alert`` or ``block`` from a mode or a switch (true is ``alert``, the action
+    of the standard rules: the save is refused unless the request says ``allowSave=true``)."""
+    if value is True:
+        return "alert"
+    if value is False or value is None:
+        return "off"
+    if str(value) not in DUPLICATE_RULE_MODES:
+        raise ValueError(f"duplicate_rules: one of true, false, {', '.join(DUPLICATE_RULE_MODES)}")
+    return str(value)
+
+
 class SalesforceSandbox(SandboxBase):
     """An in-memory Salesforce org: records, API usage, issued tokens and OAuth settings."""
 
@@ -159,7 +174,7 @@ class SalesforceSandbox(SandboxBase):
         jwt_public_key: str | bytes | None = None,
         external_id_field: str = EXTERNAL_ID,
         daily_limit: int = 100_000,
-        duplicate_rule_on_email: bool = False,
+        duplicate_rules: str = "alert",
         seed: int = 42,
     ) -> None:
         super().__init__(seed=seed)
@@ -171,7 +186,7 @@ class SalesforceSandbox(SandboxBase):
         self.external_id_field = external_id_field
         self.daily_limit = daily_limit
         self.api_used = 0
-        self.duplicate_rule_on_email = duplicate_rule_on_email
+        self.duplicate_rules = duplicate_rules_mode(duplicate_rules)
         self.schema = build_schema(external_id_field)
         self.records: dict[str, dict[str, dict[str, Any]]] = {o: {} for o in self.schema}
         self.ext_index: dict[str, dict[str, str]] = {o: {} for o in self.schema}
@@ -321,6 +336,13 @@ class SalesforceSandbox(SandboxBase):
         for f in fields:
             out[f] = to_json(rec.get(f))
         return out
+
+    def apply_faults(self, body: dict[str, Any]) -> None:
+        """Faults, and the org's duplicate rules (``{"duplicate_rules": true | false |
+        "alert" | "block"}``): an org setting, which `reset` leaves as it is."""
+        if "duplicate_rules" in body:
+            self.duplicate_rules = duplicate_rules_mode(body["duplicate_rules"])
+        super().apply_faults(body)
 
     def limit_header(self) -> str:
         """The ``Sforce-Limit-Info`` value."""
