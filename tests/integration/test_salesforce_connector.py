@@ -468,3 +468,45 @@ async def test_a_record_saved_later_in_the_cursors_second_is_not_skipped(
     gone, _ = await conn.deleted_since(ObjectType.CONTACT, second.isoformat())
     assert {d.id for d in gone} == {first["Id"], later["Id"]}
     assert deleted_cursor is not None
+
+
+async def test_duplicate_rule_errors_name_the_matched_record(
+    sandbox: tuple[SalesforceSandbox, str], make_conn: ConnFactory
+) -> None:
+    sb, _ = sandbox
+    assert sb.duplicate_rules == "alert"  # on by default, as the standard rules are
+    old = sb.insert("Contact", {"LastName": "Old", "Email": "dup@example.com"})
+    other = sb.insert("Contact", {"LastName": "Other", "Email": "other@example.com"})
+    conn = make_conn()
+    [created, edited, fine] = [
+        *await conn.write(
+            ObjectType.CONTACT, WriteOp.UPSERT, [contact(1, Email="DUP@example.com")]
+        ),
+        *await conn.write(
+            ObjectType.CONTACT,
+            WriteOp.UPDATE,
+            [WriteItem({"Email": "dup@example.com"}, id=other["Id"])],
+        ),
+        *await conn.write(ObjectType.CONTACT, WriteOp.UPSERT, [contact(2)]),
+    ]
+    for res in (created, edited):
+        assert not res.ok and res.error_code == "DUPLICATES_DETECTED"
+        assert res.error_category is ErrorCategory.DUPLICATE
+        assert res.error_message is not None
+        assert f"existing Contact {old['Id']} (same email dup@example.com)" in res.error_message
+        assert "crm.duplicate_rules_allow_save = true" in res.error_message
+    assert fine.ok
+    # With the setting, the header saves past a rule that alerts …
+    allowed = make_conn(duplicate_rules_allow_save=True)
+    [saved] = await allowed.write(
+        ObjectType.CONTACT, WriteOp.UPSERT, [contact(3, Email="dup@example.com")]
+    )
+    assert saved.ok and saved.created
+    # … not past one that blocks.
+    sb.duplicate_rules = "block"
+    [blocked] = await allowed.write(
+        ObjectType.CONTACT, WriteOp.CREATE, [contact(4, Email="dup@example.com")]
+    )
+    assert not blocked.ok and blocked.error_message is not None
+    assert "the rule blocks duplicates" in blocked.error_message
+    assert old["Id"] in blocked.error_message

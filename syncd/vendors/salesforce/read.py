@@ -41,19 +41,6 @@ class SalesforceReads(SalesforceBase):
 
     _describe: dict[ObjectType, list[FieldInfo]]
 
-    async def _query(
-        self, soql: str, *, with_deleted: bool = False
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        # queryAll also answers for deleted records still in the recycle bin.
-        path = "/queryAll" if with_deleted else "/query"
-        body = await self._get(path, endpoint=path[1:], params={"q": soql})
-        while True:
-            yield list(body.get("records", []))
-            nxt = body.get("nextRecordsUrl")
-            if body.get("done", True) or not nxt:
-                return
-            body = await self._get(str(nxt), endpoint="query_more")
-
     def _to_record(self, obj: ObjectType, row: dict[str, Any]) -> Record:
         # The row is this page's own decoded dict: drop its attributes instead of copying it.
         fields = row
