@@ -17,7 +17,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         sandboxes = await runner.start_sandboxes(
-            vendors, base_port=args.port, seed=args.seed, rate_limits=not args.no_rate_limits
+            vendors,
+            base_port=args.port,
+            seed=args.seed,
+            rate_limits=not args.no_rate_limits,
+            duplicate_rules=not args.no_duplicate_rules,
         )
         # Stop signals are handled before the banner says Ctrl-C stops: a signal sent as soon
         # as it is read must stop the simulators, not kill the process mid-start.
@@ -64,6 +68,12 @@ def register(sub: Any, add: Any) -> None:
     sp.add_argument("--port", type=int, default=0, help="first port (next vendors take +1, +2)")
     sp.add_argument("--seed", action="store_true", help="fill the simulators with sample data")
     sp.add_argument("--no-rate-limits", action="store_true", help="turn the vendor limits off")
+    sp.add_argument(
+        "--no-duplicate-rules",
+        action="store_true",
+        help="turn Salesforce's duplicate rules off (on: a second Contact or Lead with an"
+        " existing email is refused unless the request says allowSave=true)",
+    )
     sp.set_defaults(func=cmd_sandbox)
     sp = sub.add_parser("demo", help="simulators + the real daemon + a webhook generator, live")
     sp.add_argument("--duration", type=float, default=None, help="stop after SECONDS")

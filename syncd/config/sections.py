@@ -168,6 +168,10 @@ class CrmSettings(Section):
         }
     )
     quota_reserve: float = Field(default=0.10, ge=0, lt=1)
+    # Send ``Sforce-Duplicate-Rule-Header: allowSave=true`` with every write, so that duplicate
+    # rules whose action is Allow (with an alert, as the standard rules are) save syncd's
+    # records; off, such a save is an error naming the matched record.
+    duplicate_rules_allow_save: bool = False
     http: HttpSettings = HttpSettings()
 
     @field_validator("login_url")

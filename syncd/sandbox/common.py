@@ -8,7 +8,8 @@ vendor handler runs, and mounts ``/_sandbox/...`` admin routes for tests and man
 - ``GET  /_sandbox/ledger``  every write received (``?since=N`` to page)
 - ``POST /_sandbox/faults``  JSON, any of: ``fail_next`` (N), ``status`` (503|429),
   ``retry_after``, ``fail_ratio``, ``fail_paths``, ``latency``, ``latency_after``,
-  ``slow_paths``, ``expire_tokens``, ``revoke_auth``, ``fail_emails``, ``exhaust_quota``
+  ``slow_paths``, ``expire_tokens``, ``revoke_auth``, ``fail_emails``, ``exhaust_quota``;
+  Salesforce also ``duplicate_rules`` (true, false, "alert" or "block")
 - ``POST /_sandbox/reset``   clear faults, ledger and counters (data stays)
 """
 
@@ -113,6 +114,10 @@ class SandboxBase:
             LedgerEntry(self._seq, when, endpoint, obj, record_id, key, created, fields)
         )
 
+    def apply_faults(self, body: dict[str, Any]) -> None:
+        """Arm what ``POST /_sandbox/faults`` asks for; a simulator adds its own settings."""
+        self.faults.apply(body)
+
     def reset(self) -> None:
         """Clear faults, ledger and counters; keep the data."""
         self.faults = Faults()
@@ -179,7 +184,10 @@ def make_app(sandbox: SandboxBase) -> web.Application:
         body = await request.json()
         if not isinstance(body, dict):
             return web.json_response({"error": "body must be a JSON object"}, status=400)
-        sandbox.faults.apply(body)
+        try:
+            sandbox.apply_faults(body)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"ok": True})
 
     async def reset(_: web.Request) -> web.Response:

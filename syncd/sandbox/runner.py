@@ -95,11 +95,17 @@ async def start_sandboxes(
     base_port: int = 0,
     rate_limits: bool = True,
     seed: bool = False,
+    duplicate_rules: bool = True,
 ) -> SandboxSet:
-    """Start the named simulators (ports base_port, +1, +2 … or free ones when 0)."""
+    """Start the named simulators (ports base_port, +1, +2 … or free ones when 0).
+
+    Salesforce's duplicate rules are on unless `duplicate_rules` is false: the standard
+    Contact and Lead rules are active in most orgs."""
     out = SandboxSet()
     for i, vendor in enumerate(vendors):
-        state, app = _build(vendor, rate_limits=rate_limits, seed=seed)
+        state, app = _build(
+            vendor, rate_limits=rate_limits, seed=seed, duplicate_rules=duplicate_rules
+        )
         runner = await serve(app, host, base_port + i if base_port else 0)
         out.running[vendor] = RunningSandbox(
             vendor, state, runner, f"http://{host}:{bound_port(runner)}"
@@ -107,7 +113,9 @@ async def start_sandboxes(
     return out
 
 
-def _build(vendor: str, *, rate_limits: bool, seed: bool) -> tuple[SandboxBase, web.Application]:
+def _build(
+    vendor: str, *, rate_limits: bool, seed: bool, duplicate_rules: bool = True
+) -> tuple[SandboxBase, web.Application]:
     if vendor == "salesforce":
         from syncd.sandbox.salesforce.app import (
             SalesforceSandbox,
@@ -115,7 +123,11 @@ def _build(vendor: str, *, rate_limits: bool, seed: bool) -> tuple[SandboxBase, 
             seed_salesforce,
         )
 
-        sf = SalesforceSandbox(client_id=SF_CLIENT_ID, client_secret=SF_CLIENT_SECRET)
+        sf = SalesforceSandbox(
+            client_id=SF_CLIENT_ID,
+            client_secret=SF_CLIENT_SECRET,
+            duplicate_rules="alert" if duplicate_rules else "off",
+        )
         if seed:
             seed_salesforce(
                 sf,

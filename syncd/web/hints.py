@@ -55,8 +55,9 @@ _CODE_HINTS: dict[str, str] = {
         " message, fix the value, then retry."
     ),
     "DUPLICATES_DETECTED": (
-        "Duplicate: a Salesforce duplicate rule matched an existing record; merge the records"
-        " or adjust the rule, then retry."
+        "Duplicate: a Salesforce duplicate rule matched the existing record named in the"
+        " message; merge the records or adjust the rule, or set"
+        " crm.duplicate_rules_allow_save = true (rules that only alert), then retry."
     ),
     "CANNOT_UPDATE_CONVERTED_LEAD": _CATEGORY_HINTS[ErrorCategory.CONVERTED_LEAD],
 }

@@ -51,6 +51,14 @@ class Env:
         d.wait_ready()
         return d
 
+    def start_config(self, config: str, *, name: str = "syncd", **kw: Any) -> DaemonProcess:
+        """A daemon on a whole configuration text (see `config`); its state dir is kept
+        from an earlier daemon of the same name."""
+        d = start_daemon(self.tmp, config, name=name, **kw)
+        self.daemons.append(d)
+        d.wait_ready()
+        return d
+
     def close(self) -> None:
         for d in self.daemons:
             d.kill()

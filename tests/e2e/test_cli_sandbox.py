@@ -8,7 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+
+import pytest
 
 from tests.e2e.daemon import free_port
 
@@ -60,5 +64,45 @@ def test_sandbox_command_serves_on_the_port_asked_for() -> None:
         assert "Api-Token" in banner and "client_id" not in banner, banner
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=5) as r:
             assert "requests" in json.loads(r.read())
+    finally:
+        assert _stop(proc) == 0
+
+
+def _create_twice(url: str) -> list[int]:
+    """Log in with client credentials and create two contacts with one email; the statuses."""
+    form = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "client_id": "sandbox-client-id",
+            "client_secret": "sandbox-client-secret",
+        }
+    ).encode()
+    with urllib.request.urlopen(f"{url}/services/oauth2/token", form, timeout=5) as r:
+        token = json.loads(r.read())["access_token"]
+    statuses = []
+    for last in ("One", "Two"):
+        req = urllib.request.Request(
+            f"{url}/services/data/v61.0/sobjects/Contact/",
+            json.dumps({"LastName": last, "Email": "same@example.com"}).encode(),
+            {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                statuses.append(r.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    return statuses
+
+
+@pytest.mark.parametrize(
+    ("args", "statuses"), [((), [201, 400]), (("--no-duplicate-rules",), [201, 201])]
+)
+def test_salesforce_duplicate_rules_are_on_unless_turned_off(
+    args: tuple[str, ...], statuses: list[int]
+) -> None:
+    proc, banner = _serve("salesforce", *args)
+    try:
+        [url] = re.findall(r"^salesforce\s+(http://\S+)$", banner, re.M)
+        assert _create_twice(url) == statuses
     finally:
         assert _stop(proc) == 0

@@ -123,6 +123,49 @@ def test_same_email_different_case_is_linked_not_duplicated(env: Env) -> None:
     assert contact["Syncd_Hub_Id__c"] == "55" and contact["FirstName"] == "Ann"
 
 
+def test_salesforce_duplicate_rule_error_names_the_match_until_allow_save(env: Env) -> None:
+    """The simulator's duplicate rules are on (as the standard rules are in most orgs): a
+    hub contact whose new email is an unlinked Salesforce contact's is refused, and the
+    error names that contact; with crm.duplicate_rules_allow_save the retry saves it."""
+    assert env.sb.run(lambda: env.sf.duplicate_rules) == "alert"
+    quiet = "\n[inbound]\nflush_size = 1000\nflush_interval = 600\n"
+    # A contact someone made in Salesforce, which syncd never linked.
+    taken = env.sb.run(
+        lambda: env.sf.insert("Contact", {"LastName": "Taken", "Email": "taken@example.com"})
+    )
+    d = env.start(quiet)
+    assert ac_webhook(env, d, 61, first="Pat")[0] == 200
+    assert d.json("POST", "/api/v1/flush?wait=true")[1]["counts"]["processed"] == 1
+    [mine] = [c for c in sf_records(env, "Contact") if c["Syncd_Hub_Id__c"] == "61"]
+    # The person gives the hub the email the other Salesforce contact has.
+    assert ac_webhook(env, d, 61, email="taken@example.com", first="Pat")[0] == 200
+    status, body = d.json("POST", "/api/v1/flush?wait=true")
+    assert status == 200 and body["counts"]["errors"] == 1, body
+    _, listing = d.json("GET", "/api/v1/queue?direction=inbound&status=error")
+    [entry] = listing["entries"]
+    _, detail = d.json("GET", f"/api/v1/queue/{entry['id']}")
+    assert detail["error"]["code"] == "DUPLICATES_DETECTED"
+    assert (
+        f"existing Contact {taken['Id']} (same email taken@example.com)"
+        in (detail["error"]["message"])
+    )
+    assert "duplicate_rules_allow_save" in detail["error"]["hint"]
+    assert {c["Id"]: c["Email"] for c in sf_records(env, "Contact")}[mine["Id"]] == (
+        "person61@example.com"
+    )
+
+    # The operator lets syncd save past rules that only alert, restarts it and retries.
+    assert d.stop() == 0
+    allow = 'auth_flow = "client_credentials"\nduplicate_rules_allow_save = true'
+    config = env.config(quiet).replace('auth_flow = "client_credentials"', allow)
+    d = env.start_config(config)
+    status, _ = d.json("POST", "/api/v1/queue/retry?now=true&status=error&direction=inbound")
+    assert status == 200
+    wait_until(lambda: queue_counts(d) == {"processed": 2}, what="the retry saved")
+    emails = {c["Id"]: c["Email"] for c in sf_records(env, "Contact")}
+    assert emails == {taken["Id"]: "taken@example.com", mine["Id"]: "taken@example.com"}
+
+
 def test_untagged_update_is_excluded_with_reason(env: Env) -> None:
     d = env.start("\n[inbound]\nflush_size = 1000\nflush_interval = 600\n")
     assert ac_webhook(env, d, 9, tags="")[0] == 200

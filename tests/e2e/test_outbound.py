@@ -247,3 +247,31 @@ def test_accounts_and_opportunities_when_enabled(env: Env) -> None:
     deals = env.sb.run(lambda: [dict(x) for x in env.ac.deals.values()])
     assert [a["name"] for a in accounts] == ["Initech"]
     assert [(x["title"], int(x["value"])) for x in deals] == [("Big deal", 123450)]
+
+
+def test_a_change_in_the_cursors_second_is_pulled_without_overlap(env: Env) -> None:
+    """SystemModstamp has whole seconds: with no overlap window at all, a record changed
+    later in the second the last pull ended at still reaches the hub."""
+    crit = 'criteria = { field = "LastName", op = "starts_with", value = "Sec" }'
+    d = start(
+        env,
+        '\n[outbound]\noverlap_seconds = 0\n[sync.objects.contact]\nselection = "criteria"\n'
+        + crit
+        + "\n",
+    )
+    second = now_utc() - timedelta(seconds=30)
+    env.sb.run(
+        lambda: env.sf.insert("Contact", {"LastName": "Sec1", "Email": "sec1@x.io"}, at=second)
+    )
+    assert pull(d)["processed"] == 1
+    # Saved after that pull, within the same second (the simulator keeps it to the second).
+    env.sb.run(
+        lambda: env.sf.insert(
+            "Contact",
+            {"LastName": "Sec2", "Email": "sec2@x.io"},
+            at=second + timedelta(milliseconds=800),
+        )
+    )
+    counts = pull(d)
+    assert counts["processed"] >= 1, counts
+    assert {"sec1@x.io", "sec2@x.io"} <= set(ac_contacts(env))

@@ -1,22 +1,45 @@
-"""The Salesforce simulator answers as API-FACTS.md says; a drifting simulator fails here."""
+"""The Salesforce simulator answers as the vendor documents; a drifting simulator fails here.
+
+The first part calls the simulator with plain HTTP and compares exact bodies. The second
+drives it with simple-salesforce, a client nobody in this project wrote: every operation
+syncd uses (client-credentials login, query with queryMore paging, queryAll, sObject
+Collections create/update/upsert/delete, the deleted resource, describe, limits, errors) and
+the ones an operator would try against `syncd sandbox` (single-record CRUD, upsert by
+external id, describe global, the versions list). simple-salesforce addresses
+``https://{domain}.salesforce.com`` and ``https://{instance}``; a transport adapter sends
+those requests to the simulator on loopback, unchanged otherwise.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
+from simple_salesforce import Salesforce
+from simple_salesforce.exceptions import (
+    SalesforceAuthenticationFailed,
+    SalesforceGeneralError,
+    SalesforceMalformedRequest,
+    SalesforceResourceNotFound,
+)
 
 from syncd.sandbox.common import bound_port, serve
+from syncd.sandbox.runner import SF_CLIENT_ID, SF_CLIENT_SECRET, SandboxThread
 from syncd.sandbox.salesforce.app import (
     SalesforceSandbox,
     bulk_insert_contacts,
     create_salesforce_app,
     seed_salesforce,
 )
+from syncd.sandbox.salesforce.soql import now_utc
 
 LIMIT_RE = re.compile(r"^api-usage=\d+/\d+$")
 SF_DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000$")
@@ -356,3 +379,384 @@ def test_seed_is_reproducible() -> None:
         assert lead["ConvertedContactId"] in one.records["Contact"]
         assert lead["ConvertedAccountId"] in one.records["Account"]
         assert lead["ConvertedOpportunityId"] in one.records["Opportunity"]
+
+
+# == driven by simple-salesforce ==============================================================
+
+EXT = "Syncd_Hub_Id__c"
+DUP_HEADER = "Sforce-Duplicate-Rule-Header"
+
+
+class _Loopback(HTTPAdapter):
+    """Sends every https request to the simulator's http address, path and query kept."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__()
+        self._netloc = urlsplit(base).netloc
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        parts = urlsplit(request.url)
+        request.url = urlunsplit(("http", self._netloc, parts.path, parts.query, ""))
+        return super().send(request, *args, **kwargs)
+
+
+class Org:
+    """The simulator in its own thread, and simple-salesforce clients logged in to it."""
+
+    def __init__(self) -> None:
+        self.thread = SandboxThread(("salesforce",))
+        self.url = self.thread.set.url("salesforce")
+        self.sb: SalesforceSandbox = self.thread.set.state("salesforce")
+        self.sf = self.client()
+
+    def session(self) -> requests.Session:
+        s = requests.Session()
+        s.trust_env = False  # no proxy between the client and loopback
+        s.mount("https://", _Loopback(self.url))
+        return s
+
+    def client(self, version: str = "59.0", secret: str = SF_CLIENT_SECRET) -> Salesforce:
+        """Client credentials with HTTP Basic client authentication (what simple-salesforce
+        sends for a My Domain ``domain``)."""
+        return Salesforce(
+            consumer_key=SF_CLIENT_ID,
+            consumer_secret=secret,
+            domain="syncd-sandbox.my",
+            session=self.session(),
+            version=version,
+        )
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        return self.thread.run(fn, *args)
+
+    def close(self) -> None:
+        self.thread.close()
+
+
+@pytest.fixture
+def org() -> Iterator[Org]:
+    o = Org()
+    try:
+        yield o
+    finally:
+        o.close()
+
+
+def _first_error(exc: Any) -> dict[str, Any]:
+    content = exc.value.content
+    assert isinstance(content, list), content  # a JSON array, never text
+    return dict(content[0])
+
+
+# -- login, versions, describe, limits ------------------------------------------------------
+
+
+def test_client_credentials_login_with_basic_client_authentication(org: Org) -> None:
+    assert org.sf.session_id and org.sf.sf_instance == urlsplit(org.url).netloc
+    with pytest.raises(SalesforceAuthenticationFailed) as exc:
+        org.client(secret="wrong")
+    assert exc.value.code == "invalid_client"
+
+
+def test_expired_session_is_renewed_by_the_client(org: Org) -> None:
+    org.run(lambda: org.sb.faults.apply({"expire_tokens": True}))
+    assert org.sf.limits()["DailyApiRequests"]["Max"] > 0  # 401, login again, retried
+
+
+def test_versions_list_needs_no_token(org: Org) -> None:
+    r = org.session().get("https://ignored/services/data/")
+    assert r.status_code == 200
+    versions = r.json()
+    assert {"label": "Summer '24", "url": "/services/data/v61.0", "version": "61.0"} in versions
+    assert all(set(v) == {"label", "url", "version"} for v in versions)
+
+
+def test_describe_global_and_object(org: Org) -> None:
+    described = org.sf.describe()
+    assert described["encoding"] == "UTF-8" and described["maxBatchSize"] == 200
+    names = {o["name"]: o for o in described["sobjects"]}
+    assert {"Contact", "Lead", "Account", "Opportunity"} <= set(names)
+    assert names["Contact"]["keyPrefix"] == "003"
+    assert names["Contact"]["urls"]["rowTemplate"] == "/services/data/v59.0/sobjects/Contact/{ID}"
+    fields = {f["name"]: f for f in org.sf.Contact.describe()["fields"]}
+    assert fields[EXT]["externalId"] is True and fields["LastName"]["nillable"] is False
+    assert org.sf.Lead.metadata()["objectDescribe"]["name"] == "Lead"
+
+
+def test_limits_and_usage_header(org: Org) -> None:
+    limits = org.sf.limits()
+    assert set(limits["DailyApiRequests"]) == {"Max", "Remaining"}
+    usage = org.sf.api_usage["api-usage"]
+    assert usage.total == limits["DailyApiRequests"]["Max"] and usage.used >= 1
+
+
+# -- queries --------------------------------------------------------------------------------
+
+
+def test_query_and_query_more_page_through_2000_records(org: Org) -> None:
+    org.run(bulk_insert_contacts, org.sb, 2100)
+    soql = "SELECT Id, LastName, SystemModstamp FROM Contact ORDER BY SystemModstamp"
+    first = org.sf.query(soql)  # GET …/query/?q= (with the slash)
+    assert first["totalSize"] == 2100 and first["done"] is False and len(first["records"]) == 2000
+    more = org.sf.query_more(first["nextRecordsUrl"], identifier_is_url=True)
+    assert more["done"] is True and len(more["records"]) == 100
+    every = org.sf.query_all(soql)
+    assert len({r["Id"] for r in every["records"]}) == 2100
+    # Datetimes are whole seconds, as Salesforce keeps them.
+    assert all(r["SystemModstamp"].endswith(".000+0000") for r in every["records"])
+
+
+def test_query_all_includes_deleted_records(org: Org) -> None:
+    kept = org.sf.Contact.create({"LastName": "Kept"})["id"]
+    gone = org.sf.Contact.create({"LastName": "Gone"})["id"]
+    assert org.sf.Contact.delete(gone) == 204
+    soql = "SELECT Id, IsDeleted FROM Contact"
+    assert [r["Id"] for r in org.sf.query_all(soql)["records"]] == [kept]
+    every = org.sf.query_all(soql, include_deleted=True)["records"]
+    assert {(r["Id"], r["IsDeleted"]) for r in every} == {(kept, False), (gone, True)}
+
+
+def test_soql_compares_datetimes_to_the_second(org: Org) -> None:
+    rec = org.sf.Contact.create({"LastName": "Stamp"})
+    stamp = org.sf.Contact.get(rec["id"])["SystemModstamp"]
+    later = stamp.replace(".000+0000", ".900Z")
+    found = org.sf.query(f"SELECT Id FROM Contact WHERE SystemModstamp >= {later}")
+    assert [r["Id"] for r in found["records"]] == [rec["id"]]
+
+
+# -- single records ---------------------------------------------------------------------------
+
+
+def test_single_record_create_get_update_delete(org: Org) -> None:
+    created = org.sf.Contact.create({"LastName": "Lovelace", "Email": "ada@example.com"})
+    assert set(created) == {"id", "success", "errors"} and created["success"] is True
+    rid = created["id"]
+    got = org.sf.Contact.get(rid)
+    assert got["attributes"] == {
+        "type": "Contact",
+        "url": f"/services/data/v59.0/sobjects/Contact/{rid}",
+    }
+    assert got["LastName"] == "Lovelace" and got["Email"] == "ada@example.com"
+    assert org.sf.Contact.get(rid[:15])["Id"] == rid  # the 15-character id too
+    assert org.sf.Contact.update(rid, {"FirstName": "Ada"}) == 204
+    assert org.sf.Contact.get(rid)["FirstName"] == "Ada"
+    assert org.sf.Contact.delete(rid) == 204
+    with pytest.raises(SalesforceResourceNotFound) as exc:
+        org.sf.Contact.get(rid)
+    assert _first_error(exc)["errorCode"] == "ENTITY_IS_DELETED"
+
+
+def test_single_record_errors_are_json_arrays(org: Org) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as bad:
+        org.sf.Contact.create({"Email": "no-last-name@example.com"})
+    assert _first_error(bad) == {
+        "message": "Required fields are missing: [LastName]",
+        "errorCode": "REQUIRED_FIELD_MISSING",
+        "fields": ["LastName"],
+    }
+    with pytest.raises(SalesforceResourceNotFound) as missing:
+        org.sf.Contact.get("003000000000000AAA")
+    assert _first_error(missing)["errorCode"] == "NOT_FOUND"
+    with pytest.raises(SalesforceResourceNotFound) as not_an_id:
+        org.sf.Contact.get("not-an-id")
+    assert "Provided external ID field does not exist" in _first_error(not_an_id)["message"]
+    with pytest.raises(SalesforceResourceNotFound) as no_object:
+        org.sf.restful("sobjects/Nope__c/describe")
+    assert _first_error(no_object)["errorCode"] == "NOT_FOUND"
+    with pytest.raises(SalesforceResourceNotFound) as no_resource:
+        org.sf.restful("no/such/resource")
+    assert _first_error(no_resource) == {
+        "message": "The requested resource does not exist",
+        "errorCode": "NOT_FOUND",
+    }
+    with pytest.raises(SalesforceGeneralError) as method:
+        org.sf.restful("limits", method="PUT")
+    assert exc_status(method) == 405
+    assert _first_error(method)["errorCode"] == "METHOD_NOT_ALLOWED"
+    with pytest.raises(SalesforceMalformedRequest) as soql:
+        org.sf.query("SELECT Id FROM Contact WHERE")
+    assert _first_error(soql)["errorCode"] == "MALFORMED_QUERY"
+
+
+def exc_status(exc: Any) -> int:
+    return int(exc.value.status)
+
+
+def test_upsert_by_external_id_creates_then_updates(org: Org) -> None:
+    path = f"{EXT}/hub-1"
+    assert org.sf.Contact.upsert(path, {"LastName": "First"}) == 201
+    again = org.sf.Contact.upsert(path, {"LastName": "Second"}, raw_response=True)
+    # From API 46.0 an update answers 200 with created: false; before, 204 and no body.
+    assert again.status_code == 200
+    assert again.json() == {
+        "id": again.json()["id"],
+        "success": True,
+        "errors": [],
+        "created": False,
+    }
+    assert org.sf.Contact.get_by_custom_id(EXT, "hub-1")["LastName"] == "Second"
+    old = org.client(version="45.0")
+    assert old.Contact.upsert(path, {"LastName": "Third"}) == 204
+    with pytest.raises(SalesforceResourceNotFound) as exc:
+        org.sf.Contact.upsert("Email/x@example.com", {"LastName": "X"})
+    assert "Provided external ID field does not exist" in _first_error(exc)["message"]
+
+
+def test_deleted_and_updated_resources(org: Org) -> None:
+    def setup() -> tuple[str, str]:
+        a = org.sb.insert("Contact", {"LastName": "A"}, at=now_utc() - timedelta(minutes=5))
+        b = org.sb.insert("Contact", {"LastName": "B"}, at=now_utc() - timedelta(minutes=5))
+        org.sb.delete("Contact", b["Id"], at=now_utc() - timedelta(minutes=3))
+        return a["Id"], b["Id"]
+
+    kept, gone = org.run(setup)
+    end = datetime.now(UTC)
+    start = end - timedelta(minutes=10)
+    deleted = org.sf.Contact.deleted(start, end)
+    assert [d["id"] for d in deleted["deletedRecords"]] == [gone]
+    assert set(deleted) == {"deletedRecords", "earliestDateAvailable", "latestDateCovered"}
+    updated = org.sf.Contact.updated(start, end)
+    assert updated["ids"] == [kept] and "latestDateCovered" in updated
+
+
+# -- sObject Collections -------------------------------------------------------------------------
+
+
+def _records(*rows: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"attributes": {"type": "Contact"}, **row} for row in rows]
+
+
+def test_collections_create_update_upsert_delete(org: Org) -> None:
+    created = org.sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={
+            "allOrNone": False,
+            "records": _records({"LastName": "One"}, {"LastName": "Two"}, {"Email": "x@x.io"}),
+        },
+    )
+    assert [r["success"] for r in created] == [True, True, False]
+    assert created[2]["errors"][0]["statusCode"] == "REQUIRED_FIELD_MISSING"
+    ids = [r["id"] for r in created[:2]]
+    updated = org.sf.restful(
+        "composite/sobjects",
+        method="PATCH",
+        json={
+            "records": _records({"id": ids[0], "FirstName": "A"}, {"id": ids[1], "FirstName": "B"})
+        },
+    )
+    assert all(r["success"] for r in updated)
+    upserted = org.sf.restful(
+        f"composite/sobjects/Contact/{EXT}",
+        method="PATCH",
+        json={"records": _records({EXT: "u1", "LastName": "U"}, {EXT: "u1", "LastName": "V"})},
+    )
+    assert [r["success"] for r in upserted] == [False, False]  # one external id twice
+    upserted = org.sf.restful(
+        f"composite/sobjects/Contact/{EXT}",
+        method="PATCH",
+        json={"records": _records({EXT: "u1", "LastName": "U"})},
+    )
+    assert upserted[0]["created"] is True
+    deleted = org.sf.restful(
+        "composite/sobjects", method="DELETE", params={"ids": ",".join(ids), "allOrNone": "false"}
+    )
+    assert [r["success"] for r in deleted] == [True, True]
+    with pytest.raises(SalesforceMalformedRequest) as too_many:
+        org.sf.restful(
+            "composite/sobjects",
+            method="POST",
+            json={"records": _records(*({"LastName": f"n{i}"} for i in range(201)))},
+        )
+    assert _first_error(too_many)["errorCode"] == "EXCEEDED_ID_LIMIT"
+
+
+# -- duplicate rules -----------------------------------------------------------------------------
+
+
+def test_duplicate_rule_refuses_a_second_contact_with_the_same_email(org: Org) -> None:
+    first = org.sf.Contact.create({"LastName": "One", "Email": "same@example.com"})["id"]
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        org.sf.Contact.create({"LastName": "Two", "Email": "SAME@example.com"})
+    error = _first_error(exc)
+    assert error["errorCode"] == "DUPLICATES_DETECTED"
+    assert error["message"] == "Use one of these records?"
+    result = error["duplicateResult"]
+    assert result["allowSave"] is True and result["duplicateRuleEntityType"] == "Contact"
+    [match] = result["matchResults"]
+    assert match["size"] == 1 and match["success"] is True
+    record = match["matchRecords"][0]["record"]
+    assert record == {
+        "attributes": {"type": "Contact", "url": f"/services/data/v59.0/sobjects/Contact/{first}"},
+        "Id": first,
+    }
+    # includeRecordDetails asks for the matched record's fields too.
+    with pytest.raises(SalesforceMalformedRequest) as detailed:
+        org.sf.Contact.create(
+            {"LastName": "Two", "Email": "same@example.com"},
+            headers={DUP_HEADER: "includeRecordDetails=true"},
+        )
+    matched = _first_error(detailed)["duplicateResult"]["matchResults"][0]["matchRecords"][0]
+    assert matched["record"]["LastName"] == "One"
+    # allowSave=true saves it (the rule's action is Allow, with an alert).
+    saved = org.sf.Contact.create(
+        {"LastName": "Two", "Email": "same@example.com"}, headers={DUP_HEADER: "allowSave=true"}
+    )
+    assert saved["success"] is True
+    # A lead is matched with leads only; an edit only when it changes the email.
+    assert org.sf.Lead.create({"LastName": "L", "Company": "C", "Email": "same@example.com"})
+    other = org.sf.Contact.create({"LastName": "Other", "Email": "other@example.com"})["id"]
+    assert org.sf.Contact.update(other, {"FirstName": "Still unique"}) == 204
+    with pytest.raises(SalesforceMalformedRequest) as edit:
+        org.sf.Contact.update(other, {"Email": "same@example.com"})
+    assert _first_error(edit)["errorCode"] == "DUPLICATES_DETECTED"
+
+
+def test_duplicate_rule_in_collections_is_terse(org: Org) -> None:
+    org.sf.Contact.create({"LastName": "One", "Email": "c@example.com"})
+    answer = org.sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={"records": _records({"LastName": "Two", "Email": "c@example.com"})},
+    )
+    assert answer == [
+        {
+            "id": None,
+            "success": False,
+            "errors": [
+                {
+                    "statusCode": "DUPLICATES_DETECTED",
+                    "message": "Use one of these records?",
+                    "fields": [],
+                }
+            ],
+        }
+    ]
+    allowed = org.sf.restful(
+        "composite/sobjects",
+        method="POST",
+        json={"records": _records({"LastName": "Two", "Email": "c@example.com"})},
+        headers={DUP_HEADER: "allowSave=true"},
+    )
+    assert allowed[0]["success"] is True
+
+
+def test_duplicate_rules_switch(org: Org) -> None:
+    admin = requests.Session()
+    admin.trust_env = False
+
+    def faults(body: dict[str, Any]) -> int:
+        return admin.post(f"{org.url}/_sandbox/faults", json=body, timeout=5).status_code
+
+    org.sf.Contact.create({"LastName": "One", "Email": "d@example.com"})
+    assert faults({"duplicate_rules": "block"}) == 200
+    with pytest.raises(SalesforceMalformedRequest) as blocked:
+        org.sf.Contact.create(
+            {"LastName": "Two", "Email": "d@example.com"}, headers={DUP_HEADER: "allowSave=true"}
+        )
+    assert _first_error(blocked)["duplicateResult"]["allowSave"] is False
+    assert faults({"duplicate_rules": False}) == 200
+    assert org.sf.Contact.create({"LastName": "Two", "Email": "d@example.com"})["success"]
+    assert faults({"duplicate_rules": "sometimes"}) == 400
+    assert faults({"duplicate_rules": True}) == 200
+    assert org.sb.duplicate_rules == "alert"

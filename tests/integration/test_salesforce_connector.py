@@ -94,13 +94,18 @@ async def test_paging_over_10000_records_loses_and_repeats_nothing(
     cursors = [parse_sf_datetime(p.cursor or "") for p in pages]
     assert cursors == sorted(cursors)
     assert cursors[-1] == max(r["SystemModstamp"] for r in sb.records["Contact"].values())
-    # Resuming from a page's cursor yields exactly the records after it.
+    # Resuming from a page's cursor yields the records after it, and again those that share
+    # the cursor's second (SystemModstamp has whole seconds: one saved later in that second
+    # has the same stamp), never fewer.
     rest = [
         r.id
         async for p in conn.changed_since(ObjectType.CONTACT, pages[2].cursor)
         for r in p.records
     ]
-    assert rest == got[6000:]
+    stamps = {r["Id"]: r["SystemModstamp"] for r in sb.records["Contact"].values()}
+    cut = parse_sf_datetime(pages[2].cursor or "")
+    assert rest == [i for i in got if stamps[i] >= cut]
+    assert set(got[6000:]) <= set(rest)
 
 
 async def test_450_records_take_exactly_3_collection_calls(
@@ -383,9 +388,14 @@ async def test_lead_pull_includes_conversions_and_conversion_fields(
     # Converted with a stamp before the cursor: only the ConvertedDate query can see it.
     sb.convert_lead(lead_id, at=parse_sf_datetime(cursor) - timedelta(seconds=5))
     again = [r async for p in conn.changed_since(ObjectType.LEAD, cursor) for r in p.records]
-    assert [r.id for r in again] == [lead_id]
-    assert again[0].fields["IsConverted"] is True
-    assert again[0].fields["ConvertedContactId"] in sb.records["Contact"]
+    # Besides it, only the leads stamped in the cursor's own second are read again.
+    at_cursor = [
+        i for i, r in sb.records["Lead"].items() if r["SystemModstamp"] == parse_sf_datetime(cursor)
+    ]
+    assert sorted(r.id for r in again) == sorted([lead_id, *at_cursor])
+    converted = next(r for r in again if r.id == lead_id)
+    assert converted.fields["IsConverted"] is True
+    assert converted.fields["ConvertedContactId"] in sb.records["Contact"]
 
 
 async def test_get_by_ids_deleted_since_and_describe(
@@ -406,7 +416,7 @@ async def test_get_by_ids_deleted_since_and_describe(
     assert {d.id for d in deleted} == {ids[0], ids[1], ids[2]}
     assert all(d.deleted_at is not None for d in deleted)
     # The next cursor stays a little behind, so a deletion committed meanwhile is seen.
-    assert cursor is not None and cursor < now_utc().isoformat()
+    assert cursor is not None and parse_sf_datetime(cursor) <= now_utc()
     deleted_all, _ = await conn.deleted_since(ObjectType.CONTACT, None)
     assert {d.id for d in deleted_all} == {ids[0], ids[1], ids[2]}
     fields = {f.name: f for f in await conn.describe(ObjectType.LEAD)}
@@ -432,3 +442,71 @@ async def test_token_endpoint_is_called_with_form_fields(
                   "refresh_token": "rt-123"},
         )  # fmt: skip
         assert r.status == 200
+
+
+async def test_a_record_saved_later_in_the_cursors_second_is_not_skipped(
+    sandbox: tuple[SalesforceSandbox, str], make_conn: ConnFactory
+) -> None:
+    """SystemModstamp has whole seconds: a pull that ended at second S must find a record
+    saved (or deleted) later in S, whose stamp is S too."""
+    sb, _ = sandbox
+    conn = make_conn()
+    second = now_utc() - timedelta(minutes=1)
+    first = sb.insert("Contact", {"LastName": "First"}, at=second)
+    pages = [p async for p in conn.changed_since(ObjectType.CONTACT, None)]
+    cursor = pages[-1].cursor
+    assert cursor is not None and parse_sf_datetime(cursor) == second
+    later = sb.insert("Contact", {"LastName": "Later"}, at=second + timedelta(milliseconds=700))
+    assert later["SystemModstamp"] == second  # kept to the second
+    again = {r.id async for p in conn.changed_since(ObjectType.CONTACT, cursor) for r in p.records}
+    assert again == {first["Id"], later["Id"]}
+
+    sb.delete("Contact", first["Id"], at=second)
+    gone, deleted_cursor = await conn.deleted_since(ObjectType.CONTACT, second.isoformat())
+    assert [d.id for d in gone] == [first["Id"]]
+    sb.delete("Contact", later["Id"], at=second + timedelta(milliseconds=900))
+    gone, _ = await conn.deleted_since(ObjectType.CONTACT, second.isoformat())
+    assert {d.id for d in gone} == {first["Id"], later["Id"]}
+    assert deleted_cursor is not None
+
+
+async def test_duplicate_rule_errors_name_the_matched_record(
+    sandbox: tuple[SalesforceSandbox, str], make_conn: ConnFactory
+) -> None:
+    sb, _ = sandbox
+    assert sb.duplicate_rules == "alert"  # on by default, as the standard rules are
+    old = sb.insert("Contact", {"LastName": "Old", "Email": "dup@example.com"})
+    other = sb.insert("Contact", {"LastName": "Other", "Email": "other@example.com"})
+    conn = make_conn()
+    [created, edited, fine] = [
+        *await conn.write(
+            ObjectType.CONTACT, WriteOp.UPSERT, [contact(1, Email="DUP@example.com")]
+        ),
+        *await conn.write(
+            ObjectType.CONTACT,
+            WriteOp.UPDATE,
+            [WriteItem({"Email": "dup@example.com"}, id=other["Id"])],
+        ),
+        *await conn.write(ObjectType.CONTACT, WriteOp.UPSERT, [contact(2)]),
+    ]
+    for res in (created, edited):
+        assert not res.ok and res.error_code == "DUPLICATES_DETECTED"
+        assert res.error_category is ErrorCategory.DUPLICATE
+        assert res.error_message is not None
+        assert f"existing Contact {old['Id']} (same email dup@example.com)" in res.error_message
+        assert "crm.duplicate_rules_allow_save = true" in res.error_message
+    assert fine.ok
+    # With the setting, the header saves past a rule that alerts …
+    allowed = make_conn(duplicate_rules_allow_save=True)
+    [saved] = await allowed.write(
+        ObjectType.CONTACT, WriteOp.UPSERT, [contact(3, Email="dup@example.com")]
+    )
+    assert saved.ok and saved.created
+    # … not past one that blocks.
+    sb.duplicate_rules = "block"
+    [blocked] = await allowed.write(
+        ObjectType.CONTACT, WriteOp.CREATE, [contact(4, Email="dup@example.com")]
+    )
+    assert not blocked.ok and blocked.error_message is not None
+    assert "the rule blocks duplicates" in blocked.error_message
+    assert old["Id"] in blocked.error_message

@@ -2,9 +2,11 @@
 
 `create_salesforce_app` builds the aiohttp app on `make_app`: the OAuth token endpoint
 (client credentials, refresh token, JWT bearer), ``query``/``queryAll`` with paging,
-``deleted``, ``describe``, ``limits`` and sObject Collections create/update/upsert. Every
-``/services/data`` response carries ``Sforce-Limit-Info``; the daily limit ends in 403
-REQUEST_LIMIT_EXCEEDED. Data lives in `SalesforceSandbox`.
+``deleted``, ``describe``, ``limits`` and sObject Collections create/update/upsert/delete;
+`records` adds the single-record resources, describe global and the versions list. Every
+authenticated ``/services/data`` response carries ``Sforce-Limit-Info``; the daily limit ends
+in 403 REQUEST_LIMIT_EXCEEDED; every error under ``/services/data`` is a JSON array, 404 and
+405 included. Data lives in `SalesforceSandbox`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,22 @@ import secrets
 import time
 from datetime import timedelta
 from typing import Any
+from urllib.parse import unquote_plus
 
 import jwt
 from aiohttp import web
 
 from syncd.sandbox.common import Handler, make_app
+from syncd.sandbox.salesforce.records import (
+    DATA,
+    LATEST_VERSION,
+    OLDEST_VERSION,
+    add_record_routes,
+    errors_response,
+    object_of_request,
+    read_json,
+    save_options_of,
+)
 from syncd.sandbox.salesforce.seed import bulk_insert_contacts, seed_salesforce
 from syncd.sandbox.salesforce.soql import SoqlError, now_utc, parse_datetime, parse_query, run_query
 from syncd.sandbox.salesforce.state import (
@@ -45,14 +58,9 @@ SESSION_EXPIRED_BODY = [
 LIMIT_EXCEEDED_BODY = [
     {"errorCode": "REQUEST_LIMIT_EXCEEDED", "message": "TotalRequests Limit exceeded."}
 ]
-DATA = r"/services/data/{ver:v\d+\.0}"
 ORG_ID = "00D5g000004SbXEEA0"
 USER_ID = "0055g00000AbCdEAAV"
 DEFAULT_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
-
-
-def _errors(status: int, code: str, message: str) -> web.Response:
-    return web.json_response([{"message": message, "errorCode": code}], status=status)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> web.Response:
@@ -71,7 +79,12 @@ def create_salesforce_app(
 
     @web.middleware
     async def sf_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/services/data/"):
+        path = request.path
+        if path in ("/services/data", "/services/data/"):
+            # The versions list needs no authentication (developer.salesforce.com REST API
+            # "List Available REST API Versions").
+            return await _json_errors(request, handler)
+        if not path.startswith("/services/data/"):
             return await handler(request)
         if sandbox.faults.expire_tokens or sandbox.faults.revoke_auth:
             sandbox.tokens.clear()
@@ -86,12 +99,12 @@ def create_salesforce_app(
             headers["Sforce-Limit-Info"] = sandbox.limit_header()
             return web.json_response(LIMIT_EXCEEDED_BODY, status=403, headers=headers)
         sandbox.api_used += 1
-        try:
-            resp = await handler(request)
-        except ApiError as exc:
-            resp = _errors(exc.status, exc.code, exc.message)
-        except SoqlError as exc:
-            resp = _errors(400, exc.code, exc.message)
+        resp: web.StreamResponse
+        if not _supported(path.split("/")[3]):
+            # A version the org does not serve is a resource that does not exist.
+            resp = errors_response(404, "NOT_FOUND", "The requested resource does not exist")
+        else:
+            resp = await _json_errors(request, handler)
         resp.headers["Sforce-Limit-Info"] = sandbox.limit_header()
         return resp
 
@@ -104,11 +117,11 @@ def create_salesforce_app(
         if sandbox.faults.revoke_auth:
             return _oauth_error("invalid_grant", "expired access/refresh token")
         if grant == "client_credentials":
-            err = _check_client(sandbox, form)
+            err = _check_client(sandbox, _client_of(request, form))
             if err is not None:
                 return err
         elif grant == "refresh_token":
-            err = _check_client(sandbox, form)
+            err = _check_client(sandbox, _client_of(request, form))
             if err is not None:
                 return err
             if sandbox.refresh_token is None or form.get("refresh_token") != sandbox.refresh_token:
@@ -157,7 +170,7 @@ def create_salesforce_app(
         return _page(sandbox, request, locator, int(offset), size, kind)
 
     async def describe(request: web.Request) -> web.Response:
-        obj = _object(sandbox, request)
+        obj = object_of_request(sandbox, request)
         fields = [
             {
                 "name": name,
@@ -178,7 +191,7 @@ def create_salesforce_app(
         )
 
     async def deleted(request: web.Request) -> web.Response:
-        obj = _object(sandbox, request)
+        obj = object_of_request(sandbox, request)
         try:
             start = parse_datetime(request.query["start"].replace(" ", "+"))
             end = parse_datetime(request.query["end"].replace(" ", "+"))
@@ -225,7 +238,7 @@ def create_salesforce_app(
         )
 
     async def collection(request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await read_json(request)
         op = "create" if request.method == "POST" else "update"
         results = apply_collection(
             sandbox,
@@ -233,11 +246,13 @@ def create_salesforce_app(
             body.get("records"),
             all_or_none=bool(body.get("allOrNone", False)),
             endpoint=f"{request.method} composite/sobjects",
+            options=save_options_of(request),
+            version=_version(request),
         )
         return web.json_response(results)
 
     async def upsert(request: web.Request) -> web.Response:
-        obj = _object(sandbox, request)
+        obj = object_of_request(sandbox, request)
         ext = sandbox.canonical_field(obj, request.match_info["field"])
         if ext is None or not sandbox.schema[obj][ext].external_id:
             raise ApiError(
@@ -246,7 +261,7 @@ def create_salesforce_app(
                 f"Provided external ID field does not exist or is not accessible: "
                 f"{request.match_info['field']}",
             )
-        body = await _json(request)
+        body = await read_json(request)
         results = apply_collection(
             sandbox,
             "upsert",
@@ -255,16 +270,10 @@ def create_salesforce_app(
             path_type=obj,
             ext_field=ext,
             endpoint=f"PATCH composite/sobjects/{obj}/{ext}",
+            options=save_options_of(request),
+            version=_version(request),
         )
         return web.json_response(results)
-
-    async def delete_one(request: web.Request) -> web.Response:
-        obj = _object(sandbox, request)
-        rid = request.match_info["id"]
-        if not sandbox.delete(obj, rid):
-            raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
-        sandbox.record_write(f"DELETE sobjects/{obj}", obj, rid, {"IsDeleted": True})
-        return web.Response(status=204)
 
     async def delete_collection(request: web.Request) -> web.Response:
         """DELETE composite/sobjects?ids=…: one result per id, in order; an id that is not
@@ -299,37 +308,48 @@ def create_salesforce_app(
     r = app.router
     r.add_post("/services/oauth2/token", token)
     r.add_delete(DATA + "/composite/sobjects", delete_collection)
-    r.add_get(DATA + "/query", query)
-    r.add_get(DATA + "/queryAll", query)
+    # Each resource also answers with a trailing slash, as the official clients call some
+    # (simple-salesforce: ``query/?q=``, ``limits/``, ``sobjects/Contact/``).
+    for slash in ("", "/"):
+        r.add_get(DATA + "/query" + slash, query)
+        r.add_get(DATA + "/queryAll" + slash, query)
+        r.add_get(DATA + "/limits" + slash, limits)
+        r.add_get(DATA + "/sobjects/{type}/describe" + slash, describe)
+        r.add_get(DATA + "/sobjects/{type}/deleted" + slash, deleted)
     r.add_get(DATA + "/query/{locator}", query_more)
     r.add_get(DATA + "/queryAll/{locator}", query_more)
-    r.add_get(DATA + "/limits", limits)
-    r.add_get(DATA + "/sobjects/{type}/describe", describe)
-    r.add_get(DATA + "/sobjects/{type}/deleted/", deleted)
-    r.add_get(DATA + "/sobjects/{type}/deleted", deleted)
-    r.add_delete(DATA + "/sobjects/{type}/{id}", delete_one)
     r.add_post(DATA + "/composite/sobjects", collection)
     r.add_patch(DATA + "/composite/sobjects", collection)
     r.add_patch(DATA + "/composite/sobjects/{type}/{field}", upsert)
+    add_record_routes(app, sandbox)  # after the fixed sobjects/{type}/… resources above
     return app
 
 
-def _object(sandbox: SalesforceSandbox, request: web.Request) -> str:
-    raw = request.match_info["type"]
-    obj = sandbox.object_name(raw)
-    if obj is None:
-        raise ApiError(404, "NOT_FOUND", f"The requested resource does not exist: {raw}")
-    return obj
+def _supported(version: str) -> bool:
+    """``vNN.0`` within the versions the org serves."""
+    number = version[1:].removesuffix(".0")
+    return number.isdigit() and OLDEST_VERSION <= int(number) <= LATEST_VERSION
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The handler's answer; its errors as Salesforce's JSON arrays, the router's 404 and 405
+    included (REST API "Status Codes and Error Responses": NOT_FOUND, METHOD_NOT_ALLOWED
+    "HTTP Method 'PUT' not allowed. Allowed are GET,PATCH,DELETE")."""
     try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "JSON_PARSER_ERROR", "Unexpected character in request body") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "JSON_PARSER_ERROR", "Cannot deserialize request body")
-    return body
+        return await handler(request)
+    except ApiError as exc:
+        return errors_response(exc.status, exc.code, exc.message, exc.extra)
+    except SoqlError as exc:
+        return errors_response(400, exc.code, exc.message)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ",".join(sorted(exc.allowed_methods))
+        return errors_response(
+            405,
+            "METHOD_NOT_ALLOWED",
+            f"HTTP Method '{request.method}' not allowed. Allowed are {allowed}",
+        )
+    except web.HTTPNotFound:
+        return errors_response(404, "NOT_FOUND", "The requested resource does not exist")
 
 
 def _batch_size(option: str) -> int:
@@ -363,10 +383,26 @@ def _page(
     return web.json_response(body)
 
 
-def _check_client(sandbox: SalesforceSandbox, form: Any) -> web.Response | None:
-    if form.get("client_id") != sandbox.client_id:
+def _client_of(request: web.Request, form: Any) -> tuple[str, str]:
+    """The client id and secret of a token request: in the form, or as HTTP Basic client
+    authentication, which the client credentials flow also accepts (help.salesforce.com
+    "OAuth 2.0 Client Credentials Flow for Server-to-Server Integration"; simple-salesforce
+    sends it so). Basic credentials are form-encoded first (RFC 6749 section 2.3.1)."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return "", ""
+        client_id, _, secret = decoded.partition(":")
+        return unquote_plus(client_id), unquote_plus(secret)
+    return str(form.get("client_id", "")), str(form.get("client_secret", ""))
+
+
+def _check_client(sandbox: SalesforceSandbox, client: tuple[str, str]) -> web.Response | None:
+    client_id, given = client
+    if client_id != sandbox.client_id:
         return _oauth_error("invalid_client_id", "client identifier invalid")
-    given = str(form.get("client_secret", ""))
     if not hmac.compare_digest(given.encode(), sandbox.client_secret.encode()):
         return _oauth_error("invalid_client", "invalid client credentials")
     return None

@@ -108,7 +108,8 @@ def bulk_insert_contacts(
     step: timedelta = timedelta(milliseconds=1),
     prefix: str = "bulk",
 ) -> list[str]:
-    """Insert `count` contacts fast (benchmarks), with strictly increasing SystemModstamp."""
+    """Insert `count` contacts fast (benchmarks), `step` apart; their SystemModstamp is kept
+    to the second (as Salesforce keeps it), so many share one."""
     at = start or (now_utc() - step * (count + 1))
     ids: list[str] = []
     for i in range(count):

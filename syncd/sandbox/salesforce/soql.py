@@ -309,7 +309,11 @@ class _Parser:
         if t.kind == "dt":
             if ftype != "datetime":
                 raise _type_error(name, ftype)
-            return parse_datetime(t.text)
+            # SOQL compares datetimes to the second: a literal's milliseconds are ignored
+            # (`SystemModstamp >= …:07.900Z` matches a record stamped …:07.000Z;
+            # salesforce.stackexchange.com/questions/234824 "Using SystemModstamp and a
+            # timestamp to implement incremental data fetch").
+            return whole_second(parse_datetime(t.text))
         if t.kind == "date":
             if ftype != "date":
                 raise _type_error(name, ftype)
@@ -387,7 +391,13 @@ def run_query(q: Query, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, 
     return out
 
 
+def whole_second(value: datetime) -> datetime:
+    """`value` as Salesforce stores a datetime: whole seconds (the API renders ``.000``)."""
+    return value.replace(microsecond=0)
+
+
 def now_utc() -> datetime:
-    """The current time, aware, truncated to milliseconds as Salesforce stores it."""
-    n = datetime.now(UTC)
-    return n.replace(microsecond=n.microsecond // 1000 * 1000)
+    """The current time, aware, truncated to the second as Salesforce stores it: the
+    ``SystemModstamp`` of records saved within one second are equal, and the API always
+    renders ``.000`` (salesforce.stackexchange.com/questions/234824)."""
+    return whole_second(datetime.now(UTC))

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd.sandbox.common import SandboxBase
-from syncd.sandbox.salesforce.soql import now_utc
+from syncd.sandbox.salesforce.soql import now_utc, whole_second
 
 EXTERNAL_ID = "Syncd_Hub_Id__c"
 PREFIXES = {"Contact": "003", "Lead": "00Q", "Account": "001", "Opportunity": "006"}
@@ -144,6 +144,21 @@ class QueryCursor:
     rows: list[dict[str, Any]]
 
 
+DUPLICATE_RULE_MODES = ("off", "alert", "block")
+
+
+def duplicate_rules_mode(value: Any) -> str:
+    """``off``, ``alert`` or ``block`` from a mode or a switch (true is ``alert``, the action
+    of the standard rules: the save is refused unless the request says ``allowSave=true``)."""
+    if value is True:
+        return "alert"
+    if value is False or value is None:
+        return "off"
+    if str(value) not in DUPLICATE_RULE_MODES:
+        raise ValueError(f"duplicate_rules: one of true, false, {', '.join(DUPLICATE_RULE_MODES)}")
+    return str(value)
+
+
 class SalesforceSandbox(SandboxBase):
     """An in-memory Salesforce org: records, API usage, issued tokens and OAuth settings."""
 
@@ -159,7 +174,7 @@ class SalesforceSandbox(SandboxBase):
         jwt_public_key: str | bytes | None = None,
         external_id_field: str = EXTERNAL_ID,
         daily_limit: int = 100_000,
-        duplicate_rule_on_email: bool = False,
+        duplicate_rules: str = "alert",
         seed: int = 42,
     ) -> None:
         super().__init__(seed=seed)
@@ -171,7 +186,7 @@ class SalesforceSandbox(SandboxBase):
         self.external_id_field = external_id_field
         self.daily_limit = daily_limit
         self.api_used = 0
-        self.duplicate_rule_on_email = duplicate_rule_on_email
+        self.duplicate_rules = duplicate_rules_mode(duplicate_rules)
         self.schema = build_schema(external_id_field)
         self.records: dict[str, dict[str, dict[str, Any]]] = {o: {} for o in self.schema}
         self.ext_index: dict[str, dict[str, str]] = {o: {} for o in self.schema}
@@ -212,8 +227,9 @@ class SalesforceSandbox(SandboxBase):
     def insert(
         self, obj: str, fields: Mapping[str, Any], *, at: datetime | None = None
     ) -> dict[str, Any]:
-        """Store a new record directly (seeding, benchmarks): no validation, no ledger."""
-        stamp = at or now_utc()
+        """Store a new record directly (seeding, benchmarks): no validation, no ledger, no
+        duplicate rules. Its datetimes are kept to the second, as Salesforce keeps them."""
+        stamp = whole_second(at) if at is not None else now_utc()
         rec: dict[str, Any] = {name: None for name in self.schema[obj]}
         for name, spec in self.schema[obj].items():
             if spec.type == "boolean":
@@ -223,8 +239,8 @@ class SalesforceSandbox(SandboxBase):
         rec.update(fields)
         rec["Id"] = rec.get("Id") or self.new_id(obj)
         for key in ("CreatedDate", "LastModifiedDate", "SystemModstamp"):
-            if rec.get(key) is None:
-                rec[key] = stamp
+            value = rec.get(key)
+            rec[key] = stamp if value is None else whole_second(value)
         self.records[obj][rec["Id"]] = rec
         ext = rec.get(self.external_id_field) if obj in self.ext_index else None
         if isinstance(ext, str) and ext and self.external_id_field in self.schema[obj]:
@@ -249,7 +265,7 @@ class SalesforceSandbox(SandboxBase):
         rec["IsDeleted"] = True
         self.touch(rec)
         if at is not None:
-            rec["LastModifiedDate"] = rec["SystemModstamp"] = at
+            rec["LastModifiedDate"] = rec["SystemModstamp"] = whole_second(at)
         ext = rec.get(self.external_id_field)
         if isinstance(ext, str):
             self.ext_index[obj].pop(ext.lower(), None)
@@ -261,7 +277,7 @@ class SalesforceSandbox(SandboxBase):
     ) -> dict[str, Any]:
         """Convert a lead into a new contact, account and (optionally) opportunity."""
         lead = self.records["Lead"][lead_id]
-        when = at or now_utc()
+        when = whole_second(at) if at is not None else now_utc()
         account = self.insert("Account", {"Name": lead.get("Company") or "Converted"}, at=when)
         contact = self.insert(
             "Contact",
@@ -320,6 +336,13 @@ class SalesforceSandbox(SandboxBase):
         for f in fields:
             out[f] = to_json(rec.get(f))
         return out
+
+    def apply_faults(self, body: dict[str, Any]) -> None:
+        """Faults, and the org's duplicate rules (``{"duplicate_rules": true | false |
+        "alert" | "block"}``): an org setting, which `reset` leaves as it is."""
+        if "duplicate_rules" in body:
+            self.duplicate_rules = duplicate_rules_mode(body["duplicate_rules"])
+        super().apply_faults(body)
 
     def limit_header(self) -> str:
         """The ``Sforce-Limit-Info`` value."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from syncd.sandbox.salesforce.soql import parse_datetime
+from syncd.sandbox.salesforce.soql import parse_datetime, whole_second
 from syncd.sandbox.salesforce.state import EMAIL_RE, FieldSpec, SalesforceSandbox
 
 MAX_RECORDS = 200
@@ -19,14 +19,42 @@ ROLLED_BACK = {
 }
 
 
+@dataclass(frozen=True)
+class SaveOptions:
+    """What a write request asked of the duplicate rules (``Sforce-Duplicate-Rule-Header``)."""
+
+    allow_save: bool = False
+    include_record_details: bool = False
+
+
+def save_options(header: str, version: str) -> SaveOptions:
+    """The ``Sforce-Duplicate-Rule-Header`` of a request, e.g. ``allowSave=true;
+    includeRecordDetails=true; runAsCurrentUser=true``; every field defaults to false and the
+    header exists from API version 52.0 (developer.salesforce.com REST API "Duplicate Rule
+    Header", headers_duplicaterules.htm). An older version ignores it."""
+    if not header or float(version) < 52.0:
+        return SaveOptions()
+    flags: dict[str, bool] = {}
+    for part in header.replace(",", ";").split(";"):
+        key, _, value = part.strip().partition("=")
+        flags[key.strip().lower()] = value.strip().lower() == "true"
+    return SaveOptions(
+        allow_save=flags.get("allowsave", False),
+        include_record_details=flags.get("includerecorddetails", False),
+    )
+
+
 class ApiError(Exception):
     """A request-level error: status and a Salesforce error array entry."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}  # more keys of the entry: fields, duplicateResult
 
 
 @dataclass
@@ -41,8 +69,25 @@ class _Staged:
 @dataclass
 class _Batch:
     sb: SalesforceSandbox
+    options: SaveOptions = SaveOptions()
+    version: str = "61.0"
     staged: dict[str, _Staged] = field(default_factory=dict)
     ext: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Live records by lower-cased email, per object, as they were before this request: the
+    # duplicate rules compare a save with what is stored, not with the rest of its request.
+    _emails: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def by_email(self, obj: str) -> dict[str, list[str]]:
+        if obj not in self._emails:
+            index: dict[str, list[str]] = {}
+            for r in self.sb.records[obj].values():
+                mail = r.get("Email")
+                if isinstance(mail, str) and mail and not r["IsDeleted"]:
+                    if obj == "Lead" and r.get("IsConverted"):
+                        continue  # a converted lead is read-only history, not a duplicate
+                    index.setdefault(mail.lower(), []).append(r["Id"])
+            self._emails[obj] = index
+        return self._emails[obj]
 
     def get(self, obj: str, rid: str) -> dict[str, Any] | None:
         if rid in self.staged:
@@ -65,7 +110,7 @@ def _coerce(obj: str, name: str, spec: FieldSpec, value: Any) -> Any:
         return None
     try:
         if spec.type == "datetime" and isinstance(value, str):
-            return parse_datetime(value)
+            return whole_second(parse_datetime(value))
         if spec.type == "date" and isinstance(value, str):
             return date.fromisoformat(value[:10])
         if spec.type in ("currency", "double") and not isinstance(value, bool):
@@ -133,10 +178,17 @@ def apply_collection(
     path_type: str | None = None,
     ext_field: str | None = None,
     endpoint: str,
+    options: SaveOptions = SaveOptions(),
+    version: str = "61.0",
+    terse: bool = True,
 ) -> list[dict[str, Any]]:
-    """Apply a create/update/upsert collection request; one result per record, in order."""
+    """Apply a create/update/upsert collection request; one result per record, in order.
+
+    With `terse` (sObject Collections), a DUPLICATES_DETECTED error is only its statusCode,
+    message and fields; the single-record resources call with `terse` off and answer the
+    matched records too (``duplicateResult``)."""
     prepared = _prepare(sb, records, path_type)
-    batch = _Batch(sb)
+    batch = _Batch(sb, options, version)
     if op == "upsert":
         assert ext_field is not None
         ext_counts = Counter(
@@ -196,6 +248,10 @@ def apply_collection(
             existing = batch.get(obj, owner) if owner else None
             created = existing is None
         results.append(_one(batch, obj, fields, existing, created, op))
+    if terse:
+        for r in results:
+            for err in r["errors"]:
+                err.pop("duplicateResult", None)
     failed = any(not r["success"] for r in results)
     if all_or_none and failed:
         return [
@@ -332,10 +388,9 @@ def _one(
                     f"{owner}",
                 ),
             )
-    if created and sb.duplicate_rule_on_email and isinstance(mail, str) and mail:
-        low = mail.lower()
-        if any(str(r.get("Email") or "").lower() == low for r in sb.live(obj)):
-            return _fail(rid, _err("DUPLICATES_DETECTED", "Use one of these records?"))
+    duplicate = _duplicate_rule(batch, obj, rec, existing, fields)
+    if duplicate is not None:
+        return _fail(rid, duplicate)
     if created:
         rec["Id"] = sb.new_id(obj)
         rec["CreatedDate"] = None
@@ -354,3 +409,81 @@ def _one(
     if op == "upsert":
         result["created"] = created
     return result
+
+
+def _duplicate_rule(
+    batch: _Batch,
+    obj: str,
+    rec: dict[str, Any],
+    existing: dict[str, Any] | None,
+    fields: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The org's duplicate rule for Contact and Lead: a record whose Email equals a stored
+    record's of the same object is a duplicate (a matching rule on Email, exact).
+
+    Like the standard rules (help.salesforce.com "Standard Contact Duplicate Rule",
+    "Standard Lead Duplicate Rule"), the rule runs on create, and on edit only when a field
+    it matches on changes (help.salesforce.com article 005237351); its alert text is "Use one
+    of these records?". Mode ``alert`` (the standard action, Allow with an alert) refuses the
+    save unless the request says ``allowSave=true``; mode ``block`` refuses it whatever the
+    header says (developer.salesforce.com "Duplicate Rule Header", "DuplicateResult")."""
+    sb = batch.sb
+    mode = sb.duplicate_rules
+    if mode == "off" or obj not in ("Contact", "Lead"):
+        return None
+    mail = rec.get("Email")
+    if not isinstance(mail, str) or not mail:
+        return None
+    if existing is not None:
+        before = existing.get("Email")
+        if "Email" not in fields or str(before or "").lower() == mail.lower():
+            return None  # the field the rule matches on did not change
+    own = existing["Id"] if existing is not None else None
+    matches = [i for i in batch.by_email(obj).get(mail.lower(), ()) if i != own]
+    if not matches:
+        return None
+    if mode == "alert" and batch.options.allow_save:
+        return None
+    error = _err("DUPLICATES_DETECTED", DUPLICATE_ALERT)
+    error["duplicateResult"] = _duplicate_result(batch, obj, matches, allow_save=mode == "alert")
+    return error
+
+
+DUPLICATE_ALERT = "Use one of these records?"
+
+
+def _duplicate_result(
+    batch: _Batch, obj: str, matches: list[str], *, allow_save: bool
+) -> dict[str, Any]:
+    """A DuplicateResult as the REST API renders it on a single-record save: the rule, and
+    per matching rule the matched records, their Id only unless the request asked for
+    ``includeRecordDetails=true`` (developer.salesforce.com "DuplicateResult",
+    "MatchResult", "MatchRecord")."""
+    sb = batch.sb
+    fields = tuple(sb.schema[obj]) if batch.options.include_record_details else ("Id",)
+    records = [
+        {
+            "additionalInformation": [],
+            "fieldDiffs": [],
+            "matchConfidence": 100.0,
+            "record": sb.to_api(obj, sb.records[obj][rid], fields, batch.version),
+        }
+        for rid in matches
+    ]
+    return {
+        "allowSave": allow_save,
+        "duplicateRule": f"{obj}_Email_Duplicate_Rule",
+        "duplicateRuleEntityType": obj,
+        "errorMessage": DUPLICATE_ALERT,
+        "matchResults": [
+            {
+                "entityType": obj,
+                "errors": [],
+                "matchEngine": "ExactMatchEngine",
+                "matchRecords": records,
+                "rule": f"{obj}_Email_Matching_Rule",
+                "size": len(records),
+                "success": True,
+            }
+        ],
+    }

@@ -7,6 +7,7 @@ used here.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from syncd.config import CrmSettings
@@ -33,3 +34,17 @@ class SalesforceBase:
             "GET", await self._url(path), endpoint=endpoint, params=params
         )
         return resp.json()
+
+    async def _query(
+        self, soql: str, *, with_deleted: bool = False
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page of a SOQL query's records, following ``nextRecordsUrl``."""
+        # queryAll also answers for deleted records still in the recycle bin.
+        path = "/queryAll" if with_deleted else "/query"
+        body = await self._get(path, endpoint=path[1:], params={"q": soql})
+        while True:
+            yield list(body.get("records", []))
+            nxt = body.get("nextRecordsUrl")
+            if body.get("done", True) or not nxt:
+                return
+            body = await self._get(str(nxt), endpoint="query_more")

@@ -20,6 +20,7 @@ from syncd.vendors.salesforce.soql import (
     datetime_literal,
     field_name,
     record_id,
+    whole_second,
 )
 
 _record = builder(Record)  # one per record read: without per-field setattr
@@ -39,19 +40,6 @@ class SalesforceReads(SalesforceBase):
     """The read and describe methods of `CrmConnector`."""
 
     _describe: dict[ObjectType, list[FieldInfo]]
-
-    async def _query(
-        self, soql: str, *, with_deleted: bool = False
-    ) -> AsyncIterator[list[dict[str, Any]]]:
-        # queryAll also answers for deleted records still in the recycle bin.
-        path = "/queryAll" if with_deleted else "/query"
-        body = await self._get(path, endpoint=path[1:], params={"q": soql})
-        while True:
-            yield list(body.get("records", []))
-            nxt = body.get("nextRecordsUrl")
-            if body.get("done", True) or not nxt:
-                return
-            body = await self._get(str(nxt), endpoint="query_more")
 
     def _to_record(self, obj: ObjectType, row: dict[str, Any]) -> Record:
         # The row is this page's own decoded dict: drop its attributes instead of copying it.
@@ -102,7 +90,11 @@ class SalesforceReads(SalesforceBase):
         since = parse_sf_datetime(cursor) if cursor else None
         where: list[str] = []
         if since is not None:
-            where.append(f"SystemModstamp > {datetime_literal(since)}")
+            # `>=` the cursor's second, not `>` the cursor: SystemModstamp has whole-second
+            # precision and SOQL ignores a literal's milliseconds, so a record saved later in
+            # the cursor's own second carries the cursor's stamp (salesforce.stackexchange.com
+            # /questions/234824). What was read at that second is read again; it costs no write.
+            where.append(f"SystemModstamp >= {datetime_literal(whole_second(since))}")
         if criteria is not None:
             try:
                 where.append(compile_rule(criteria, await self._field_types(obj)))
@@ -165,9 +157,12 @@ class SalesforceReads(SalesforceBase):
         answer reaches."""
         now = datetime.now(UTC)
         start = parse_sf_datetime(cursor) if cursor else now - DELETED_WINDOW
+        # `>=` its second, as in `changed_since`: a deletion later in the cursor's second has
+        # the cursor's stamp. A deletion read twice is recorded once.
         soql = (
             f"SELECT Id, SystemModstamp FROM {SOBJECT[obj]} WHERE IsDeleted = true"
-            f" AND SystemModstamp > {datetime_literal(start)} ORDER BY SystemModstamp ASC"
+            f" AND SystemModstamp >= {datetime_literal(whole_second(start))}"
+            " ORDER BY SystemModstamp ASC"
         )
         out: list[DeletedRecord] = []
         newest = start

@@ -71,6 +71,14 @@ def datetime_literal(value: datetime) -> str:
     return v.strftime("%Y-%m-%dT%H:%M:%S.") + f"{v.microsecond // 1000:03d}Z"
 
 
+def whole_second(value: datetime) -> datetime:
+    """`value` truncated to the second: Salesforce keeps datetimes (``SystemModstamp``
+    among them) to the second and SOQL compares them so."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.replace(microsecond=0)
+
+
 def date_literal(value: date) -> str:
     """A SOQL date literal: ``2024-05-01``."""
     return value.isoformat()

@@ -4,6 +4,13 @@ result (``allOrNone`` is off), in input order.
 Records that fail transiently (a row lock, a rolled-back operation) are sent again up to
 `lock_retries` times after a random, growing pause; every other error code maps to a
 category through `CATEGORY`.
+
+Duplicate rules: with ``crm.duplicate_rules_allow_save`` every write carries
+``Sforce-Duplicate-Rule-Header: allowSave=true`` (developer.salesforce.com REST API
+"Duplicate Rule Header"), which saves past rules whose action is Allow with an alert. Without
+it, or past a rule that blocks, a record fails with DUPLICATES_DETECTED; a collection answer
+does not say which record matched, so syncd looks for records with the same email and names
+them in the error.
 """
 
 from __future__ import annotations
@@ -14,14 +21,17 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from syncd.errors import ConfigError, TransientError
+from syncd.errors import ConfigError, IntegrationError, TransientError
+from syncd.logging import get_logger
 from syncd.model import ErrorCategory, ObjectType, WriteItem, WriteOp, WriteResult
 from syncd.vendors.http import QuotaGuard
 from syncd.vendors.salesforce.answers import BATCH, SOBJECT
 from syncd.vendors.salesforce.base import SalesforceBase
-from syncd.vendors.salesforce.soql import SoqlBuildError, datetime_literal, field_name
+from syncd.vendors.salesforce.soql import SoqlBuildError, datetime_literal, field_name, quote
 
+log = get_logger("syncd.salesforce")
 LOCK_RETRIES = 3
+DUPLICATE_RULE_HEADER = "Sforce-Duplicate-Rule-Header"
 CATEGORY = {
     "REQUIRED_FIELD_MISSING": ErrorCategory.VALIDATION,
     "INVALID_EMAIL_ADDRESS": ErrorCategory.VALIDATION,
@@ -93,7 +103,49 @@ class SalesforceWrites(SalesforceBase):
             await asyncio.sleep(
                 random.uniform(0, min(h.retry_max_delay, h.retry_base_delay * 2**attempt))
             )
-        return [r for r in results if r is not None]
+        out = [r for r in results if r is not None]
+        await self._name_duplicates(sobject, items, out)
+        return out
+
+    async def _name_duplicates(
+        self, sobject: str, items: Sequence[WriteItem], results: list[WriteResult]
+    ) -> None:
+        """Say in each DUPLICATES_DETECTED error which records matched: those of the object
+        with the record's email (one query per 200 emails). Best effort: when the lookup
+        fails, the error keeps Salesforce's words."""
+        duplicates = [i for i, r in enumerate(results) if r.error_code == "DUPLICATES_DETECTED"]
+        if not duplicates:
+            return
+        emails: dict[int, str] = {}
+        for i in duplicates:
+            mail = items[i].fields.get("Email")
+            if isinstance(mail, str) and mail.strip():
+                emails[i] = mail.strip().lower()
+        found: dict[str, list[str]] = {}
+        values = sorted(set(emails.values()))
+        try:
+            for at in range(0, len(values), BATCH):
+                listed = ", ".join(quote(v) for v in values[at : at + BATCH])
+                soql = f"SELECT Id, Email FROM {sobject} WHERE Email IN ({listed})"
+                async for rows in self._query(soql):
+                    for row in rows:
+                        key = str(row.get("Email") or "").lower()
+                        found.setdefault(key, []).append(str(row.get("Id")))
+        except IntegrationError as exc:
+            log.warning("duplicate_lookup_failed", object=sobject, error=str(exc))
+            return
+        for i in duplicates:
+            res, own = results[i], items[i].id
+            matched = [x for x in found.get(emails.get(i, ""), []) if x != own]
+            results[i] = res._replace(
+                error_message=_duplicate_message(
+                    sobject,
+                    res.error_message,
+                    emails.get(i),
+                    matched,
+                    allow_save=self.settings.duplicate_rules_allow_save,
+                )
+            )
 
     async def delete(self, obj: ObjectType, ids: Sequence[str]) -> list[WriteResult]:
         """Delete by id through sObject Collections, 200 a call (``DELETE
@@ -136,8 +188,17 @@ class SalesforceWrites(SalesforceBase):
             method, path = "PATCH", "/composite/sobjects"
         else:
             method, path = "PATCH", f"/composite/sobjects/{sobject}/{ext}"
+        headers = (
+            {DUPLICATE_RULE_HEADER: "allowSave=true"}
+            if self.settings.duplicate_rules_allow_save
+            else None
+        )
         resp = await self.http.request(
-            method, await self._url(path), endpoint=f"collections_{op.value}", json_body=body
+            method,
+            await self._url(path),
+            endpoint=f"collections_{op.value}",
+            json_body=body,
+            headers=headers,
         )
         answers = resp.json()
         if not isinstance(answers, list) or len(answers) != len(items):
@@ -188,4 +249,34 @@ def _result(op: WriteOp, answer: Any) -> WriteResult:
         error_category=CATEGORY.get(code, ErrorCategory.REJECTED),
         error_code=code,
         error_message=message or None,
+    )
+
+
+def _duplicate_message(
+    sobject: str,
+    said: str | None,
+    email: str | None,
+    matched: list[str],
+    *,
+    allow_save: bool,
+) -> str:
+    """A DUPLICATES_DETECTED error that names the matched records and the way out."""
+    head = f"{said or 'duplicate detected'}: a Salesforce duplicate rule matched "
+    if matched:
+        head += f"existing {sobject} {', '.join(matched)} (same email {email})"
+    elif email:
+        head += (
+            f"an existing record; no {sobject} has the email {email} "
+            "(the rule matches on other fields)"
+        )
+    else:
+        head += "an existing record"
+    if allow_save:
+        return (
+            f"{head}; the rule blocks duplicates (allowSave cannot save past it): "
+            "merge the records in Salesforce or change the rule"
+        )
+    return (
+        f"{head}; merge the records in Salesforce, or set "
+        "crm.duplicate_rules_allow_save = true to save past rules that only alert"
     )
