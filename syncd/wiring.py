@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from syncd.config import Settings
 from syncd.daemon import ComponentFactory, Daemon
 from syncd.dbsync.component import DbsyncComponent
 from syncd.lifecycle import Component
+from syncd.sync.cluster import Heartbeat
 from syncd.sync.component import SyncEngine
 from syncd.vendors.factory import build_connectors
 from syncd.web import dbsync_api, overview_api, sync_api, webhooks
@@ -26,9 +29,19 @@ def dbsync(daemon: Daemon) -> Component:
     return DbsyncComponent(daemon, daemon.store)
 
 
+def heartbeat(daemon: Daemon) -> Component:
+    """Every daemon beats into the store with its view of the shared state (the sync
+    engine's directions, when it has one), and closes the runs of instances gone."""
+
+    def view() -> dict[str, Any]:
+        return dict(daemon.status_extra().get("directions") or {})
+
+    return Heartbeat(daemon, daemon.store, view)
+
+
 def component_factories(settings: Settings) -> list[ComponentFactory]:
     """Components the daemon starts, in order (stopped in reverse)."""
-    factories: list[ComponentFactory] = []
+    factories: list[ComponentFactory] = [heartbeat]
     if settings.hub is not None and settings.crm is not None:
         factories.append(sync_engine)
     if settings.hub is not None:

@@ -16,6 +16,7 @@ from syncd.config import DbsyncSettings
 from syncd.dbsync.rows import MappedRow, payload_size, row_hash
 from syncd.dbsync.types import FailureExample, Tally
 from syncd.model import ErrorCategory
+from syncd.store.leases import JobLock
 from syncd.store.types import DbsyncRow, RunFailure
 
 MAX_BODY = 300_000  # bytes per write call; AC refuses bulk bodies over 400 kB
@@ -78,10 +79,13 @@ class SliceView:
 class Pass:
     """State of one test or run pass."""
 
-    def __init__(self, cfg: DbsyncSettings, run_id: int, test: bool) -> None:
+    def __init__(
+        self, cfg: DbsyncSettings, run_id: int, test: bool, job: JobLock | None = None
+    ) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.test = test
+        self._job = job
         self.tally = Tally()
         self.failures: list[RunFailure] = []
         self.examples: list[FailureExample] = []
@@ -107,6 +111,13 @@ class Pass:
         self.committed = 0  # the last commit number that finished
         self.commit_task: asyncio.Task[None] | None = None
         self._looking: deque[int] = deque()  # `committed` when each pending lookup began
+
+    async def fence(self) -> None:
+        """Before each hub write of a run: the run still holds its dbsync's lock (another
+        instance took it over if this one stalled past the lock's time to live: the run
+        stops with JobLockLost rather than write rows the other run writes too)."""
+        if self._job is not None:
+            await self._job.check()
 
     def begin_lookup(self) -> int:
         """Note a store lookup issued now; its mark for `since`."""

@@ -427,6 +427,7 @@ class RowPipeline:
             p.buffered.update(emails)
             p.inflight.difference_update(emails)
             if created_ids and p.cfg.send_last_broadcast:
+                await p.fence()
                 p.tally.write_calls += 1
                 await self.hub.send_last_broadcast(p.cfg.list, created_ids)
         finally:
@@ -447,6 +448,7 @@ class RowPipeline:
             items = [
                 new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk
             ]
+            await p.fence()
             p.tally.write_calls += 1
             results = await self.hub.write(
                 ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email"

@@ -102,11 +102,8 @@ class DbsyncRunner(RowPipeline):
             stale = await self.store.running_run(RunKind.DBSYNC, name)
             if stale is not None:
                 # We hold the lock, so whoever ran it is gone (killed, or its lease ran out).
-                await self.store.finish_run(
-                    stale.id,
-                    counts=stale.counts,
-                    status=RunStatus.INTERRUPTED,
-                    error="stopped before its end: the process running it went away",
+                await self.store.interrupt_run(
+                    stale.id, error="stopped before its end: the process running it went away"
                 )
             run_id = await self.store.start_run(
                 RunKind.DBSYNC, trigger, name=name, owner=self.owner
@@ -127,7 +124,7 @@ class DbsyncRunner(RowPipeline):
         try:
             job = JobLock(self.store, self._lock(cfg.name), self.owner, self.lock_ttl)
             async with job.kept():
-                return await self._execute(cfg, run_id, test=False, progress=progress)
+                return await self._execute(cfg, run_id, test=False, progress=progress, job=job)
         finally:
             self._active.pop(cfg.name, None)
 
@@ -148,9 +145,15 @@ class DbsyncRunner(RowPipeline):
         return calls if isinstance(calls, int) else 0
 
     async def _execute(
-        self, cfg: DbsyncSettings, run_id: int, *, test: bool, progress: ProgressFn | None
+        self,
+        cfg: DbsyncSettings,
+        run_id: int,
+        *,
+        test: bool,
+        progress: ProgressFn | None,
+        job: JobLock | None = None,
     ) -> DbsyncReport:
-        p = Pass(cfg, run_id, test)
+        p = Pass(cfg, run_id, test, job)
         calls0 = self._api_calls()
         status, error, note = "succeeded", None, None
         try:
@@ -221,6 +224,7 @@ class DbsyncRunner(RowPipeline):
                 found = await self.hub.find_by_emails(unknown)
                 ids += [rec.id for rec in found.values()]
             if ids:
+                await p.fence()
                 tally.write_calls += 1
                 await self.hub.remove_from_list(cfg.list, ids)
             await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in unseen])

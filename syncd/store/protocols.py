@@ -236,6 +236,10 @@ class RunStore(Protocol):
     ) -> None:
         """Record a run's end, counts and outcome."""
 
+    async def interrupt_run(self, run_id: int, *, error: str) -> bool:
+        """End a run still marked running as interrupted (its counts as last recorded);
+        False if it ended meanwhile, which this leaves as it is."""
+
     async def get_run(self, run_id: int) -> Run | None:
         """One run."""
 

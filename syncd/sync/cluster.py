@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from syncd.config import Settings
 from syncd.errors import StoreError
+from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
-from syncd.model import Direction, RunKind, RunStatus
+from syncd.model import RunKind, RunStatus
 from syncd.store.leases import JobLock
 from syncd.store.protocols import CursorStore, StateStore
 from syncd.store.types import InstanceBeat
-from syncd.sync.gate import DirectionGate
 
 log = get_logger("syncd.cluster")
 
@@ -52,7 +53,9 @@ async def take_turn(store: CursorStore, job: str, every: float) -> bool:
     now = datetime.now(UTC)
     if last is not None:
         since = (now - datetime.fromisoformat(last)).total_seconds()
-        if 0 <= since < every * _DUE_SLACK:
+        # A start up to an interval ahead of this clock is another host's skew: not due
+        # yet. Further ahead is a clock gone wrong, which must not stop the schedule.
+        if -every <= since < every * _DUE_SLACK:
             log.debug("job_not_due", job=job, ran_seconds_ago=round(since, 1))
             return False
     await store.set_cursor(key, now.isoformat())
@@ -60,42 +63,69 @@ async def take_turn(store: CursorStore, job: str, every: float) -> bool:
 
 
 async def once_per_interval(
-    store: StateStore, job: str, owner: str, every: float, work: Callable[[], Awaitable[None]]
+    store: StateStore,
+    job: str,
+    owner: str,
+    every: float,
+    work: Callable[[JobLock], Awaitable[None]],
 ) -> bool:
     """Run a scheduled job unless another instance runs it now or already ran it in this
-    interval; whether it ran here. Writes are fenced by the job's lock."""
+    interval; whether it ran here. `work` gets the job's lock to check before its writes."""
     lock = JobLock(store, job, owner, max(every, 60.0))
     if not await lock.take():
         return False
     async with lock.kept():
         if not await take_turn(store, job, every):
             return False
-        await work()
+        await work(lock)
         return True
 
 
 class Heartbeat:
-    """One instance's part: beat with its view, keep its copy of the shared state fresh,
-    close the runs of instances that are gone."""
+    """Every instance's part in the cluster (a component of any daemon on a store): beat
+    with its view of the shared state, and close the runs of instances that are gone."""
+
+    name = "heartbeat"
 
     def __init__(
-        self,
-        store: StateStore,
-        instance_id: str,
-        started_at: datetime,
-        gates: Mapping[Direction, DirectionGate],
-        settings: Callable[[], Settings],
+        self, host: Host, store: StateStore, view: Callable[[], Mapping[str, Any]]
     ) -> None:
+        self._host = host
         self._store = store
-        self.instance_id = instance_id
-        self._started_at = started_at
-        self._gates = gates
-        self._settings = settings
+        self._view = view
+        self.instance_id = host.instance_id
+        self._started_at = datetime.now(UTC)
         self.last_beat: datetime | None = None
 
-    async def run(self) -> None:
-        """Beat until cancelled; a store outage skips beats (others see this one as gone
-        only after `dead_after`, longer than its leases)."""
+    def _settings(self) -> Settings:
+        return self._host.settings
+
+    async def start(self) -> None:
+        """Beat once the store is open, until the daemon stops."""
+        self._host.spawn(self._run(), "heartbeat")
+
+    async def stop(self, deadline: float) -> None:
+        """Nothing to finish: the task is the daemon's to cancel."""
+
+    def reload(self, settings: Settings) -> None:
+        """The beat interval follows `lease_seconds` by itself."""
+
+    def readiness(self) -> dict[str, Check]:
+        """No check of its own: a failing beat is a store problem, reported as such."""
+        return {}
+
+    def status(self) -> dict[str, Any]:
+        """When this instance last beat."""
+        last = self.last_beat
+        return {"last_heartbeat": last.isoformat() if last else None}
+
+    def flush_requested(self) -> None:
+        """SIGUSR1 is for the components that buffer work."""
+
+    async def _run(self) -> None:
+        """A store outage skips beats (others see this one as gone only after
+        `dead_after`, as long as its leases)."""
+        await self._host.wait_store()
         while True:
             try:
                 await self.beat()
@@ -105,11 +135,8 @@ class Heartbeat:
             await asyncio.sleep(beat_every(self._settings()))
 
     async def beat(self) -> None:
-        """Read the shared state again and record this instance's view of it."""
-        for gate in self._gates.values():
-            await gate.load()
-        view = {d.value: g.view() for d, g in self._gates.items()}
-        await self._store.beat(self.instance_id, self._started_at, view)
+        """Record that this instance is alive, with its view of the shared state."""
+        await self._store.beat(self.instance_id, self._started_at, dict(self._view()))
         self.last_beat = datetime.now(UTC)
 
     async def close_orphan_runs(self) -> int:
@@ -139,13 +166,12 @@ class Heartbeat:
                 )
                 if not gone:
                     continue
-                await self._store.finish_run(
+                if not await self._store.interrupt_run(
                     run.id,
-                    counts=run.counts,
-                    status=RunStatus.INTERRUPTED,
                     error="stopped before its end: the instance running it"
                     f" ({run.owner or 'unknown'}) went away",
-                )
+                ):
+                    continue  # it ended meanwhile: its own record stands
                 log.warning(
                     "run_closed_as_interrupted", run=run.id, kind=kind.value, owner=run.owner
                 )

@@ -16,14 +16,15 @@ from syncd.errors import IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
 from syncd.model import Change, Direction, ObjectType, RunTrigger, parse_tags
+from syncd.store.leases import JobLock
 from syncd.store.protocols import StateStore
-from syncd.sync.cluster import Heartbeat, once_per_interval
+from syncd.sync.cluster import beat_every, once_per_interval
 from syncd.sync.deletions import Deletions
 from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
 from syncd.sync.outbound import OutboundPuller
-from syncd.sync.pull_run import PullBusy, PullCounts, PullNotDue
+from syncd.sync.pull_run import PullBusy, PullCounts, PullNotDue, PullNotStarted
 from syncd.vendors.protocols import CrmConnector, HubConnector
 
 log = get_logger("syncd.sync")
@@ -54,7 +55,6 @@ class SyncEngine:
         self.puller = OutboundPuller(
             store, crm, hub, settings, self.gates[Direction.OUTBOUND], host.instance_id
         )
-        self.heartbeat = Heartbeat(store, host.instance_id, datetime.now(UTC), self.gates, settings)
         self._interval: tuple[float, ...] = ()
         self._pull_every = 0.0
         self._ready = asyncio.Event()
@@ -65,6 +65,11 @@ class SyncEngine:
         self.host.spawn(self.intake.run(), "intake")
         self.host.spawn(self._after_store_open(), "engine-start")
 
+    @property
+    def started(self) -> bool:
+        """The store is open and the loops run."""
+        return self._ready.is_set()
+
     async def wait_started(self) -> None:
         """Wait until the store is open and the loops run (on-demand pulls wait for this)."""
         await self._ready.wait()
@@ -72,7 +77,8 @@ class SyncEngine:
     async def _after_store_open(self) -> None:
         host = self.host
         await host.wait_store()
-        await _retry_store(self.heartbeat.beat)  # reads the shared state into the gates
+        for gate in self.gates.values():
+            await _retry_store(gate.load)
         if self.store.kind == "sqlite":
             # An embedded store has one process: claims still leased are from our previous
             # life (killed, or cut short by a second SIGTERM); send them again right away.
@@ -80,7 +86,6 @@ class SyncEngine:
             n = await self.store.reclaim_expired(now=far)
             if n:
                 log.warning("claims_recovered_at_start", entries=n)
-        await _retry_store(self.heartbeat.close_orphan_runs)
         for conn in (self.crm, self.hub):
             try:
                 await conn.start()
@@ -91,7 +96,7 @@ class SyncEngine:
         self._schedule(host.settings, first=True)
         host.spawn(self.flusher.run(), "flusher")
         host.spawn(self._lease_reaper(), "lease-reaper")
-        host.spawn(self.heartbeat.run(), "heartbeat")
+        host.spawn(self._keep_shared_state(), "shared-state")
         self._ready.set()
         log.info("engine_started", hub=host.settings.hub.kind if host.settings.hub else None)
 
@@ -153,9 +158,10 @@ class SyncEngine:
         return await self.puller.pull(obj, RunTrigger.MANUAL)
 
     def pull_in_background(self, obj: ObjectType) -> asyncio.Future[None]:
-        """Start an on-demand pull without waiting for its end. The future is done once
-        the pull holds its lock (it runs), or raises PullBusy (it runs elsewhere, here
-        already) or StoreError: the caller can say which."""
+        """Start an on-demand pull without waiting for its end (the engine has started).
+        The future is done once the pull holds its lock (it runs), or raises PullBusy (it
+        runs elsewhere, or here already), StoreError or PullNotStarted (the daemon is
+        stopping): the caller can say which."""
         started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def begun() -> None:
@@ -164,13 +170,15 @@ class SyncEngine:
 
         async def run() -> None:
             try:
-                await self.wait_started()
                 await self.puller.pull(obj, RunTrigger.MANUAL, on_start=begun)
             except (PullBusy, StoreError) as exc:
                 if not started.done():
                     started.set_exception(exc)
-            finally:
-                begun()
+            except BaseException:
+                if not started.done():
+                    started.set_exception(PullNotStarted("the pull stopped before it began"))
+                raise
+            begun()  # it ended before its start was reported (nothing to pull)
 
         task = self.host.spawn(run(), f"pull-{obj.value}")
         self._pull_tasks.add(task)
@@ -187,19 +195,23 @@ class SyncEngine:
         except StoreError as exc:
             log.warning("poll_store_error", error=str(exc))
 
-    async def _poll_hub(self) -> None:
+    async def _poll_hub(self, lock: JobLock) -> None:
         """Polling fallback: hub contacts (and companies, when accounts sync from the hub)
-        changed since the poll cursors become changes; deleted contacts are recorded."""
+        changed since the poll cursors become changes; deleted contacts are recorded.
+
+        The cursors are shared: each move (and each deletion recorded) is checked against
+        the poll's lock, so a poll that stalled past it cannot move them back."""
         try:
-            await self._poll_changed(ObjectType.CONTACT)
+            await self._poll_changed(ObjectType.CONTACT, lock)
             accounts = self.host.settings.sync.objects.get(ObjectType.ACCOUNT)
             if accounts is not None and accounts.enabled and accounts.direction != "crm-to-hub":
-                await self._poll_changed(ObjectType.ACCOUNT)
+                await self._poll_changed(ObjectType.ACCOUNT, lock)
             # Contacts deleted in the hub since the last poll (no webhook says so on
             # ActiveCampaign; HubSpot's may not reach a daemon that polls).
             gone, covered = await self.hub.deleted_since(
                 ObjectType.CONTACT, await self.store.get_cursor("poll:hub:deleted")
             )
+            await lock.check()
             for obj in (ObjectType.CONTACT, ObjectType.LEAD):
                 await self.deletions.seen(obj, "hub", [d.id for d in gone])
             if covered:
@@ -207,7 +219,7 @@ class SyncEngine:
         except IntegrationError as exc:
             log.warning("poll_failed", error=str(exc))
 
-    async def _poll_changed(self, obj: ObjectType) -> None:
+    async def _poll_changed(self, obj: ObjectType, lock: JobLock) -> None:
         name = f"poll:hub:{obj.value}"
         people = obj is ObjectType.CONTACT
         async for page in self.hub.changed_since(obj, await self.store.get_cursor(name)):
@@ -227,7 +239,16 @@ class SyncEngine:
             ]
             await self.intake.submit(changes)
             if page.cursor:
+                await lock.check()
                 await self.store.set_cursor(name, page.cursor)
+
+    async def _keep_shared_state(self) -> None:
+        """Read the shared pause state and errors again at each heartbeat's pace, so an idle
+        instance's view (its status, its heartbeat) is current too."""
+        while True:
+            await asyncio.sleep(beat_every(self.host.settings))
+            for gate in self.gates.values():
+                await gate.refresh()
 
     async def _lease_reaper(self) -> None:
         while True:
@@ -282,12 +303,10 @@ class SyncEngine:
 
     def status(self) -> dict[str, Any]:
         """Paused directions and integration errors for /api/v1/status."""
-        last = self.heartbeat.last_beat
         return {
             # This instance's view; "read_at": when it last read the shared state.
             "directions": {d.value: g.view() for d, g in self.gates.items()},
             "last_flush": self.flusher.last_flush,
-            "last_heartbeat": last.isoformat() if last else None,
         }
 
     def flush_requested(self) -> None:

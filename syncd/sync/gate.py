@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, Protocol
 
@@ -38,6 +39,9 @@ class DirectionGate:
         self.error: tuple[ErrorCategory, str] | None = None
         self.read_at: float | None = None  # time.time() of the last read of the shared state
         self._read_mono = float("-inf")
+        # One read or change of the state at a time: a read that a change overtook would
+        # put the older value back (and call it fresh).
+        self._lock = asyncio.Lock()
 
     @property
     def _pause_key(self) -> str:
@@ -45,6 +49,10 @@ class DirectionGate:
 
     async def load(self) -> None:
         """Read the shared state: the pause flag and the active integration error."""
+        async with self._lock:
+            await self._load()
+
+    async def _load(self) -> None:
         paused = (await self._store.get_cursor(self._pause_key)) == "1"
         errors = [
             e for e in await self._store.integration_errors() if e.direction is self.direction
@@ -88,10 +96,11 @@ class DirectionGate:
 
     async def set_paused(self, paused: bool) -> None:
         """Operator pause/resume; survives restarts."""
-        await self._store.set_cursor(self._pause_key, "1" if paused else "0")
-        self.paused = paused
-        self.read_at = time.time()
-        self._read_mono = time.monotonic()
+        async with self._lock:
+            await self._store.set_cursor(self._pause_key, "1" if paused else "0")
+            self.paused = paused
+            self.read_at = time.time()
+            self._read_mono = time.monotonic()
         log.info(
             "direction_paused" if paused else "direction_resumed", direction=self.direction.value
         )
@@ -105,6 +114,10 @@ class DirectionGate:
 
     async def report(self, exc: IntegrationError) -> None:
         """Record an integration-wide error: the direction pauses until an attempt succeeds."""
+        async with self._lock:
+            await self._report(exc)
+
+    async def _report(self, exc: IntegrationError) -> None:
         message = str(exc)
         first = self.error is None or self.error[0] is not exc.category
         self.error = (exc.category, message)
@@ -123,6 +136,12 @@ class DirectionGate:
 
     async def recovered(self) -> None:
         """A write succeeded: clear the integration error, if any."""
+        if self.error is None:
+            return
+        async with self._lock:
+            await self._recovered()
+
+    async def _recovered(self) -> None:
         if self.error is None:
             return
         category = self.error[0]

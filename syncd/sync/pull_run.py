@@ -46,6 +46,10 @@ class PullNotDue(Exception):
     """A scheduled pull's tick came after another instance already ran this interval's."""
 
 
+class PullNotStarted(Exception):
+    """An on-demand pull ended before it took its lock (the daemon is stopping)."""
+
+
 class PullBusy(Exception):
     """Another instance (or task) is running this pull right now."""
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from syncd.errors import IntegrationError, StoreError
 from syncd.model import Direction, ObjectType
 from syncd.sync.counts import RunCounts
-from syncd.sync.pull_run import PullBusy
+from syncd.sync.pull_run import PullBusy, PullNotStarted
 from syncd.web.api import ERROR_SCHEMA, ApiError, ApiRegistry
 from syncd.web.components import engine_of
 
@@ -91,6 +91,8 @@ def register(api: ApiRegistry) -> None:
             raise ApiError(
                 404, "no such object: use contact, lead, account or opportunity"
             ) from None
+        if not engine.started:
+            raise ApiError(503, "the sync engine is starting (store not open yet): retry")
         if not _wait(request):
             # Answered once the pull holds its lock: a pull running on another instance
             # is a 409 here too, not a "started" for a pull that never runs.
@@ -98,7 +100,7 @@ def register(api: ApiRegistry) -> None:
                 await engine.pull_in_background(obj)
             except PullBusy as exc:
                 raise ApiError(409, str(exc)) from None
-            except StoreError as exc:
+            except (StoreError, PullNotStarted) as exc:
                 raise ApiError(503, f"pull failed: {exc}") from None
             return web.json_response({"status": "started"}, status=202)
         try:

@@ -94,6 +94,7 @@ class WebhookLoad:
         self.offset = offset  # sequence numbers start here (a later load continues a history)
         self.acked: dict[int, int] = dict(acked or {})
         self.issued: dict[int, int] = {}
+        self.edited: dict[int, int] = {}  # per record, the newest edit made in the hub
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -171,8 +172,21 @@ class WebhookLoad:
         self, conns: dict[int, http.client.HTTPConnection], port: int, record: int, seq: int
     ) -> tuple[int, float, float]:
         cid = self.cid(record)
-        # The person's edit lands in the hub first, then its webhook goes out.
-        form = {"type": "update", **hub_edit(self._env, cid, first=f"s{seq}")}
+        # The person's edit lands in the hub first, then its webhook goes out. A webhook
+        # sent again (retried), or one a slow sender thread holds back behind a newer edit
+        # of the record, is an old event delivered late: the hub keeps the newer edit.
+        with self._lock:
+            if seq > self.edited.get(record, -1):
+                self.edited[record] = seq
+                hub_edit(self._env, cid, first=f"s{seq}")
+        form = {
+            "type": "update",
+            "contact[id]": str(cid),
+            "contact[email]": f"person{cid}@example.com",
+            "contact[first_name]": f"s{seq}",
+            "contact[last_name]": f"Last{cid}",
+            "contact[tags]": "added-to-salesforce-contact",
+        }
         body = urllib.parse.urlencode(form)
         sent = time.time()
         conn = conns.get(port)

@@ -82,7 +82,7 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
         deadline = time.monotonic() + 3
         while c.processing_of(owner)[0] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        freeze = turn % 2 == 1
+        freeze = turn % 2 == 0
         if freeze:
             # Frozen past its lease: the other instance takes its claims over; thawed,
             # it must not write what it held (older values) over what was sent since.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from tests.conftest import MYSQL_DSN
+from tests.e2e.daemon import free_port, start_daemon
 from tests.e2e.env import Env, wait_until
 from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, settled
 from tests.faults.proxy import FaultProxy
@@ -48,3 +49,18 @@ def test_mariadb_unreachable_webhooks_503_then_all_delivered(
         assert proxy.resets > 0
     finally:
         proxy.close()
+
+
+def test_a_pull_asked_for_before_the_store_opens_is_answered_503_at_once(env: Env) -> None:
+    closed = free_port()  # nothing listens here: the store stays unreachable
+    dsn = f"mysql://root@127.0.0.1:{closed}/syncd"
+    d = start_daemon(
+        env.tmp, env.config(daemon_extra=f'store = "mysql"\nmysql_dsn = "{dsn}"'), name="nostore"
+    )
+    env.daemons.append(d)
+    d.wait_ready(path="/healthz")
+    for path in ("/api/v1/pulls/contact", "/api/v1/pulls/contact?wait=true"):
+        started = time.monotonic()
+        status, body = d.json("POST", path, timeout=10)
+        assert status == 503 and "starting" in body["error"], body
+        assert time.monotonic() - started < 5

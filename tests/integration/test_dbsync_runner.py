@@ -261,3 +261,19 @@ async def test_unknown_columns_are_config_errors(env: Env) -> None:
     assert report.status == "failed" and "NO_SUCH_FIELD" in (report.error or "")
     assert env.sb.ledger == []
     assert isinstance(ConfigError("x"), Exception)
+
+
+async def test_a_run_that_lost_its_lock_to_another_instance_writes_nothing(env: Env) -> None:
+    await env.insert(ROWS)
+    cfg = env.cfg()
+    r = env.runner
+    run_id = await r.begin(cfg, RunTrigger.MANUAL)
+    # This instance stalled past the lock's time to live: another took the dbsync over.
+    await env.store.release_job_lock(r._lock(cfg.name), r.owner)
+    assert await env.store.try_job_lock(r._lock(cfg.name), "other", 600)
+    report = await r.execute(cfg, run_id)
+    assert report.status == "failed"
+    assert report.error is not None and "another instance took the job over" in report.error
+    assert all(env.contact(email) is None for _, email, *_ in ROWS)
+    # The other instance's lock is left alone.
+    assert not await env.store.try_job_lock(r._lock(cfg.name), r.owner, 60)

@@ -356,11 +356,11 @@ async def test_held_leases_is_the_fencing_check(store: Store) -> None:
 
 async def test_a_claimer_that_lost_its_leases_learns_it_before_writing(store: Store) -> None:
     await store.enqueue([change("x"), change("y")])
-    entries = await store.claim_pending(IN, limit=2, owner="w1", lease_seconds=0.3)
-    async with keep_leases(store, entries, "w1", 0.3) as leases:
+    entries = await store.claim_pending(IN, limit=2, owner="w1", lease_seconds=2)
+    async with keep_leases(store, entries, "w1", 2) as leases:
         assert await leases.still_held([e.id for e in entries]) == {e.id for e in entries}
     # Frozen past its lease (no renewal): another instance reclaims and claims them.
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(2.3)
     assert await store.reclaim_expired() == 2
     await store.claim_pending(IN, limit=2, owner="w2", lease_seconds=30)
     assert await leases.still_held([e.id for e in entries]) == set()
@@ -452,9 +452,15 @@ async def test_a_links_base_is_kept_replaced_or_left_alone(store: Store) -> None
     await store.upsert_link(RecordLink(CONTACT, "h1", "c1", name="Lee"))
     link = await store.get_link(CONTACT, crm_id="c1")
     assert link is not None and link.base == base and link.name == "Lee"
+    # A claim that lost its entry changes no link: the new claimer's stays.
+    [i] = await store.enqueue([change("h1")])
+    await claim(store, "x")
+    stale = [SyncedRecord(i, RecordLink(CONTACT, "h1", "c1", base={"Phone": "old"}))]
+    assert await store.link_and_complete(stale, owner="lost") == 0
+    assert (await store.get_links(CONTACT, ["c1"]))["c1"].base == base
     # A new base replaces it whole, in a batch as one by one.
     await store.link_and_complete(
-        [SyncedRecord(0, RecordLink(CONTACT, "h1", "c1", base={"Phone": "9"}))], owner="x"
+        [SyncedRecord(i, RecordLink(CONTACT, "h1", "c1", base={"Phone": "9"}))], owner="x"
     )
     assert (await store.get_links(CONTACT, ["c1"]))["c1"].base == {"Phone": "9"}
     await store.upsert_link(RecordLink(CONTACT, "h2", "c2", base={}))
@@ -796,6 +802,19 @@ async def test_a_job_lock_taken_over_cannot_be_extended_again(store: Store) -> N
     assert await store.extend_job_lock("dbsync:shop", "b", ttl_seconds=60) is False
 
 
+async def test_interrupting_a_run_leaves_one_that_ended_meanwhile_alone(store: Store) -> None:
+    live = await store.start_run(RunKind.PULL, RunTrigger.SCHEDULE, name="contact", owner="a")
+    done = await store.start_run(RunKind.PULL, RunTrigger.SCHEDULE, name="lead", owner="a")
+    await store.finish_run(done, counts={"read": 3}, status="succeeded")
+    assert await store.interrupt_run(live, error="a went away")
+    assert not await store.interrupt_run(done, error="a went away")
+    assert not await store.interrupt_run(live, error="again")
+    r_live, r_done = await store.get_run(live), await store.get_run(done)
+    assert r_live is not None and (r_live.status, r_live.error) == ("interrupted", "a went away")
+    assert r_live.finished_at is not None
+    assert r_done is not None and (r_done.status, r_done.counts) == ("succeeded", {"read": 3})
+
+
 async def test_instances_beat_with_their_view_and_are_forgotten_when_long_gone(
     store: Store,
 ) -> None:
@@ -808,6 +827,11 @@ async def test_instances_beat_with_their_view_and_are_forgotten_when_long_gone(
     assert a.view == {"inbound": {"paused": False}} and a.started_at == t0
     assert await store.forget_instances(a.seen_at) == 1  # b was seen before a's last beat
     assert [i.id for i in await store.instances()] == ["a"]
+    # Restarted under the same (configured) id: a new start.
+    t1 = t0 + timedelta(seconds=3)
+    await store.beat("a", t1, {})
+    [again] = await store.instances()
+    assert again.started_at == t1
 
 
 async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: Store) -> None:

@@ -246,15 +246,22 @@ class LinkOps(QueueAdminOps):
         self, records: Sequence[SyncedRecord], *, owner: str, run_id: int | None = None
     ) -> int:
         """Upsert each record's link (as `upsert_link`) and complete its entry (as `complete`),
-        all at once; how many entries were completed (lease still held)."""
+        all at once; how many entries were completed. Records whose lease `owner` no longer
+        holds change nothing, their links included."""
         self._live()
-        links = [r.link for r in records if r.link is not None]
-        for link in links:
-            _keyed(link)
+        for r in records:
+            if r.link is not None:
+                _keyed(r.link)
         if not records:
             return 0
         outcomes = [(r.entry_id, _json(r.transferred), _json(r.skipped)) for r in records]
-        self._upsert_links(links)
+        self._upsert_links(
+            [
+                r.link
+                for r in records
+                if r.link is not None and self._held(r.entry_id, owner) is not None
+            ]
+        )
         done = 0
         for entry_id, transferred, skipped in outcomes:
             e = self._held(entry_id, owner)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
-from syncd.model import ErrorCategory, RunKind, RunTrigger
+from syncd.model import ErrorCategory, RunKind, RunStatus, RunTrigger
 from syncd.store.memory.state import MemoryState
 from syncd.store.sql.dialect import utcnow
 from syncd.store.types import Run, RunFailure
@@ -53,6 +53,17 @@ class RunOps(MemoryState):
             counts={str(k): int(v) for k, v in counts.items()},
             error=error,
         )
+
+    async def interrupt_run(self, run_id: int, *, error: str) -> bool:
+        """End a run still marked running as interrupted; False if it ended meanwhile."""
+        self._live()
+        run = self._runs.get(run_id)
+        if run is None or run.status != RunStatus.RUNNING:
+            return False
+        self._runs[run_id] = replace(
+            run, status=RunStatus.INTERRUPTED.value, finished_at=utcnow(), error=error
+        )
+        return True
 
     async def get_run(self, run_id: int) -> Run | None:
         """One run."""

@@ -171,7 +171,7 @@ class ControlOps(SqlBase):
             "instances",
             ("instance_id", "started_at", "seen_at", "view"),
             ("instance_id",),
-            ("seen_at", "view"),
+            ("started_at", "seen_at", "view"),
         )
 
         async def op(tx: Tx) -> None:

@@ -269,17 +269,20 @@ class LinkOps(TallyOps):
         self, records: Sequence[SyncedRecord], *, owner: str, run_id: int | None = None
     ) -> int:
         """Upsert each record's link (as `upsert_link`) and complete its entry (as `complete`),
-        all in one transaction; how many entries were completed (lease still held)."""
-        links = [r.link for r in records if r.link is not None]
-        for link in links:
-            if link.hub_id is None and link.crm_id is None:
+        all in one transaction; how many entries were completed. Records whose lease `owner`
+        no longer holds change nothing, their links included: a claimer that lost them must
+        not put its older link and base over the new claimer's."""
+        for r in records:
+            if r.link is not None and r.link.hub_id is None and r.link.crm_id is None:
                 raise ValueError("a link needs a hub_id or a crm_id")
         if not records:
             return 0
 
         async def op(tx: Tx) -> int:
-            await self._upsert_links_tx(tx, links)
             held = await self._held_tallies(tx, [r.entry_id for r in records], owner)
+            await self._upsert_links_tx(
+                tx, [r.link for r in records if r.link is not None and r.entry_id in held]
+            )
             now = self.dialect.ts(utcnow())
             await self._moved(tx, held, "processed")
             return await tx.executemany(

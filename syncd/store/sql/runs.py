@@ -70,6 +70,19 @@ class RunOps(SqlBase):
 
         await self._run(op)
 
+    async def interrupt_run(self, run_id: int, *, error: str) -> bool:
+        """End a run still marked running as interrupted; False if it ended meanwhile."""
+
+        async def op(tx: Tx) -> bool:
+            n = await tx.execute(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?, error_message = ?"
+                " WHERE id = ? AND status = 'running'",
+                (self.dialect.ts(utcnow()), error, run_id),
+            )
+            return n == 1
+
+        return await self._run(op)
+
     async def get_run(self, run_id: int) -> Run | None:
         """One run."""
 
