@@ -1,6 +1,7 @@
 """The admin API's client side: exit codes, loading the config, calling the daemon.
 
-Exit codes: 0 ok, 1 failed, 2 usage or invalid configuration, 3 daemon unreachable.
+Exit codes: 0 ok, 1 failed (or no answer in time: the daemon is still working), 2 usage or
+invalid configuration, 3 daemon unreachable.
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ from typing import Any
 from syncd.config import ConfigInvalid, Settings, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+ANSWER_SECONDS = 30.0  # default of `syncd --timeout`
+
+
+def still_working(method: str, path: str, seconds: float) -> str:
+    """What to say when the daemon took the request but has not answered yet: it is busy
+    (a long dbsync test, a pull), not gone; say where to watch and how to wait longer."""
+    watch = "syncd dbsync list" if path.startswith("/api/v1/dbsyncs") else "syncd status"
+    return (
+        f"syncd: {method} {path}: no answer within {seconds:g} s; the daemon is still working "
+        f"on it (see `{watch}`, or wait longer with `syncd --timeout SECONDS ...`)"
+    )
 
 
 def load_or_exit(path: str | None) -> Settings:
@@ -29,7 +41,9 @@ def load_or_exit(path: str | None) -> Settings:
 class AdminClient:
     """A small client of the daemon's admin API, using the config's listen address and token."""
 
-    def __init__(self, settings: Settings, url: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, url: str | None = None, timeout: float = ANSWER_SECONDS
+    ) -> None:
         host = settings.daemon.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -38,9 +52,11 @@ class AdminClient:
         self.base = (url or f"http://{host}:{settings.daemon.port}").rstrip("/")
         token = settings.daemon.admin_token
         self.token = token.get_secret_value() if token else ""
+        self.timeout = timeout
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """One request; (status, decoded JSON or text). Raises SystemExit(3) if unreachable."""
+        """One request; (status, decoded JSON or text). Exits 3 if the daemon is unreachable,
+        1 if it took the request but did not answer within the timeout."""
         import urllib.error
         import urllib.request
 
@@ -50,10 +66,15 @@ class AdminClient:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
+        except TimeoutError:
+            # Connected and sent, then silence: a timeout while connecting comes wrapped in
+            # URLError below and means unreachable.
+            print(still_working(method, path, self.timeout), file=sys.stderr)
+            raise SystemExit(EXIT_FAILED) from None
         except (urllib.error.URLError, OSError) as exc:
             print(f"syncd: daemon unreachable at {self.base}: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_UNREACHABLE) from None
@@ -63,9 +84,18 @@ class AdminClient:
             return status, raw.decode("utf-8", "replace")
 
 
+def client_for(args: argparse.Namespace) -> AdminClient:
+    """The admin client the command line asks for: its config, --url and --timeout."""
+    return AdminClient(
+        load_or_exit(args.config),
+        getattr(args, "url", None),
+        getattr(args, "timeout", None) or ANSWER_SECONDS,
+    )
+
+
 def admin_call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     """Call the admin API; exit 1 with the server's message on a non-2xx answer."""
-    client = AdminClient(load_or_exit(args.config), getattr(args, "url", None))
+    client = client_for(args)
     status, payload = client.call(method, path, body)
     if status == 401:
         print("syncd: the daemon refused the admin token (daemon.admin_token)", file=sys.stderr)

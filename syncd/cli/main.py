@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from syncd import __version__
 from syncd.cli import dbsync, overview, sandbox, store, sync
 from syncd.cli.client import (
+    ANSWER_SECONDS,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -123,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="syncd", description="hub <-> Salesforce sync daemon")
     p.add_argument("--version", action="version", version=f"syncd {__version__}")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=ANSWER_SECONDS,
+        metavar="SECONDS",
+        help=f"how long admin commands wait for the daemon's answer (default {ANSWER_SECONDS:g})",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Any, help_: str) -> argparse.ArgumentParser:
@@ -152,9 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a reader gone away is met here, not at exit
+        return code
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except BrokenPipeError:
+        # `syncd ... | head`: the reader has what it wanted. Point stdout at /dev/null so the
+        # interpreter's last flush does not complain either, and end quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

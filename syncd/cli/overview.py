@@ -21,10 +21,10 @@ from syncd.cli.client import (
     EXIT_OK,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    AdminClient,
     admin_call,
+    client_for,
+    still_working,
 )
-from syncd.config import ConfigInvalid, load_settings
 
 OBJECTS = ("contact", "lead", "account", "opportunity")
 STATUSES = ("pending", "processing", "processed", "error", "excluded")
@@ -236,33 +236,29 @@ def cmd_health(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
-    try:
-        settings = load_settings(args.config)
-    except ConfigInvalid as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
-    return AdminClient(settings, getattr(args, "url", None))
-
-
 def stream_to(args: argparse.Namespace, path: str, out: IO[bytes]) -> int:
     """GET `path` and copy the body to `out` in chunks (exports never sit in memory)."""
     import urllib.error
     import urllib.request
 
-    client = _client(args)
+    client = client_for(args)
     req = urllib.request.Request(client.base + path)
     req.add_header("Authorization", f"Bearer {client.token}")
     try:
-        with urllib.request.urlopen(req, timeout=300) as resp:
+        # The timeout bounds each read, not the whole export.
+        with urllib.request.urlopen(req, timeout=client.timeout) as resp:
             while chunk := resp.read(65536):
                 out.write(chunk)
+    except BrokenPipeError:
+        raise  # our reader went away (`| head`), not the daemon: main() ends quietly
     except urllib.error.HTTPError as exc:
         if exc.code == 401:
             print("syncd: the daemon refused the admin token (daemon.admin_token)", file=sys.stderr)
         else:
             print(f"syncd: GET {path} failed ({exc.code}): {exc.read()[:500]!r}", file=sys.stderr)
+        return EXIT_FAILED
+    except TimeoutError:
+        print(still_working("GET", path, client.timeout), file=sys.stderr)
         return EXIT_FAILED
     except (urllib.error.URLError, OSError) as exc:
         print(f"syncd: daemon unreachable at {client.base}: {exc}", file=sys.stderr)

@@ -274,15 +274,31 @@ def check_history(env: Env, acked: dict[int, int]) -> Report:
     return rep
 
 
-def settled(env: Env, d: DaemonProcess, acked: dict[int, int]) -> bool:
-    """Nothing pending or processing and every acknowledged change in the CRM."""
+def unsettled(env: Env, d: DaemonProcess, acked: dict[int, int]) -> str:
+    """What still stands between now and every acknowledged change in the CRM ('' if none)."""
     try:
         q = queue_counts(d)
-    except OSError:
-        return False
+    except OSError as e:
+        return f"daemon unreachable: {e}"
     if q.get("pending") or q.get("processing"):
-        return False
-    return not check_history(env, acked).missing
+        return f"queue {q}"
+    missing = check_history(env, acked).missing
+    return f"{len(missing)} missing, e.g. {missing[:5]}; queue {q}" if missing else ""
+
+
+def settled(env: Env, d: DaemonProcess, acked: dict[int, int]) -> bool:
+    """Nothing pending or processing and every acknowledged change in the CRM."""
+    return not unsettled(env, d, acked)
+
+
+def wait_settled(
+    env: Env, d: DaemonProcess, acked: dict[int, int], timeout: float, what: str
+) -> None:
+    """Wait until settled; on timeout, say what was left (queue counts, missing changes)."""
+    deadline = time.monotonic() + timeout
+    while (left := unsettled(env, d, acked)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"timed out waiting for {what}: {left}"
 
 
 def rss_kb(pid: int) -> int:

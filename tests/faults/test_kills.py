@@ -13,7 +13,7 @@ from tests.faults.harness import (
     check_history,
     pick,
     restart,
-    settled,
+    wait_settled,
 )
 
 LEASE = "lease_seconds = 2"
@@ -34,7 +34,7 @@ def test_sigkill_three_times_under_steady_webhooks(env: Env) -> None:
         d = restart(env, d, LOAD, daemon_extra=LEASE)
     load.join(timeout=duration * 3 + 60)
     acked_before_end = dict(load.acked)
-    wait_until(lambda: settled(env, d, load.acked), timeout=90, what="everything delivered")
+    wait_settled(env, d, load.acked, timeout=90, what="everything delivered")
     rep = check_history(env, load.acked)
     assert rep.ok, rep
     assert len(acked_before_end) == records
@@ -74,7 +74,7 @@ def test_kill_between_crm_commit_and_recording(env: Env) -> None:
         env.sb.run(lambda: env.sf.faults.apply({"latency_after": 0}))
         replay = "\n[inbound]\nflush_size = 1000\nflush_interval = 1\n" + INBOUND_ONLY
         d = restart(env, d, replay, daemon_extra=lease)
-        wait_until(lambda d=d: settled(env, d, acked), timeout=40, what=f"round {rnd} replayed")
+        wait_settled(env, d, acked, timeout=40, what=f"round {rnd} replayed")
         q = queue_counts(d)
         assert not q.get("pending") and not q.get("processing"), q
         d = restart(env, d, extra, daemon_extra=lease)

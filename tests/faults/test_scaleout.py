@@ -16,9 +16,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tests.e2e.env import Env, wait_until
+from tests.e2e.env import Env
 from tests.faults.cluster import Cluster, ts
-from tests.faults.harness import WebhookLoad, check_history, pick, settled
+from tests.faults.harness import WebhookLoad, check_history, pick, wait_settled
 
 CONFIG = """
 [inbound]
@@ -106,7 +106,7 @@ def test_two_instances_share_one_mariadb(env: Env, mysql_db: tuple[str, str]) ->
             assert not watcher.is_alive(), f"claims of {owner} never reclaimed"
         victim = "b" if victim == "a" else "a"
     load.join(timeout=120)
-    wait_until(lambda: settled(env, c.live["a"], load.acked), timeout=120, what="all delivered")
+    wait_settled(env, c.live["a"], load.acked, timeout=120, what="all delivered")
 
     rep = check_history(env, load.acked)
     assert rep.ok, rep

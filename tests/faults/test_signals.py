@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.e2e.daemon import DaemonProcess
 from tests.e2e.env import Env, ac_webhook, metric, queue_counts, sf_records, wait_until
-from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, settled
+from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, wait_settled
 
 
 def _write(path: Path, text: str) -> None:
@@ -55,7 +55,7 @@ def test_sighup_reloads_under_load_valid_and_invalid(env: Env) -> None:
             assert digest == digests[-1], "an invalid reload replaced the running config"
         digests.append(digest)
     load.join(timeout=90)
-    wait_until(lambda: settled(env, d, load.acked), timeout=60, what="all delivered")
+    wait_settled(env, d, load.acked, timeout=60, what="all delivered")
     rep = check_history(env, load.acked)
     assert rep.ok, rep
     rejected = [e for e in d.log_events() if e.get("event") == "reload_rejected"]
@@ -95,7 +95,7 @@ def test_sigterm_with_250_buffered_and_a_flush_in_flight(env: Env) -> None:
     # The batch in flight at SIGTERM completed and was recorded; the cut-short one is queued.
     assert queue_counts(d2) == {"processed": 200, "pending": 50}, queue_counts(d2)
     d2.signal(signal.SIGUSR1)
-    wait_until(lambda: settled(env, d2, acked), timeout=40, what="the rest sent after restart")
+    wait_settled(env, d2, acked, timeout=40, what="the rest sent after restart")
     rep = check_history(env, acked)
     assert rep.ok, rep
     # The batch in flight at SIGTERM was recorded before the exit: never sent again.

@@ -11,7 +11,7 @@ import time
 from tests.conftest import MYSQL_DSN
 from tests.e2e.daemon import free_port, start_daemon
 from tests.e2e.env import Env, wait_until
-from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, settled
+from tests.faults.harness import INBOUND_ONLY, WebhookLoad, check_history, pick, wait_settled
 from tests.faults.proxy import FaultProxy
 
 
@@ -38,7 +38,7 @@ def test_mariadb_unreachable_webhooks_503_then_all_delivered(
         up_at = time.time()
         proxy.set_mode("pass")
         load.join(timeout=120)
-        wait_until(lambda: settled(env, d, load.acked), timeout=90, what="all delivered")
+        wait_settled(env, d, load.acked, timeout=90, what="all delivered")
         rep = check_history(env, load.acked)
         assert rep.ok, rep
         during = [s for s in load.sends if s.sent > down_at and s.answered < up_at]

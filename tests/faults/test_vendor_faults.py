@@ -15,7 +15,7 @@ from tests.faults.harness import (
     WebhookLoad,
     check_history,
     pick,
-    settled,
+    wait_settled,
 )
 from tests.faults.proxy import FaultProxy
 
@@ -48,7 +48,7 @@ def test_503_then_429_with_retry_after(env: Env) -> None:
     load.join(timeout=60)
     env.sb.run(lambda: env.sf.faults.apply({"fail_ratio": 0.0, "retry_after": None}))
     recovered = time.time()
-    wait_until(lambda: settled(env, d, load.acked), timeout=2 * interval + 30, what="drained")
+    wait_settled(env, d, load.acked, timeout=2 * interval + 30, what="drained")
     drained_after = time.time() - recovered
     rep = check_history(env, load.acked)
     assert rep.ok, rep
@@ -105,7 +105,7 @@ def test_token_expiry_and_failing_token_endpoint(env: Env) -> None:
         load.join(timeout=90)
         sent += total // 2
         acked = load.acked
-        wait_until(lambda a=acked: settled(env, d, a), timeout=60, what="phase 1 delivered")
+        wait_settled(env, d, acked, timeout=60, what="phase 1 delivered")
     tokens = env.sb.run(lambda: env.sf.token_requests) - tokens_at_start
     assert expiries, "no expiry happened"
     assert tokens == len(expiries), (tokens, len(expiries))
@@ -134,7 +134,7 @@ def test_token_expiry_and_failing_token_endpoint(env: Env) -> None:
     # Phase 3: the direction resumes by itself and nothing is lost.
     load2.join(timeout=60)
     wait_until(lambda: d.json("GET", "/readyz", token="")[0] == 200, timeout=90, what="resumed")
-    wait_until(lambda: settled(env, d, load2.acked), timeout=60, what="all delivered")
+    wait_settled(env, d, load2.acked, timeout=60, what="all delivered")
     rep = check_history(env, load2.acked)
     assert rep.ok, rep
     assert not queue_counts(d).get("error")
@@ -177,7 +177,7 @@ retry_max_delay = 1
             proxy.reset_all()
             time.sleep(0.3)
         load.join(timeout=90)
-        wait_until(lambda: settled(env, d, load.acked), timeout=90, what="all delivered")
+        wait_settled(env, d, load.acked, timeout=90, what="all delivered")
         rep = check_history(env, load.acked)
         assert rep.ok, rep
         assert proxy.resets > 0
