@@ -90,7 +90,7 @@ def test_a_daemon_that_has_not_answered_yet_is_still_working_not_unreachable(
     config: Path, silent: str
 ) -> None:
     proc = syncd("--timeout", "1", "dbsync", "test", "customers", "--url", silent, config=config)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     text = err.decode()
     assert proc.returncode == 1, text
     assert "still working" in text and "syncd dbsync list" in text, text
