@@ -14,6 +14,7 @@ POLL_SECONDS = 0.5
 BAR_WIDTH = 30
 SUMMARY_KEYS = (
     "rows_read",
+    "new",
     "created",
     "updated",
     "skipped",
@@ -49,23 +50,48 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    """Count what a run would do, without writing to the hub."""
-    body = admin_call(args, "POST", f"/api/v1/dbsyncs/{args.name}/test")
-    if args.format == "json":
-        print(json.dumps(body, indent=2))
+    """Start a test (a run that writes nothing), follow it, print what a run would do."""
+    exact = "true" if args.exact else "false"
+    if args.exact:
+        cost = admin_call(args, "GET", f"/api/v1/dbsyncs/{args.name}/lookup-cost")
+        print(
+            f"dbsync {args.name}: --exact looks up to {cost['rows']:,} rows new to this dbsync "
+            f"in the hub: at most {cost['calls']:,} calls, about {cost['minutes']:,.1f} min "
+            "at the configured rate limit",
+            file=sys.stderr,
+        )
+    started = admin_call(args, "POST", f"/api/v1/dbsyncs/{args.name}/test?exact={exact}")
+    run = _follow(args, int(started["run_id"]), "test")
+    if run is None:
         return EXIT_OK
-    c = body["counts"]
-    print(f"dbsync {body['name']} (test run {body['run_id']}): {c.get('total', 0)} matching rows")
+    if args.format == "json":
+        print(json.dumps(run, indent=2))
+        return EXIT_OK if run["status"] == "succeeded" else EXIT_FAILED
+    c = run["counts"]
+    print(f"test {run['id']} {run['status']}: {c.get('total', 0)} matching rows")
+    if args.exact:
+        news = f"create {c.get('created', 0)}, update {c.get('updated', 0)}"
+    else:
+        news = (
+            f"{c.get('new', 0)} rows new to this dbsync (created or updated: --exact tells), "
+            f"update {c.get('updated', 0)}"
+        )
     print(
-        f"would create {c['created']}, update {c['updated']}, skip {c['skipped']}, "
-        f"delete {c['deleted']}, fail {c['failed']} ({c['duplicates']} duplicate rows merged)"
+        f"would {news}, skip {c.get('skipped', 0)}, delete {c.get('deleted', 0)}, "
+        f"fail {c.get('failed', 0)} ({c.get('duplicates', 0)} duplicate rows merged)"
     )
-    for f in body.get("first_failures", []):
+    for f in run.get("failures", [])[:10]:
         print(f"  row {f['key']} [{', '.join(f['columns'])}]: {f['reason']}")
-    for key in ("note", "error"):
-        if body.get(key):
-            print(f"{key}: {body[key]}")
-    return EXIT_OK if body["status"] == "succeeded" else EXIT_FAILED
+    if run.get("error"):
+        print(f"{'error' if run['status'] != 'succeeded' else 'note'}: {run['error']}")
+    return EXIT_OK if run["status"] == "succeeded" else EXIT_FAILED
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    """Cancel a run or test going on (it is recorded interrupted)."""
+    admin_call(args, "POST", f"/api/v1/runs/{args.run_id}/cancel")
+    print(f"run {args.run_id}: cancelling")
+    return EXIT_OK
 
 
 def _bar(progress: dict[str, Any]) -> str:
@@ -80,17 +106,16 @@ def _bar(progress: dict[str, Any]) -> str:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Start a run and follow it with a progress bar until it ends; print the summary."""
-    started = admin_call(args, "POST", f"/api/v1/dbsyncs/{args.name}/run")
-    run_id = int(started["run_id"])
-    print(f"dbsync {args.name}: run {run_id} started", file=sys.stderr)
+def _follow(args: argparse.Namespace, run_id: int, what: str) -> dict[str, Any] | None:
+    """Follow a started run or test with a progress bar until it ends; None with
+    --no-wait (its id printed)."""
+    print(f"dbsync {args.name}: {what} {run_id} started", file=sys.stderr)
     if args.no_wait:
         print(run_id)
-        return EXIT_OK
+        return None
     tty = sys.stderr.isatty() or args.progress
     while True:
-        run = admin_call(args, "GET", f"/api/v1/runs/{run_id}?limit=1")
+        run: dict[str, Any] = admin_call(args, "GET", f"/api/v1/runs/{run_id}?limit=10")
         if run["status"] != "running":
             break
         if tty and run.get("progress"):
@@ -99,7 +124,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         time.sleep(POLL_SECONDS)
     if tty:
         sys.stderr.write("\n")
-    print(f"run {run_id} {run['status']}: {_summary(run['counts'])}")
+    return run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Start a run and follow it with a progress bar until it ends; print the summary."""
+    started = admin_call(args, "POST", f"/api/v1/dbsyncs/{args.name}/run")
+    run = _follow(args, int(started["run_id"]), "run")
+    if run is None:
+        return EXIT_OK
+    print(f"run {run['id']} {run['status']}: {_summary(run['counts'])}")
     if run.get("error"):
         print(f"{'error' if run['status'] != 'succeeded' else 'note'}: {run['error']}")
     return EXIT_OK if run["status"] == "succeeded" else EXIT_FAILED
@@ -145,13 +179,25 @@ def register(sub: Any, add: Any) -> None:
     sp = child("test", cmd_test, "count what a run would do (writes nothing)")
     sp.add_argument("name")
     sp.add_argument("--format", choices=("table", "json"), default="table")
+    sp.add_argument(
+        "--exact",
+        action="store_true",
+        help="look rows new to this dbsync up in the hub (created vs updated; costs calls)",
+    )
+    _following(sp)
     sp = child("run", cmd_run, "run now, with a progress bar, and print the summary")
     sp.add_argument("name")
-    sp.add_argument("--no-wait", action="store_true", help="print the run id and return")
-    sp.add_argument("--progress", action="store_true", help="draw the bar even without a tty")
+    _following(sp)
+    sp = child("cancel", cmd_cancel, "cancel a run or test going on (recorded interrupted)")
+    sp.add_argument("run_id", type=int)
     sp = child("report", cmd_report, "print a run's report")
     sp.add_argument("run_id", type=int)
     sp.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+
+def _following(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--no-wait", action="store_true", help="print the run id and return")
+    sp.add_argument("--progress", action="store_true", help="draw the bar even without a tty")
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

@@ -20,7 +20,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from syncd.config import DbsyncSettings, HubSettings, MysqlDsn, Settings, parse_schedule
 from syncd.dbsync.runner import DbsyncRunner
 from syncd.dbsync.source import MySqlSource
-from syncd.dbsync.types import DbsyncBusy, DbsyncReport
+from syncd.dbsync.types import DbsyncBusy
 from syncd.errors import ConfigError, IntegrationError, StoreError
 from syncd.lifecycle import Check, Host
 from syncd.logging import get_logger
@@ -43,6 +43,19 @@ def default_hub(settings: HubSettings) -> HubConnector:
     from syncd.vendors.factory import build_hub
 
     return build_hub(settings)
+
+
+@dataclass(frozen=True)
+class LookupCost:
+    """The hub lookups a test --exact needs at most, and their time at the rate limit."""
+
+    rows: int  # rows matching the rules that this dbsync has not synced before (at most)
+    calls: int
+    minutes: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"rows": self.rows, "calls": self.calls, "minutes": round(self.minutes, 1)}
 
 
 @dataclass
@@ -141,13 +154,21 @@ class DbsyncComponent:
         """The dbsync entry called `name` in the config in force."""
         return self._host.settings.dbsync_by_name(name)
 
-    async def request_run(self, name: str, trigger: RunTrigger = RunTrigger.MANUAL) -> int:
-        """Claim and start a run; its id. KeyError for an unknown name, DbsyncBusy if running."""
+    async def request_run(
+        self,
+        name: str,
+        trigger: RunTrigger = RunTrigger.MANUAL,
+        *,
+        test: bool = False,
+        exact: bool = False,
+    ) -> int:
+        """Claim and start a run (or a test, which writes nothing); its id. KeyError for an
+        unknown name, DbsyncBusy if a run or test of it is going on."""
         cfg = self.config(name)
         if cfg is None:
             raise KeyError(name)
         runner = self._need_runner()
-        run_id = await runner.begin(cfg, trigger)
+        run_id = await runner.begin(cfg, trigger, test=test)
         prog = Progress(name, started=time.monotonic())
         self.progress[run_id] = prog
 
@@ -156,7 +177,7 @@ class DbsyncComponent:
 
         async def go() -> None:
             try:
-                await runner.execute(cfg, run_id, on_progress)
+                await runner.execute(cfg, run_id, on_progress, test=test, exact=exact)
             except (IntegrationError, StoreError) as exc:
                 log.warning("dbsync_run_failed", dbsync=name, run=run_id, error=str(exc))
             finally:
@@ -166,12 +187,33 @@ class DbsyncComponent:
         self._tasks[run_id] = self._host.spawn(go(), f"dbsync-{name}-{run_id}")
         return run_id
 
-    async def test(self, name: str) -> DbsyncReport:
-        """Count what a run would do, writing nothing to the hub."""
+    async def lookup_cost(self, name: str) -> LookupCost:
+        """What a test --exact of `name` will cost at most: the rows matching its rules that
+        this dbsync has not synced before, each looked up in the hub."""
         cfg = self.config(name)
         if cfg is None:
             raise KeyError(name)
-        return await self._need_runner().test(cfg)
+        runner = self._need_runner()
+        source = self._source_factory(cfg)
+        try:
+            matching = await source.count(cfg.table, cfg.rules)
+        finally:
+            await source.close()
+        known = await self._store.count_dbsync_rows(name)
+        rows = max(matching - known, 0)
+        per_call = max(runner.hub.emails_per_lookup, 1)
+        assert self._hub_settings is not None  # a runner exists only with a hub
+        rate = self._hub_settings.effective_rate_limit
+        calls = -(-rows // per_call)
+        return LookupCost(rows, calls, calls * rate.per_seconds / rate.requests / 60)
+
+    def cancel(self, run_id: int) -> bool:
+        """Cancel a run or test going on in this process (recorded interrupted); False if
+        none is (it ended, or runs on another instance)."""
+        task = self._tasks.get(run_id)
+        if task is None or task.done():
+            return False
+        return self._need_runner().cancel(run_id, "cancelled by the operator")
 
     async def wait(self, run_id: int) -> None:
         """Wait for a run started here to end."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from syncd.config import DbsyncSettings
 from syncd.dbsync.rows import MappedRow, payload_size, row_hash
-from syncd.dbsync.types import FailureExample, Tally
+from syncd.dbsync.types import FailureExample, RunCancelled, Tally
 from syncd.model import ErrorCategory
 from syncd.store.leases import JobLock
 from syncd.store.types import DbsyncRow, RunFailure
@@ -80,11 +80,21 @@ class Pass:
     """State of one test or run pass."""
 
     def __init__(
-        self, cfg: DbsyncSettings, run_id: int, test: bool, job: JobLock | None = None
+        self,
+        cfg: DbsyncSettings,
+        run_id: int,
+        test: bool,
+        job: JobLock | None = None,
+        *,
+        exact: bool = False,
     ) -> None:
         self.cfg = cfg
         self.run_id = run_id
         self.test = test
+        # A test asks the hub whether rows new to this dbsync exist only when told to: one
+        # lookup per row on ActiveCampaign, which is hours for a large table.
+        self.exact = test and exact
+        self.cancelled: str | None = None  # why the operator cancelled it, once they did
         self._job = job
         self.tally = Tally()
         self.failures: list[RunFailure] = []
@@ -116,8 +126,16 @@ class Pass:
         """Before each hub write of a run: the run still holds its dbsync's lock (another
         instance took it over if this one stalled past the lock's time to live: the run
         stops with JobLockLost rather than write rows the other run writes too)."""
+        self.check_cancelled()
         if self._job is not None:
             await self._job.check()
+
+    def check_cancelled(self) -> None:
+        """Stop here (RunCancelled) if the operator cancelled the pass. Checked between
+        pages, slices and write calls rather than by cancelling the task: a cancellation
+        can be lost inside a driver's timeout wrapper (Python 3.11 `wait_for`)."""
+        if self.cancelled is not None:
+            raise RunCancelled(self.cancelled)
 
     def begin_lookup(self) -> int:
         """Note a store lookup issued now; its mark for `since`."""

@@ -123,6 +123,7 @@ class RowPipeline:
             batch_size=max(cfg.batch_size, PAGE),
         )
         async for rows in stream:
+            p.check_cancelled()
             tally.rows_read += len(rows)
             for i in range(0, len(rows), per_lookup):
                 await queue.put(list(rows[i : i + per_lookup]))
@@ -150,6 +151,7 @@ class RowPipeline:
                     if not ahead:
                         await self._send(p, plan, tasks, limit, final=True)
                         break
+                    p.check_cancelled()
                     await self._process(p, plan, ahead.popleft(), tasks, limit)
                     await self._flush_failures(p)
                     if len(p.buffered) >= FLUSH_CALLS * p.cfg.batch_size:
@@ -209,8 +211,7 @@ class RowPipeline:
         never mapped; later rows of an email in the slice are duplicates."""
         stored, met, firsts = view.stored, view.met, view.firsts
         rows: list[tuple[MappedRow, str]] = []
-        # The unchanged-row test runs for every row of every run: kept inline and local.
-        fast = not p.test
+        # The unchanged-row test runs for every row of every pass: kept inline and local.
         prefix = p.prefix
         foreign_ok = not p.cfg.update_existing
         unchanged = 0
@@ -218,7 +219,7 @@ class RowPipeline:
             key, _, email = peek
             s = stored.get(email)
             fp = ""
-            if fast and s is not None and email not in firsts:
+            if s is not None and email not in firsts:
                 fp = prefix + raw[-1]
                 # Unchanged: written from exactly these source values, and nothing of this
                 # run has met the email yet (else a duplicate, reported by the slow path).
@@ -263,19 +264,24 @@ class RowPipeline:
         """Rows whose email no earlier batch of this pass had; the others are duplicates.
 
         Earlier batches are known from the store (rows this run wrote carry its id, stored
-        rows it met are in `Pass.seen`; test mode keeps a scratch set for new emails) and,
-        until their next commit, from the pass's in-flight and buffered emails.
+        rows it met are in `Pass.seen`; test mode keeps a scratch set for the emails it would
+        have written new) and, until their next commit, from the pass's in-flight and
+        buffered emails.
         """
-        seen: set[str]
+        stored, met = view.stored, view.met
+        seen = {r.email for r, _ in rows if p.met(r.email, stored.get(r.email), met)}
         if p.test:
-            emails = [r.email for r, _ in rows]
-            seen = set(await self.store.dbsync_rows(p.scratch, emails)) if emails else set()
-            await self.store.upsert_dbsync_rows(
-                [DbsyncRow(p.scratch, e, e, None, "", p.run_id) for e in emails if e not in seen]
-            )
-        else:
-            stored, met = view.stored, view.met
-            seen = {r.email for r, _ in rows if p.met(r.email, stored.get(r.email), met)}
+            fresh = [r.email for r, _ in rows if r.email not in stored]
+            if fresh:
+                known = set(await self.store.dbsync_rows(p.scratch, fresh))
+                seen |= known
+                await self.store.upsert_dbsync_rows(
+                    [
+                        DbsyncRow(p.scratch, e, e, None, "", p.run_id)
+                        for e in fresh
+                        if e not in known
+                    ]
+                )
         out = []
         for row, fp in rows:
             if row.email in seen:
@@ -356,8 +362,11 @@ class RowPipeline:
                 self._unchanged(p, row, s, stamp, keep)
             else:
                 writes.append(Write(row, stamp, s.hub_id, "update"))
+        tally.new += len(new)
+        if p.test and not p.exact:
+            new = []  # counted as new: whether each is created or updated needs a lookup
         if new:
-            if p.test or not cfg.update_existing or cfg.send_last_broadcast:
+            if p.exact or not cfg.update_existing or cfg.send_last_broadcast:
                 found = await self.hub.find_by_emails([r.email for r, _ in new])
                 for row, stamp in new:
                     rec = found.get(row.email)

@@ -42,6 +42,7 @@ from syncd.dbsync.types import (
     DbsyncBusy,
     DbsyncReport,
     ProgressFn,
+    RunCancelled,
     SourceFactory,
 )
 from syncd.errors import IntegrationError, StoreError
@@ -76,38 +77,45 @@ class DbsyncRunner(RowPipeline):
         self.owner = owner
         self.lock_ttl = lock_ttl
         self._active: dict[str, int] = {}
+        self._passes: dict[int, Pass] = {}  # passes going on here, by run id
 
     # -- public ------------------------------------------------------------------------------
     def running(self, name: str) -> int | None:
         """The id of this process's run of `name`, if one is going on."""
         return self._active.get(name)
 
-    async def test(self, cfg: DbsyncSettings) -> DbsyncReport:
-        """Read the source and count what a run would do; never writes to the hub."""
-        run_id = await self.store.start_run(
-            RunKind.DBSYNC_TEST, RunTrigger.MANUAL, name=cfg.name, owner=self.owner
-        )
-        return await self._execute(cfg, run_id, test=True, progress=None)
+    async def test(self, cfg: DbsyncSettings, *, exact: bool = False) -> DbsyncReport:
+        """Begin and execute a test: count what a run would do; never writes to the hub."""
+        run_id = await self.begin(cfg, RunTrigger.MANUAL, test=True)
+        return await self.execute(cfg, run_id, test=True, exact=exact)
 
-    async def begin(self, cfg: DbsyncSettings, trigger: RunTrigger) -> int:
-        """Claim the dbsync (DbsyncBusy if a run is going on) and record a new run; its id."""
+    def cancel(self, run_id: int, reason: str) -> bool:
+        """Stop a pass going on in this process at its next page, slice or write call; it is
+        recorded interrupted with `reason`. False if none is going on here."""
+        p = self._passes.get(run_id)
+        if p is None:
+            return False
+        p.cancelled = reason
+        return True
+
+    async def begin(self, cfg: DbsyncSettings, trigger: RunTrigger, *, test: bool = False) -> int:
+        """Claim the dbsync (DbsyncBusy if a run or test is going on) and record a new run or
+        test; its id. One at a time per dbsync: a test reads what a run is changing."""
         name = cfg.name
         if name in self._active:
             raise DbsyncBusy(name, self._active[name])
         self._active[name] = 0  # claimed while the store calls below are in flight
         try:
             if not await self.store.try_job_lock(self._lock(name), self.owner, self.lock_ttl):
-                running = await self.store.running_run(RunKind.DBSYNC, name)
-                raise DbsyncBusy(name, running.id if running else None)
-            stale = await self.store.running_run(RunKind.DBSYNC, name)
-            if stale is not None:
+                running = await self._running(name)
+                raise DbsyncBusy(name, running)
+            while (stale := await self._running(name)) is not None:
                 # We hold the lock, so whoever ran it is gone (killed, or its lease ran out).
                 await self.store.interrupt_run(
-                    stale.id, error="stopped before its end: the process running it went away"
+                    stale, error="stopped before its end: the process running it went away"
                 )
-            run_id = await self.store.start_run(
-                RunKind.DBSYNC, trigger, name=name, owner=self.owner
-            )
+            kind = RunKind.DBSYNC_TEST if test else RunKind.DBSYNC
+            run_id = await self.store.start_run(kind, trigger, name=name, owner=self.owner)
         except BaseException as exc:
             self._active.pop(name, None)
             if not isinstance(exc, DbsyncBusy):
@@ -118,13 +126,21 @@ class DbsyncRunner(RowPipeline):
         return run_id
 
     async def execute(
-        self, cfg: DbsyncSettings, run_id: int, progress: ProgressFn | None = None
+        self,
+        cfg: DbsyncSettings,
+        run_id: int,
+        progress: ProgressFn | None = None,
+        *,
+        test: bool = False,
+        exact: bool = False,
     ) -> DbsyncReport:
-        """Run a begun run to its end; the claim is released afterwards."""
+        """Run a begun run or test to its end; the claim is released afterwards."""
         try:
             job = JobLock(self.store, self._lock(cfg.name), self.owner, self.lock_ttl)
             async with job.kept():
-                return await self._execute(cfg, run_id, test=False, progress=progress, job=job)
+                return await self._execute(
+                    cfg, run_id, test=test, exact=exact, progress=progress, job=job
+                )
         finally:
             self._active.pop(cfg.name, None)
 
@@ -140,6 +156,13 @@ class DbsyncRunner(RowPipeline):
     def _lock(name: str) -> str:
         return f"dbsync:{name}"
 
+    async def _running(self, name: str) -> int | None:
+        for kind in (RunKind.DBSYNC, RunKind.DBSYNC_TEST):
+            run = await self.store.running_run(kind, name)
+            if run is not None:
+                return run.id
+        return None
+
     def _api_calls(self) -> int:
         calls = getattr(getattr(self.hub, "http", None), "calls", 0)
         return calls if isinstance(calls, int) else 0
@@ -152,8 +175,17 @@ class DbsyncRunner(RowPipeline):
         test: bool,
         progress: ProgressFn | None,
         job: JobLock | None = None,
+        exact: bool = False,
     ) -> DbsyncReport:
-        p = Pass(cfg, run_id, test, job)
+        p = Pass(cfg, run_id, test, job, exact=exact)
+        self._passes[run_id] = p
+        try:
+            return await self._pass(p, progress)
+        finally:
+            self._passes.pop(run_id, None)
+
+    async def _pass(self, p: Pass, progress: ProgressFn | None) -> DbsyncReport:
+        cfg, run_id, test = p.cfg, p.run_id, p.test
         calls0 = self._api_calls()
         status, error, note = "succeeded", None, None
         try:
@@ -164,6 +196,9 @@ class DbsyncRunner(RowPipeline):
                     await self._drop_scratch(p)
             if cfg.delete_missing:
                 note = await self._delete_missing(p)
+        except RunCancelled as exc:
+            status, error = RunStatus.INTERRUPTED.value, str(exc)
+            log.info("dbsync_cancelled", dbsync=cfg.name, run=run_id, reason=error)
         except (IntegrationError, StoreError) as exc:
             status, error = "failed", str(exc)
             log.warning("dbsync_failed", dbsync=cfg.name, run=run_id, error=error)

@@ -57,12 +57,18 @@ class DbsyncBusy(SyncdError):
         self.run_id = run_id
 
 
+class RunCancelled(SyncdError):
+    """The operator cancelled the run: it stops where it is, recorded interrupted; what the
+    hub accepted so far is recorded, so the next run resends nothing it has."""
+
+
 @dataclass
 class Tally:
     """Counts of one run (or test), as they grow."""
 
     total: int = 0
     rows_read: int = 0
+    new: int = 0  # rows whose email this dbsync has not synced before (created or updated)
     created: int = 0
     updated: int = 0
     unchanged: int = 0

@@ -99,6 +99,8 @@ class HubConnector(Connector, Protocol):
     # Whether the hub links contacts and deals to a primary company (HubSpot does; syncd
     # does not link ActiveCampaign contacts to accounts).
     keeps_primary_companies: bool
+    # Emails one `find_by_emails` call looks up (what a dbsync test --exact costs).
+    emails_per_lookup: int
 
     async def find_by_emails(self, emails: Sequence[str]) -> dict[str, Record]:
         """Existing contacts by lower-cased, trimmed email."""

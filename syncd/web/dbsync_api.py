@@ -34,22 +34,32 @@ RUN_SCHEMA: dict[str, Any] = {
         "failures": {"type": "array", "items": {"type": "object"}},
     },
 }
-REPORT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "run_id": {"type": "integer"},
-        "status": {"type": "string"},
-        "counts": COUNTS,
-        "first_failures": {"type": "array", "items": {"type": "object"}},
-        "note": {"type": "string", "nullable": True},
-        "error": {"type": "string", "nullable": True},
-    },
-}
 BUSY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["error"],
     "properties": {"error": {"type": "string"}, "run_id": {"type": "integer", "nullable": True}},
+}
+STARTED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "run_id"],
+    "properties": {
+        "status": {"type": "string"},
+        "run_id": {"type": "integer"},
+        "mode": {"type": "string", "enum": ["test", "run"]},
+    },
+}
+COST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "rows": {"type": "integer"},
+        "calls": {"type": "integer"},
+        "minutes": {"type": "number"},
+    },
+}
+EXACT_PARAM: dict[str, Any] = {
+    "name": "exact",
+    "in": "query",
+    "schema": {"type": "string", "enum": ["true", "false"]},
 }
 CSV_COLUMNS = ("key", "columns", "reason", "category", "email")
 
@@ -109,6 +119,7 @@ def install(app: web.Application, api: ApiRegistry) -> None:
         for cfg in request.app[CONTROL_KEY].settings.dbsync:
             try:
                 runs = await store.list_runs(kind=RunKind.DBSYNC, name=cfg.name, limit=1)
+                tests = await store.list_runs(kind=RunKind.DBSYNC_TEST, name=cfg.name, limit=1)
             except StoreError as exc:
                 raise ApiError(503, f"store unavailable: {exc}") from None
             out.append(
@@ -122,41 +133,69 @@ def install(app: web.Application, api: ApiRegistry) -> None:
                     "send_last_broadcast": cfg.send_last_broadcast,
                     "running_run_id": running.get(cfg.name),
                     "last_run": run_json(runs[0]) if runs else None,
+                    "last_test": run_json(tests[0]) if tests else None,
                 }
             )
         return web.json_response({"dbsyncs": out})
 
     @api.route(
-        "POST",
-        "/api/v1/dbsyncs/{name}/test",
-        summary="Count what a run would do, without writing to the hub",
-        responses={200: REPORT_SCHEMA, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
+        "GET",
+        "/api/v1/dbsyncs/{name}/lookup-cost",
+        summary="What a test with exact=true costs at most: hub lookups and minutes",
+        responses={200: COST_SCHEMA, 404: ERROR_SCHEMA, 503: ERROR_SCHEMA},
     )
-    async def test_dbsync(request: web.Request) -> web.Response:
+    async def lookup_cost(request: web.Request) -> web.Response:
         comp = component_of(request)
         name = _name(request, comp)
         try:
-            report = await comp.test(name)
+            cost = await comp.lookup_cost(name)
         except (IntegrationError, StoreError) as exc:
             raise ApiError(503, str(exc)) from None
-        return web.json_response(report.as_dict())
+        return web.json_response(cost.as_dict())
+
+    @api.route(
+        "POST",
+        "/api/v1/dbsyncs/{name}/test",
+        summary=(
+            "Start a test: a run that writes nothing and, unless exact=true, asks the hub "
+            "nothing per row; 409 while a run or test of it is going on"
+        ),
+        responses={202: STARTED_SCHEMA, 404: ERROR_SCHEMA, 409: BUSY_SCHEMA, 503: ERROR_SCHEMA},
+        params=(EXACT_PARAM,),
+    )
+    async def test_dbsync(request: web.Request) -> web.Response:
+        exact = request.query.get("exact", "false")
+        if exact not in ("true", "false"):
+            raise ApiError(400, "exact: must be true or false")
+        return await _start(request, test=True, exact=exact == "true")
 
     @api.route(
         "POST",
         "/api/v1/dbsyncs/{name}/run",
         summary="Start a run now; 409 with the running run's id when one is going on",
-        responses={202: BUSY_SCHEMA, 404: ERROR_SCHEMA, 409: BUSY_SCHEMA, 503: ERROR_SCHEMA},
+        responses={202: STARTED_SCHEMA, 404: ERROR_SCHEMA, 409: BUSY_SCHEMA, 503: ERROR_SCHEMA},
     )
     async def run_dbsync(request: web.Request) -> web.Response:
-        comp = component_of(request)
-        name = _name(request, comp)
-        try:
-            run_id = await comp.request_run(name)
-        except DbsyncBusy as exc:
-            raise ApiError(409, str(exc), run_id=exc.run_id) from None
-        except (IntegrationError, StoreError) as exc:
-            raise ApiError(503, str(exc)) from None
-        return web.json_response({"status": "started", "run_id": run_id}, status=202)
+        return await _start(request, test=False, exact=False)
+
+    @api.route(
+        "POST",
+        "/api/v1/runs/{id}/cancel",
+        summary="Cancel a dbsync run or test going on in this instance (recorded interrupted)",
+        responses={202: STARTED_SCHEMA, 400: ERROR_SCHEMA, 404: ERROR_SCHEMA, 409: ERROR_SCHEMA},
+    )
+    async def cancel_run(request: web.Request) -> web.Response:
+        run_id = _run_id(request)
+        run = await request.app[CONTROL_KEY].store.get_run(run_id)
+        if run is None:
+            raise ApiError(404, f"no run {run_id}")
+        if run.status != "running":
+            raise ApiError(409, f"run {run_id} is not running (it is {run.status})")
+        if not component_of(request).cancel(run_id):
+            raise ApiError(
+                409, f"run {run_id} is not running in this instance; cancel it where it runs"
+            )
+        return web.json_response({"status": "cancelling", "run_id": run_id}, status=202)
 
     @api.route(
         "GET",
@@ -175,12 +214,12 @@ def install(app: web.Application, api: ApiRegistry) -> None:
         content_types={200: "application/json"},
     )
     async def get_run(request: web.Request) -> web.StreamResponse:
+        run_id = _run_id(request)
         try:
-            run_id = int(request.match_info["id"])
             after = int(request.query.get("after", "0"))
             limit = min(max(int(request.query.get("limit", str(FAILURE_PAGE))), 1), 10_000)
         except ValueError:
-            raise ApiError(400, "id, after and limit must be integers") from None
+            raise ApiError(400, "after and limit must be integers") from None
         fmt = request.query.get("format", "json")
         if fmt not in ("json", "csv"):
             raise ApiError(400, "format: must be json or csv")
@@ -198,6 +237,27 @@ def install(app: web.Application, api: ApiRegistry) -> None:
         body["failures"] = [failure_json(f) for f in failures]
         body["failures_next_after"] = after + len(failures) if len(failures) == limit else None
         return web.json_response(body)
+
+
+async def _start(request: web.Request, *, test: bool, exact: bool) -> web.Response:
+    comp = component_of(request)
+    name = _name(request, comp)
+    try:
+        run_id = await comp.request_run(name, test=test, exact=exact)
+    except DbsyncBusy as exc:
+        raise ApiError(409, str(exc), run_id=exc.run_id) from None
+    except (IntegrationError, StoreError) as exc:
+        raise ApiError(503, str(exc)) from None
+    mode = "test" if test else "run"
+    return web.json_response({"status": "started", "run_id": run_id, "mode": mode}, status=202)
+
+
+def _run_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    # ASCII digits only: int() takes Unicode digits and signs too.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise ApiError(400, f"run id must be a positive integer, not {text[:40]!r}")
+    return int(text)
 
 
 async def _csv(request: web.Request, run_id: int) -> web.StreamResponse:

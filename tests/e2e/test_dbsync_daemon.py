@@ -167,14 +167,24 @@ async def test_api_test_run_busy_report_and_csv(env: Env, running: Running) -> N
     assert status == 404
     await env.sql("UPDATE people SET first_name = CONCAT(first_name, '!') WHERE id <= 10")
     env.sb.reset()
-    status, body = await running.call("POST", "/api/v1/dbsyncs/people/test")
-    assert status == 200, body
+    status, started = await running.call("POST", "/api/v1/dbsyncs/people/test")
+    assert status == 202 and started["mode"] == "test", started
+    body = await running.wait_run(started["run_id"])
+    assert body["kind"] == "dbsync_test" and body["status"] == "succeeded", body
     assert (body["counts"]["updated"], body["counts"]["skipped"], body["counts"]["failed"]) == (
         10,
         20,
         1,
     )
-    assert body["first_failures"][0]["key"] == "99" and env.write_requests() == 0
+    assert body["failures"][0]["key"] == "99" and env.write_requests() == 0
+    assert body["counts"]["api_calls"] <= 1  # no call per row
+    status, listing = await running.call("GET", "/api/v1/dbsyncs")
+    assert listing["dbsyncs"][0]["last_test"]["id"] == started["run_id"]
+    status, cost = await running.call("GET", "/api/v1/dbsyncs/people/lookup-cost")
+    # At most: the invalid row 99 matches the rules and was never synced.
+    assert status == 200 and cost["rows"] == 1 and cost["calls"] == 1, cost
+    status, body = await running.call("POST", "/api/v1/dbsyncs/people/test?exact=maybe")
+    assert status == 400 and "exact" in body["error"]
 
     env.sb.faults.latency = 0.05  # keep the run going long enough to be asked twice
     status, body = await running.call("POST", "/api/v1/dbsyncs/people/run")
@@ -182,6 +192,8 @@ async def test_api_test_run_busy_report_and_csv(env: Env, running: Running) -> N
     run_id = body["run_id"]
     status, busy = await running.call("POST", "/api/v1/dbsyncs/people/run")
     assert status == 409 and busy["run_id"] == run_id
+    status, busy = await running.call("POST", "/api/v1/dbsyncs/people/test")
+    assert status == 409 and busy["run_id"] == run_id  # a test reads what a run changes
     status, live = await running.call("GET", f"/api/v1/runs/{run_id}")
     assert status == 200 and live["status"] == "running" and live["progress"] is not None
     done = await running.wait_run(run_id)
@@ -213,7 +225,11 @@ async def test_cli_list_test_run_report(
     await env.insert([(50, None, "NoMail")])
     assert await asyncio.to_thread(running.cli, "test", "people") == 0
     out = capsys.readouterr().out
-    assert "8 matching rows" in out and "would create" in out and "row 50" in out
+    assert "8 matching rows" in out and "7 rows new to this dbsync" in out and "row 50" in out
+    assert await asyncio.to_thread(running.cli, "test", "people", "--exact") == 0
+    captured = capsys.readouterr()
+    assert "at most 8 calls" in captured.err  # said before it starts; row 50 counts too
+    assert "would create 7, update 0" in captured.out
     assert await asyncio.to_thread(running.cli, "run", "people", "--progress") == 0
     captured = capsys.readouterr()
     assert "created 7" in captured.out and "failed 1" in captured.out
@@ -228,3 +244,29 @@ async def test_cli_list_test_run_report(
     assert await asyncio.to_thread(running.cli, "list") == 0
     out = capsys.readouterr().out
     assert "people: people -> list 1" in out and f"last run {run_id} succeeded" in out
+
+
+async def test_a_run_is_cancelled_on_request_and_recorded_interrupted(
+    env: Env, running: Running
+) -> None:
+    running.daemon.scheduler.remove_all_jobs()
+    await env.insert([(i, f"k{i}@example.com", f"K{i}") for i in range(1, 200)])
+    env.sb.faults.latency = 0.2  # keep it going while it is cancelled
+    try:
+        status, started = await running.call("POST", "/api/v1/dbsyncs/people/run")
+        assert status == 202, started
+        run_id = started["run_id"]
+        status, body = await running.call("POST", f"/api/v1/runs/{run_id}/cancel")
+        assert status == 202, body
+        done = await running.wait_run(run_id)
+    finally:
+        env.sb.faults.latency = 0.0
+    assert done["status"] == "interrupted" and "cancelled by the operator" in done["error"]
+    status, body = await running.call("POST", f"/api/v1/runs/{run_id}/cancel")
+    assert status == 409 and "not running" in body["error"]
+    status, body = await running.call("POST", "/api/v1/runs/\u0663/cancel")  # an Arabic-Indic 3
+    assert status == 400, body
+    # The dbsync is free again: the next run starts and ends.
+    status, started = await running.call("POST", "/api/v1/dbsyncs/people/run")
+    assert status == 202, started
+    assert (await running.wait_run(started["run_id"]))["status"] == "succeeded"

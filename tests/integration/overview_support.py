@@ -196,6 +196,7 @@ class FakeHub(FakeCrm):
     name: str = "activecampaign"
     supports_last_broadcast: bool = False
     keeps_primary_companies: bool = False
+    emails_per_lookup: int = 1
 
     async def write(
         self,

@@ -70,17 +70,28 @@ async def test_test_mode_writes_nothing_and_predicts_the_run(env: Env) -> None:
     await env.insert([(4, "not-an-email", "X"), (5, None, "Nobody")])
     env.seed_contact("grace@example.com", "G")  # exists: would be updated, not created
     env.sb.reset()
-    predicted = await env.runner.test(env.cfg())
+    # By default a test asks the hub nothing per row: rows new to this dbsync are "new".
+    quick = await env.runner.test(env.cfg())
+    assert quick.counts["api_calls"] <= 1  # the field list, once
+    assert (quick.counts["new"], quick.counts["created"], quick.counts["updated"]) == (3, 0, 0)
+    predicted = await env.runner.test(env.cfg(), exact=True)
+    assert predicted.counts["api_calls"] >= 3  # one lookup per new row on ActiveCampaign
     assert env.write_requests() == 0 and env.sb.ledger == []
     assert env.contact("ada@example.com") is None
     assert predicted.mode == "test" and predicted.status == "succeeded"
     assert {f.key for f in predicted.first_failures} == {"4", "5"}
     real = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
-    keys = ("rows_read", "created", "updated", "skipped", "deleted", "failed", "duplicates")
+    keys = ("rows_read", "new", "created", "updated", "skipped", "deleted", "failed", "duplicates")
     assert {k: predicted.counts[k] for k in keys} == {k: real.counts[k] for k in keys}
+    same = ("rows_read", "new", "skipped", "deleted", "failed", "duplicates")
+    assert {k: quick.counts[k] for k in same} == {k: real.counts[k] for k in same}
     assert (real.counts["created"], real.counts["updated"], real.counts["failed"]) == (2, 1, 2)
     test_run = await env.store.get_run(predicted.run_id)
     assert test_run is not None and test_run.kind is RunKind.DBSYNC_TEST
+    # After the run, a default test knows every row: what changed would be updated.
+    await env.sql("UPDATE people SET first_name = 'Changed' WHERE id = 1")
+    again = await env.runner.test(env.cfg())
+    assert (again.counts["new"], again.counts["updated"], again.counts["skipped"]) == (0, 1, 2)
 
 
 async def test_update_existing_off_leaves_existing_contacts_alone(env: Env) -> None:
@@ -142,7 +153,7 @@ async def test_duplicates_make_one_contact_and_are_reported(env: Env) -> None:
     predicted = await env.runner.test(env.cfg(batch_size=2))
     report = await env.runner.run(env.cfg(batch_size=2), RunTrigger.MANUAL)
     assert (report.counts["created"], report.counts["duplicates"]) == (3, 3)
-    assert predicted.counts["duplicates"] == 3 and predicted.counts["created"] == 3
+    assert predicted.counts["duplicates"] == 3 and predicted.counts["new"] == 3
     assert report.counts["failed"] == 0
     c = env.contact("dup@example.com")
     assert c is not None and (c.first_name, c.last_name) == ("First", "")

@@ -178,6 +178,7 @@ class FakeHub(FakeVendor):
 
     supports_last_broadcast = False
     keeps_primary_companies = False
+    emails_per_lookup = 100
 
     def __init__(self) -> None:
         super().__init__()

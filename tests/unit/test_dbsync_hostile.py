@@ -97,7 +97,7 @@ async def test_rules_select_exactly_the_matching_rows(
     report = await env.runner.test(env.cfg(rules=rule))
     assert report.status == "succeeded", report.error
     assert report.counts["rows_read"] == report.counts["total"] == len(expected)
-    assert report.counts["created"] == len(expected)
+    assert report.counts["new"] == len(expected)
     assert await env.checksum() == before
     assert env.write_requests() == 0
 

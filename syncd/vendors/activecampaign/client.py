@@ -36,6 +36,8 @@ class ActiveCampaignConnector(AcReads, AcLists):
     name = NAME
     supports_last_broadcast = True
     keeps_primary_companies = False
+    # GET /contacts?email= takes one address; plus a tags read per found contact.
+    emails_per_lookup = 1
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
     name = NAME
     supports_last_broadcast = False
     keeps_primary_companies = True
+    emails_per_lookup = 100  # batch read by idProperty=email: 100 inputs per call
 
     def __init__(
         self,
