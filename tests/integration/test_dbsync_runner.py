@@ -127,6 +127,34 @@ async def test_unsubscribed_stays_unsubscribed_through_bulk_import(env: Env) -> 
     assert all(env.status(f"bulk{i}@example.com") == 1 for i in range(1, 41) if i != 7)
 
 
+async def test_bulk_import_rows_taken_off_and_back_and_existing_ones_never_deleted(
+    env: Env,
+) -> None:
+    # Over the bulk import threshold: "created" comes from AC's highest contact id before
+    # the import, so the contact that existed before is known and only taken off the list.
+    rows = [(i, f"bulk{i}@example.com", f"N{i}") for i in range(1, 61)]
+    await env.insert(rows)
+    env.seed_contact("bulk7@example.com", "Old", status=1)
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    first = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert any(e.endpoint.endswith("bulk_import") for e in env.sb.ledger)
+    assert (first.counts["created"], first.counts["updated"]) == (59, 1)
+    await env.sql("DELETE FROM people WHERE id <= 30")
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["deleted"] == 30
+    assert all(env.contact(f"bulk{i}@example.com") is None for i in range(1, 31) if i != 7)
+    assert env.contact("bulk7@example.com") is not None and env.status("bulk7@example.com") == 2
+    await env.insert(rows[:30])
+    env.sb.reset()
+    back = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert back.status == "succeeded", back.error
+    assert any(e.endpoint.endswith("bulk_import") for e in env.sb.ledger)
+    assert back.counts["created"] == 30
+    # Re-created (29) and put back on the list (bulk7, which the import left unsubscribed).
+    assert all(env.status(f"bulk{i}@example.com") == 1 for i in range(1, 61))
+    assert env.copies("bulk7@example.com") == 1
+
+
 async def test_duplicates_make_one_contact_and_are_reported(env: Env) -> None:
     await env.insert(
         [
