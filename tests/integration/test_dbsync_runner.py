@@ -248,6 +248,25 @@ async def test_delete_missing_deletes_only_the_contacts_it_added(env: Env) -> No
     assert env.copies("alan@example.com") == 1
 
 
+async def test_a_refused_delete_is_reported_and_tried_again(env: Env) -> None:
+    await env.insert(ROWS)
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    await env.runner.run(cfg, RunTrigger.MANUAL)
+    await env.sql("DELETE FROM people WHERE id IN (2, 3)")
+    env.sb.faults.status, env.sb.faults.fail_paths = 422, ("/api/3/contacts/",)
+    env.sb.faults.fail_next = 1  # the first DELETE /contacts/{id} is refused
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    assert (report.counts["deleted"], report.counts["failed"]) == (1, 1)
+    (failure,) = await env.store.run_failures(report.run_id)
+    assert failure.key == "alan@example.com" and "refused to delete" in failure.reason
+    assert env.contact("alan@example.com") is not None
+    assert env.contact("grace@example.com") is None
+    again = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert (again.counts["deleted"], again.counts["failed"]) == (1, 0)
+    assert env.contact("alan@example.com") is None
+
+
 async def test_delete_missing_unsubscribe_action_and_the_row_coming_back(env: Env) -> None:
     await env.insert(ROWS)
     cfg = env.cfg(
