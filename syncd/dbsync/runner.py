@@ -249,8 +249,12 @@ class DbsyncRunner(RowPipeline):
         if unknown:
             found = await self.hub.find_by_emails([r.email for r in unknown])
             ids.update((r.row_key, found[r.email].id) for r in unknown if r.email in found)
-        # Contacts this dbsync added are deleted (or, by choice, only taken off the list);
-        # contacts that were in the hub before it are only ever taken off the list.
+        # Contacts this dbsync added are deleted, as ActiveCampaign's database sync deletes
+        # contacts no longer in the source (http://www.activecampaign.com/help/how-to-use-
+        # database-sync/), or by choice only taken off the list; contacts that were in the
+        # hub before it are only ever taken off the list. HubSpot archives: restorable for
+        # 90 days (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/
+        # contacts/batch/delete-contacts).
         deleting = cfg.delete_missing_action == "delete"
         doomed = [r for r in ours if r.row_key in ids and deleting and not _prior(r)]
         unlist = [r for r in ours if r.row_key in ids and not (deleting and not _prior(r))]
