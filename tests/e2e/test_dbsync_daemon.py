@@ -275,6 +275,10 @@ async def test_unsubscribe_action_through_the_daemon(env: Env) -> None:
     await env.insert(rows)
     extra = 'delete_missing = true\ndelete_missing_action = "unsubscribe"'
     async with started(env, "manual", extra) as r:
+        status, listing = await r.call("GET", "/api/v1/dbsyncs")
+        (entry,) = listing["dbsyncs"]
+        assert status == 200 and entry["delete_missing_action"] == "unsubscribe"
+        assert entry["null_clears"] is True
         await run_people(r)
         kept = env.contact("u3@example.com")
         await env.sql("DELETE FROM people WHERE id = 3")
