@@ -217,11 +217,23 @@ def cmd_health(args: argparse.Namespace) -> int:
                 "synced": h["synced"],
                 "pending": h["pending"] + h["processing"],
                 "failing": f"{h['failing']['total']}" + (f" ({cats})" if cats else ""),
+                "failing_entries": h["failing"]["entries"],
                 "excluded": f"{h['excluded']['total']}" + (f" ({groups})" if groups else ""),
+                "excluded_entries": h["excluded"]["entries"],
             }
         )
-    cols = tuple((k, k.upper()) for k in ("object", "synced", "pending", "failing", "excluded"))
+    # Synced, failing and excluded count records; the queue entries behind them apart.
+    cols = (
+        ("object", "OBJECT"),
+        ("synced", "SYNCED"),
+        ("pending", "PENDING"),
+        ("failing", "FAILING"),
+        ("failing_entries", "(ENTRIES)"),
+        ("excluded", "EXCLUDED"),
+        ("excluded_entries", "(ENTRIES)"),
+    )
     print(table(rows, cols))
+    print("synced, failing and excluded count records; (entries) the queue entries")
     for obj, h in body["objects"].items():
         for c in h["failing"]["by_category"]:
             print(f"hint {obj}/{c['category']}: {c['hint']}")

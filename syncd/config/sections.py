@@ -314,8 +314,13 @@ class DbsyncSettings(Section):
     mapping: dict[str, str]
     rules: RuleField = None
     delete_missing: bool = False
+    # What delete_missing does to the contacts this dbsync added: delete them (as
+    # ActiveCampaign's database sync does), or only take them off the list.
+    delete_missing_action: Literal["delete", "unsubscribe"] = "delete"
     delete_safety_threshold: float = Field(default=0.5, ge=0, le=1)
     update_existing: bool = True
+    # A NULL (or empty) mapped column clears the hub field; off, the hub keeps its value.
+    null_clears: bool = True
     send_last_broadcast: bool = False
     schedule: str = "manual"
     batch_size: int = Field(default=250, ge=1, le=10_000)

@@ -32,7 +32,7 @@ class Write:
     row: MappedRow
     stamp: str  # the content hash to record once the hub accepted the row
     hub_id: str | None
-    kind: str  # create | update | upsert (existence unknown)
+    kind: str  # create | update | upsert (existence unknown) | return (after delete_missing)
 
 
 class IdBits:

@@ -59,6 +59,14 @@ SOURCE_MARK = "/"
 # Marks a row whose email already belonged to a hub contact this dbsync did not write
 # (update_existing off): remembered so it costs nothing next time, never deleted from the list.
 FOREIGN = "x:"
+# Marks a row whose contact was already in the hub when this dbsync first wrote it (found by
+# a lookup, or the upsert answered "updated"): delete_missing takes it off the list, never
+# deletes it, whatever `delete_missing_action` says.
+PRIOR = "p:"
+# Put before the stored hash of a row delete_missing took off the list (and did not delete):
+# the row is kept, so that when it comes back its contact is put back on the list (the hub
+# would leave a contact syncd unsubscribed unsubscribed). Never "unchanged".
+REMOVED = "r:"
 PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
 MAP_CALLS = 2  # write calls' worth of rows mapped before their calls start (the loop stays free)
@@ -227,6 +235,7 @@ class RowPipeline:
                 if (
                     written_from == fp
                     and (foreign_ok or not digest.startswith(FOREIGN))
+                    and not digest.startswith(REMOVED)
                     and not p.met(email, s, met)
                 ):
                     firsts[email] = key
@@ -346,10 +355,15 @@ class RowPipeline:
             if s is None:
                 new.append((row, stamp))
                 continue
+            if s.content_hash.startswith(REMOVED):
+                # Back after delete_missing took it off the list: synced again as new.
+                prior = PRIOR if s.content_hash.startswith(REMOVED + PRIOR) else ""
+                writes.append(Write(row, prior + stamp, s.hub_id, "return"))
+                continue
             written = s.content_hash.partition(SOURCE_MARK)[0]
             if written.startswith(FOREIGN):
-                if cfg.update_existing:
-                    writes.append(Write(row, stamp, s.hub_id, "update"))
+                if cfg.update_existing:  # it was in the hub before this dbsync
+                    writes.append(Write(row, PRIOR + stamp, s.hub_id, "update"))
                 elif written == FOREIGN + digest:
                     tally.unchanged += 1
                     self._unchanged(p, row, s, FOREIGN + stamp, keep)
@@ -357,6 +371,8 @@ class RowPipeline:
                     tally.skipped_existing += 1
                     keep.append(self._dbrow(p, row, s.hub_id, FOREIGN + stamp))
                 continue
+            if written.startswith(PRIOR):
+                written, stamp = written[len(PRIOR) :], PRIOR + stamp
             if written == digest:
                 tally.unchanged += 1
                 self._unchanged(p, row, s, stamp, keep)
@@ -373,7 +389,7 @@ class RowPipeline:
                     if rec is None:
                         writes.append(Write(row, stamp, None, "create"))
                     elif cfg.update_existing:
-                        writes.append(Write(row, stamp, rec.id, "update"))
+                        writes.append(Write(row, PRIOR + stamp, rec.id, "update"))
                     else:
                         tally.skipped_existing += 1
                         keep.append(self._dbrow(p, row, rec.id, FOREIGN + stamp))
@@ -381,7 +397,7 @@ class RowPipeline:
                 writes.extend(Write(row, stamp, None, "upsert") for row, stamp in new)
         if p.test:
             for w in writes:
-                if w.kind == "create":
+                if w.kind in ("create", "return"):
                     tally.created += 1
                 else:
                     tally.updated += 1
@@ -429,8 +445,12 @@ class RowPipeline:
     ) -> None:
         """One hub write call; accepted rows are buffered for the next store commit."""
         try:
-            done, created_ids = await self._write(p, plan, chunk)
+            done, created_ids, returned = await self._write(p, plan, chunk)
             emails = [w.row.email for w in chunk]
+            if returned:  # before the rows are recorded: a failure here resends them
+                await p.fence()
+                p.tally.write_calls += 1
+                await self.hub.restore_to_list(p.cfg.list, returned)
             # Buffered before leaving inflight, with no await between: never unseen.
             p.record += done
             p.buffered.update(emails)
@@ -449,9 +469,12 @@ class RowPipeline:
 
     async def _write(
         self, p: Pass, plan: RowPlan, chunk: list[Write]
-    ) -> tuple[list[DbsyncRow], list[str]]:
+    ) -> tuple[list[DbsyncRow], list[str], list[str]]:
+        """One upsert call: the rows to record, the ids of contacts new to the list, and
+        of those among them to put back on it (rows back after delete_missing)."""
         done: list[DbsyncRow] = []
         created_ids: list[str] = []
+        returned: list[str] = []
         if chunk:
             lists = (plan.list_id,)  # one tuple for the call's items: connectors only read it
             items = [
@@ -473,15 +496,20 @@ class RowPipeline:
                         w.row.email,
                     )
                     continue
-                created = w.kind == "create" or (w.kind == "upsert" and res.created)
+                created = w.kind in ("create", "return") or (w.kind == "upsert" and res.created)
+                stamp = w.stamp
+                if w.kind == "upsert" and not res.created:
+                    stamp = PRIOR + stamp  # the hub had the contact before this dbsync
                 if created:
                     p.tally.created += 1
                     if res.id:
                         created_ids.append(res.id)
+                        if w.kind == "return":
+                            returned.append(res.id)
                 else:
                     p.tally.updated += 1
-                done.append(self._dbrow(p, w.row, res.id or w.hub_id, w.stamp))
-        return done, created_ids
+                done.append(self._dbrow(p, w.row, res.id or w.hub_id, stamp))
+        return done, created_ids, returned
 
     @staticmethod
     def _fields(row: MappedRow, lists: tuple[str, ...]) -> dict[str, object]:

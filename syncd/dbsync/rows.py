@@ -81,6 +81,8 @@ class RowPlan:
     limits: Mapping[str, int]
     required: frozenset[str]
     list_id: str
+    # A NULL or empty mapped value is sent as "" (clearing the hub field) rather than left out.
+    null_clears: bool = False
 
     # `fields` with each hub field's length limit (sys.maxsize for none): what map_row checks
     # for every row, without a lookup per field. Derived here, never passed in.
@@ -163,6 +165,7 @@ def build_plan(
         limits=limits,
         required=frozenset(required),
         list_id=cfg.list,
+        null_clears=cfg.null_clears,
     )
 
 
@@ -235,6 +238,7 @@ def fingerprint_prefix(plan: RowPlan) -> str:
             sorted(plan.limits.items()),
             sorted(plan.required),
             plan.list_id,
+            plan.null_clears,
         ]
     )
     digest = hashlib.blake2b(seed.encode("utf-8", "surrogatepass"), digest_size=8)
@@ -265,6 +269,7 @@ def map_row(
             key, email_text, norm = key_and_email(plan, row)
     problems: list[RowProblem] = []
     fields: dict[str, str] = {}
+    clears = plan.null_clears
     if not norm:
         problems.append(
             RowProblem((plan.email_column,), "missing required field: email", "MISSING_REQUIRED")
@@ -282,9 +287,13 @@ def map_row(
     for position, column, hub, limit in plan.checked:
         value = row[position]
         if value is None:
+            if clears:  # no value in the source: none in the hub either
+                fields[hub] = ""
             continue
         text = value if type(value) is str else as_text(value)
         if not text:
+            if clears:
+                fields[hub] = ""
             continue
         if len(text) > limit:
             problems.append(
@@ -298,7 +307,7 @@ def map_row(
             continue
         fields[hub] = text
     for _pos, column, hub in plan.fields if len(plan.required) > 1 else ():
-        if hub in plan.required and hub not in fields and not _has(problems, column):
+        if hub in plan.required and not fields.get(hub) and not _has(problems, column):
             problems.append(
                 RowProblem((column,), f"missing required field: {hub}", "MISSING_REQUIRED")
             )

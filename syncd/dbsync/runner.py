@@ -21,9 +21,14 @@ written before, and only when it matters: in test mode, with ``update_existing``
 contacts are left alone and remembered as such) and with ``send_last_broadcast`` (to know who
 is new). Otherwise "created" comes from the hub's answer to the upsert.
 
-``delete_missing`` takes off the list only contacts this dbsync wrote and whose rows were not
-seen by a successful pass, and refuses when the pass read fewer rows than the safety threshold
-of the previous successful run.
+``delete_missing`` acts only on contacts this dbsync wrote whose rows a successful pass did
+not see, and refuses when the pass read fewer rows than the safety threshold of the previous
+successful run. Contacts it added are deleted (as ActiveCampaign's database sync does), or
+only taken off the list with ``delete_missing_action = "unsubscribe"``; contacts that were in
+the hub before it wrote them are only ever taken off the list. A row taken off the list stays
+stored, marked, so that when it comes back its contact is put back on the list (the hub keeps
+an unsubscribed contact unsubscribed otherwise); a deleted contact's row is forgotten and
+comes back as new.
 """
 
 from __future__ import annotations
@@ -37,7 +42,14 @@ from syncd.config import DbsyncSettings
 from syncd.dbsync.pass_state import (
     Pass,
 )
-from syncd.dbsync.pipeline import FOREIGN, UNSEEN_SCAN, DbsyncStore, RowPipeline
+from syncd.dbsync.pipeline import (
+    FOREIGN,
+    PRIOR,
+    REMOVED,
+    UNSEEN_SCAN,
+    DbsyncStore,
+    RowPipeline,
+)
 from syncd.dbsync.types import (
     DbsyncBusy,
     DbsyncReport,
@@ -48,6 +60,8 @@ from syncd.dbsync.types import (
 from syncd.errors import IntegrationError, StoreError
 from syncd.logging import get_logger
 from syncd.model import (
+    ErrorCategory,
+    ObjectType,
     RunKind,
     RunStatus,
     RunTrigger,
@@ -253,21 +267,60 @@ class DbsyncRunner(RowPipeline):
             tally.deleted += len(ours)
             if p.test:
                 continue
-            ids = [r.hub_id for r in ours if r.hub_id]
-            unknown = [r.email for r in ours if not r.hub_id]
-            if unknown:
-                found = await self.hub.find_by_emails(unknown)
-                ids += [rec.id for rec in found.values()]
-            if ids:
-                await p.fence()
-                tally.write_calls += 1
-                await self.hub.remove_from_list(cfg.list, ids)
-            await self.store.delete_dbsync_rows(cfg.name, [r.row_key for r in unseen])
+            kept = await self._take_away(p, ours)
+            await self.store.upsert_dbsync_rows(list(kept.values()))
+            await self.store.delete_dbsync_rows(
+                cfg.name, [r.row_key for r in unseen if r.row_key not in kept]
+            )
         return None
+
+    async def _take_away(self, p: Pass, ours: list[DbsyncRow]) -> dict[str, DbsyncRow]:
+        """Delete (or take off the list) the contacts of rows the pass did not meet; the
+        stored rows to keep, by key: those taken off the list, marked REMOVED, and those
+        whose delete failed (tried again next run)."""
+        cfg, tally = p.cfg, p.tally
+        ids = {r.row_key: r.hub_id for r in ours if r.hub_id}
+        unknown = [r for r in ours if not r.hub_id]
+        if unknown:
+            found = await self.hub.find_by_emails([r.email for r in unknown])
+            ids.update((r.row_key, found[r.email].id) for r in unknown if r.email in found)
+        # Contacts this dbsync added are deleted, as ActiveCampaign's database sync deletes
+        # contacts no longer in the source (http://www.activecampaign.com/help/how-to-use-
+        # database-sync/), or by choice only taken off the list; contacts that were in the
+        # hub before it are only ever taken off the list. HubSpot archives: restorable for
+        # 90 days (https://developers.hubspot.com/docs/api-reference/legacy/crm/objects/
+        # contacts/batch/delete-contacts).
+        deleting = cfg.delete_missing_action == "delete"
+        doomed = [r for r in ours if r.row_key in ids and deleting and not _prior(r)]
+        unlist = [r for r in ours if r.row_key in ids and not (deleting and not _prior(r))]
+        kept: dict[str, DbsyncRow] = {}
+        if doomed:
+            await p.fence()
+            tally.write_calls += 1
+            results = await self.hub.delete(ObjectType.CONTACT, [ids[r.row_key] for r in doomed])
+            for r, res in zip(doomed, results, strict=True):
+                if not res.ok:
+                    tally.deleted -= 1
+                    reason = f"hub refused to delete the contact: {res.error_message}"
+                    category = res.error_category or ErrorCategory.REJECTED
+                    p.fail(r.row_key, (), reason, category, r.email)
+                    kept[r.row_key] = r
+        if unlist:
+            await p.fence()
+            tally.write_calls += 1
+            removed = set(
+                await self.hub.remove_from_list(cfg.list, [ids[r.row_key] for r in unlist])
+            )
+            for r in unlist:
+                if ids[r.row_key] in removed:
+                    kept[r.row_key] = r._replace(content_hash=REMOVED + r.content_hash)
+        return kept
 
     async def _unseen(self, p: Pass) -> AsyncIterator[tuple[list[DbsyncRow], list[DbsyncRow]]]:
         """Stored rows of this dbsync the pass did not meet, a call's worth at a time: those
-        it wrote (not those of contacts that were in the hub before), and all of them."""
+        whose contacts it wrote (not those of contacts that were in the hub before with
+        update_existing off, nor those it already took off the list), and all of them but
+        those it took off the list (kept until their row comes back)."""
         page = max(p.cfg.batch_size, 100)
         # Test mode wrote nothing: every stored row has an older run; `seen` has those it met.
         upto = sys.maxsize if p.test else p.run_id
@@ -279,7 +332,9 @@ class DbsyncRunner(RowPipeline):
             if not rows:
                 return
             after = rows[-1].row_key
-            unseen = [r for r in rows if r.id not in p.seen]
+            unseen = [
+                r for r in rows if r.id not in p.seen and not r.content_hash.startswith(REMOVED)
+            ]
             for i in range(0, len(unseen), page):
                 part = unseen[i : i + page]
                 yield [r for r in part if not r.content_hash.startswith(FOREIGN)], part
@@ -290,3 +345,8 @@ class DbsyncRunner(RowPipeline):
             if not rows:
                 return
             await self.store.delete_dbsync_rows(p.scratch, [r.row_key for r in rows])
+
+
+def _prior(row: DbsyncRow) -> bool:
+    """Whether the row's contact was in the hub before this dbsync wrote it."""
+    return row.content_hash.startswith(PRIOR)

@@ -30,6 +30,7 @@ from syncd.store.types import (
     IntegrationErrorRecord,
     LinkFilter,
     PendingStats,
+    RecordBreakdown,
     RecordLink,
     Run,
     RunFailure,
@@ -221,6 +222,9 @@ class OverviewStore(Protocol):
 
     async def entry_breakdown(self) -> list[EntryGroup]:
         """Queue entries grouped for the health view (see EntryGroup)."""
+
+    async def record_breakdown(self) -> RecordBreakdown:
+        """Distinct records with failing or excluded entries (see RecordBreakdown)."""
 
 
 class RunStore(Protocol):

@@ -192,6 +192,20 @@ class EntryGroup:
     count: int
 
 
+@dataclass(frozen=True)
+class RecordBreakdown:
+    """Records, not entries, with failing or excluded queue entries (the health view).
+
+    `groups` are shaped as `EntryGroup`s of error and excluded entries, each `count` being
+    how many distinct records (direction and record key) have such an entry; `totals` are
+    the distinct records per object and status, so a record failing in two categories, or
+    three times in one, counts once.
+    """
+
+    groups: tuple[EntryGroup, ...]
+    totals: Mapping[tuple[ObjectType, EntryStatus], int]
+
+
 class DbsyncRow(NamedTuple):
     """What dbsync last wrote for one source row: its hub contact and the values' hash.
 

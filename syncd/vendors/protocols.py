@@ -119,8 +119,13 @@ class HubConnector(Connector, Protocol):
     ) -> list[ListMembershipResult]:
         """Add contacts to a list; a contact that unsubscribed stays unsubscribed."""
 
-    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
-        """Take contacts off a list (used by dbsync delete_missing)."""
+    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> list[str]:
+        """Take contacts off a list (dbsync delete_missing); the ids this call took off
+        (not those that were not on it, nor those who had unsubscribed themselves)."""
+
+    async def restore_to_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
+        """Put back on a list contacts `remove_from_list` took off, whatever their status on
+        it now (syncd set it); contacts who opted out of all email stay out."""
 
     async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None:
         """Send the list's last campaign to new contacts, where the hub supports it."""

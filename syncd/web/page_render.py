@@ -101,12 +101,18 @@ def login_form(error: str = "") -> str:
     return template("login.html").substitute(error=err)
 
 
+def _entries(records: int, entries: int) -> str:
+    """The queue entries behind a count of records, when they are more."""
+    return f" ({entries} entries)" if entries != records else ""
+
+
 def health_table(health: dict[str, Any]) -> str:
     """Per-object counts with the failing categories (and hints) and exclusion groups."""
     rows = []
     for obj, h in health["objects"].items():
         fails = "".join(
-            f'<li>{e(c["category"])}: {c["count"]} <span class="hint">{e(c["hint"])}</span></li>'
+            f"<li>{e(c['category'])}: {c['count']}{_entries(c['count'], c['entries'])} "
+            f'<span class="hint">{e(c["hint"])}</span></li>'
             for c in h["failing"]["by_category"]
         )
         excl = "".join(
@@ -117,15 +123,17 @@ def health_table(health: dict[str, Any]) -> str:
             f'<td class="num" data-label="Synced">{h["synced"]}</td>'
             f'<td class="num" data-label="Pending">{h["pending"] + h["processing"]}</td>'
             f'<td data-label="Failing">{h["failing"]["total"]}'
+            f"{_entries(h['failing']['total'], h['failing']['entries'])}"
             f"{f'<ul>{fails}</ul>' if fails else ''}</td>"
             f'<td data-label="Excluded">{h["excluded"]["total"]}'
+            f"{_entries(h['excluded']['total'], h['excluded']['entries'])}"
             f"{f'<ul>{excl}</ul>' if excl else ''}</td></tr>"
         )
     return (
         '<div class="table-wrap"><table class="health"><caption>Per object</caption>'
         '<thead><tr><th scope="col">Object</th><th scope="col">Synced</th>'
-        '<th scope="col">Pending</th><th scope="col">Failing</th>'
-        '<th scope="col">Excluded</th></tr></thead>'
+        '<th scope="col">Pending</th><th scope="col">Failing records</th>'
+        '<th scope="col">Excluded records</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
 

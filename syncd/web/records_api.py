@@ -14,7 +14,7 @@ from syncd.errors import ConfigError, IntegrationError
 from syncd.logging import get_logger
 from syncd.model import EntryStatus, ErrorCategory, ObjectType, RunKind
 from syncd.store.protocols import StateStore
-from syncd.store.types import LinkFilter, RecordLink
+from syncd.store.types import EntryGroup, LinkFilter, RecordLink
 from syncd.sync.component import SyncEngine
 from syncd.sync.restore import RestoreRequest, count_restorable, restore_links
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
@@ -49,8 +49,11 @@ OBJECT_HEALTH: dict[str, Any] = {
         "processing": COUNT,
         "failing": {
             "type": "object",
+            "description": "records with failed entries (`total`, `count`); `entries`: the "
+            "queue entries, several per record when it failed more than once",
             "properties": {
                 "total": COUNT,
+                "entries": COUNT,
                 "by_category": {
                     "type": "array",
                     "items": {
@@ -58,6 +61,7 @@ OBJECT_HEALTH: dict[str, Any] = {
                         "properties": {
                             "category": {"type": "string"},
                             "count": COUNT,
+                            "entries": COUNT,
                             "hint": {"type": "string"},
                         },
                     },
@@ -66,10 +70,14 @@ OBJECT_HEALTH: dict[str, Any] = {
         },
         "excluded": {
             "type": "object",
+            "description": "records with excluded entries; `entries`, `entries_by_group`: "
+            "the queue entries",
             "properties": {
                 "total": COUNT,
+                "entries": COUNT,
                 "by_group": {"type": "object", "additionalProperties": COUNT},
                 "by_reason": {"type": "object", "additionalProperties": COUNT},
+                "entries_by_group": {"type": "object", "additionalProperties": COUNT},
             },
         },
     },
@@ -165,8 +173,16 @@ RESTORE_SCHEMA: dict[str, Any] = {
 }
 
 
+def _add(counts: dict[str, int], key: str, n: int) -> None:
+    counts[key] = counts.get(key, 0) + n
+
+
 async def health(request: web.Request) -> dict[str, Any]:
-    """Per-object counts, connector quota use and integration errors."""
+    """Per-object counts, connector quota use and integration errors.
+
+    Synced, failing and excluded count records (a record that failed three times is one
+    failing record); the queue entries behind failing and excluded are given as `entries`.
+    """
     control = request.app[CONTROL_KEY]
     store = control.store
     objects: dict[str, dict[str, Any]] = {
@@ -175,33 +191,55 @@ async def health(request: web.Request) -> dict[str, Any]:
             "processed": 0,
             "pending": 0,
             "processing": 0,
-            "failing": {"total": 0, "by_category": []},
-            "excluded": {"total": 0, "by_group": {}, "by_reason": {}},
+            "failing": {"total": 0, "entries": 0, "by_category": []},
+            "excluded": {
+                "total": 0,
+                "entries": 0,
+                "by_group": {},
+                "by_reason": {},
+                "entries_by_group": {},
+            },
         }
         for o in ObjectType
     }
     for (obj, status), n in (await store.link_counts()).items():
         if status != "deleted":
             objects[obj.value]["synced"] += n
-    failing: dict[tuple[str, str], int] = {}
+    failing: dict[tuple[str, str], dict[str, int]] = {}  # (object, category) -> counts
+
+    def category(g: EntryGroup) -> dict[str, int]:
+        cat = g.category.value if g.category else "rejected"
+        return failing.setdefault((g.object.value, cat), {"count": 0, "entries": 0})
+
     for g in await store.entry_breakdown():
         o = objects[g.object.value]
         if g.status is EntryStatus.ERROR:
-            o["failing"]["total"] += g.count
-            cat = g.category.value if g.category else "rejected"
-            failing[(g.object.value, cat)] = failing.get((g.object.value, cat), 0) + g.count
+            o["failing"]["entries"] += g.count
+            category(g)["entries"] += g.count
         elif g.status is EntryStatus.EXCLUDED:
-            ex = o["excluded"]
-            ex["total"] += g.count
-            group = exclusion_group(g.reason)
-            ex["by_group"][group] = ex["by_group"].get(group, 0) + g.count
-            reason = g.reason or "unknown"
-            ex["by_reason"][reason] = ex["by_reason"].get(reason, 0) + g.count
+            o["excluded"]["entries"] += g.count
+            _add(o["excluded"]["entries_by_group"], exclusion_group(g.reason), g.count)
         else:
             o[g.status.value] += g.count
-    for (obj_name, cat), n in sorted(failing.items()):
+    records = await store.record_breakdown()
+    for (obj, status), n in records.totals.items():
+        objects[obj.value]["failing" if status is EntryStatus.ERROR else "excluded"]["total"] = n
+    for g in records.groups:
+        if g.status is EntryStatus.ERROR:
+            category(g)["count"] += g.count
+        else:
+            # A record excluded for two reasons of one group counts in both (rare).
+            ex = objects[g.object.value]["excluded"]
+            _add(ex["by_group"], exclusion_group(g.reason), g.count)
+            _add(ex["by_reason"], g.reason or "unknown", g.count)
+    for (obj_name, cat), counts in sorted(failing.items()):
         objects[obj_name]["failing"]["by_category"].append(
-            {"category": cat, "count": n, "hint": category_hint(ErrorCategory(cat))}
+            {
+                "category": cat,
+                "count": counts["count"],
+                "entries": counts["entries"],
+                "hint": category_hint(ErrorCategory(cat)),
+            }
         )
     return {
         "objects": objects,

@@ -28,8 +28,11 @@ __all__ = ["env"]
 ADMIN = "dbsync-admin-token-0123456789"
 
 
-def write_config(env: Env, path: Path, port: int, schedule: str = "manual") -> None:
-    """A config with the sandbox hub and one dbsync of the people table."""
+def write_config(
+    env: Env, path: Path, port: int, schedule: str = "manual", extra: str = ""
+) -> None:
+    """A config with the sandbox hub and one dbsync of the people table (`extra`: more
+    keys of the dbsync entry)."""
     mapping = ", ".join(
         f'"{k}" = "{v}"' for k, v in {"email": "email", "first_name": "firstName"}.items()
     )
@@ -56,6 +59,7 @@ list = "1"
 batch_size = 5
 schedule = "{schedule}"
 mapping = {{ {mapping} }}
+{extra}
 """
     )
 
@@ -110,9 +114,16 @@ class Running:
 @pytest.fixture
 async def running(env: Env) -> AsyncIterator[Running]:
     """The daemon with only the dbsync component and routes."""
+    async with started(env, "every 1s") as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def started(env: Env, schedule: str, extra: str = "") -> AsyncIterator[Running]:
+    """The daemon with only the dbsync component and routes, until the block ends."""
     port = free_port()
     config = env.tmp / "syncd.toml"
-    write_config(env, config, port, schedule="every 1s")
+    write_config(env, config, port, schedule=schedule, extra=extra)
     settings = load_settings(config)
     daemon = Daemon(
         settings,
@@ -270,3 +281,66 @@ async def test_a_run_is_cancelled_on_request_and_recorded_interrupted(
     status, started = await running.call("POST", "/api/v1/dbsyncs/people/run")
     assert status == 202, started
     assert (await running.wait_run(started["run_id"]))["status"] == "succeeded"
+
+
+async def run_people(r: Running) -> dict[str, Any]:
+    """Start a run of the people dbsync through the API and wait for its end."""
+    status, body = await r.call("POST", "/api/v1/dbsyncs/people/run")
+    assert status == 202, body
+    done = await r.wait_run(body["run_id"])
+    assert done["status"] == "succeeded", done
+    return done
+
+
+async def test_delete_missing_deletes_and_a_returning_row_is_created_again(env: Env) -> None:
+    rows = [(i, f"d{i}@example.com", f"D{i}") for i in range(1, 11)]
+    await env.insert(rows)
+    extra = "delete_missing = true\ndelete_safety_threshold = 0.5"
+    async with started(env, "manual", extra) as r:
+        assert (await run_people(r))["counts"]["created"] == 10
+        gone = env.contact("d3@example.com")
+        assert gone is not None
+        await env.sql("DELETE FROM people WHERE id IN (3, 4)")
+        done = await run_people(r)
+        assert done["counts"]["deleted"] == 2
+        assert env.contact("d3@example.com") is None and env.sb.contacts[gone.id].deleted
+        assert env.contact("d5@example.com") is not None and env.status("d5@example.com") == 1
+        await env.insert(rows[2:4])
+        back = await run_people(r)
+        assert back["counts"]["created"] == 2 and back["counts"]["unchanged"] == 8
+        again = env.contact("d3@example.com")
+        assert again is not None and again.id != gone.id and env.status("d3@example.com") == 1
+
+
+async def test_unsubscribe_action_through_the_daemon(env: Env) -> None:
+    rows = [(i, f"u{i}@example.com", f"U{i}") for i in range(1, 11)]
+    await env.insert(rows)
+    extra = 'delete_missing = true\ndelete_missing_action = "unsubscribe"'
+    async with started(env, "manual", extra) as r:
+        status, listing = await r.call("GET", "/api/v1/dbsyncs")
+        (entry,) = listing["dbsyncs"]
+        assert status == 200 and entry["delete_missing_action"] == "unsubscribe"
+        assert entry["null_clears"] is True
+        await run_people(r)
+        kept = env.contact("u3@example.com")
+        await env.sql("DELETE FROM people WHERE id = 3")
+        assert (await run_people(r))["counts"]["deleted"] == 1
+        assert env.status("u3@example.com") == 2 and env.contact("u3@example.com") == kept
+        await env.insert(rows[2:3])
+        await run_people(r)
+        assert env.status("u3@example.com") == 1 and env.copies("u3@example.com") == 1
+
+
+async def test_null_clears_through_the_daemon(env: Env) -> None:
+    await env.insert([(1, "n1@example.com", "Nina")])
+    async with started(env, "manual") as r:
+        await run_people(r)
+        await env.sql("UPDATE people SET first_name = NULL WHERE id = 1")
+        assert (await run_people(r))["counts"]["updated"] == 1
+        assert env.contact("n1@example.com").first_name == ""  # type: ignore[union-attr]
+    async with started(env, "manual", "null_clears = false") as r:
+        await env.sql("UPDATE people SET first_name = 'Nora' WHERE id = 1")
+        await run_people(r)
+        await env.sql("UPDATE people SET first_name = NULL WHERE id = 1")
+        await run_people(r)
+        assert env.contact("n1@example.com").first_name == "Nora"  # type: ignore[union-attr]

@@ -454,3 +454,23 @@ async def seed_links(store: StateStore, n: int = 6) -> list[int]:
 
 
 Seeder = Callable[[StateStore], Awaitable[Any]]
+
+
+async def seed_repeated_failures(store: StateStore, records: int = 101, times: int = 3) -> None:
+    """`records` contacts each failing `times` times: a new change of each, claimed and
+    failed, round after round (as a record rejected by every retry of the flush)."""
+    numbers = [i for i in range(1, 5 * records) if i % 5][:records]  # contacts, not leads
+    for _ in range(times):
+        await store.enqueue([change(i) for i in numbers])
+        claimed = await store.claim_pending(
+            Direction.INBOUND, limit=records, owner="seed", lease_seconds=600
+        )
+        assert len(claimed) == records
+        for e in claimed:
+            await store.fail(
+                e.id,
+                owner="seed",
+                category=ErrorCategory.REJECTED,
+                code="DUPLICATE_VALUE",
+                message="duplicate value found",
+            )

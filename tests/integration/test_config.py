@@ -152,6 +152,33 @@ mapping = { mail = "email" }
     assert found[0].startswith("dbsync[0].schedule: must be 'manual'")
     found = problems(tmp_path, MINIMAL + entry + entry)
     assert found == ["dbsync[1].name: duplicate name 'shop'"]
+    s = load_settings(write(tmp_path, MINIMAL + entry))
+    assert (s.dbsync[0].delete_missing_action, s.dbsync[0].null_clears) == ("delete", True)
+    s = load_settings(
+        write(
+            tmp_path, MINIMAL + entry + 'delete_missing_action = "unsubscribe"\nnull_clears = false'
+        )
+    )
+    assert (s.dbsync[0].delete_missing_action, s.dbsync[0].null_clears) == ("unsubscribe", False)
+    found = problems(tmp_path, MINIMAL + entry + 'delete_missing_action = "archive"')
+    assert found == ["dbsync[0].delete_missing_action: Input should be 'delete' or 'unsubscribe'"]
+    found = problems(tmp_path, MINIMAL + entry + 'null_clears = "sometimes"')
+    assert found[0].startswith("dbsync[0].null_clears: Input should be a valid boolean")
+
+
+def test_check_config_refuses_a_bad_delete_action(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        MINIMAL.replace("{state}", str(tmp_path))
+        + '[[dbsync]]\nname = "shop"\ndsn = "mysql://reader:pw@127.0.0.1/shop"\n'
+        + 'table = "customers"\nlist = "3"\nmapping = { mail = "email" }\n'
+        + 'delete_missing_action = "purge"\n'
+    )
+    r = run_cli("check-config", "--config", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "dbsync[0].delete_missing_action: Input should be 'delete' or 'unsubscribe'"
+    ]
 
 
 def test_secret_from_file_and_both_given(tmp_path: Path) -> None:

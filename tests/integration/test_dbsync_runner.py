@@ -138,6 +138,34 @@ async def test_unsubscribed_stays_unsubscribed_through_bulk_import(env: Env) -> 
     assert all(env.status(f"bulk{i}@example.com") == 1 for i in range(1, 41) if i != 7)
 
 
+async def test_bulk_import_rows_taken_off_and_back_and_existing_ones_never_deleted(
+    env: Env,
+) -> None:
+    # Over the bulk import threshold: "created" comes from AC's highest contact id before
+    # the import, so the contact that existed before is known and only taken off the list.
+    rows = [(i, f"bulk{i}@example.com", f"N{i}") for i in range(1, 61)]
+    await env.insert(rows)
+    env.seed_contact("bulk7@example.com", "Old", status=1)
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    first = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert any(e.endpoint.endswith("bulk_import") for e in env.sb.ledger)
+    assert (first.counts["created"], first.counts["updated"]) == (59, 1)
+    await env.sql("DELETE FROM people WHERE id <= 30")
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["deleted"] == 30
+    assert all(env.contact(f"bulk{i}@example.com") is None for i in range(1, 31) if i != 7)
+    assert env.contact("bulk7@example.com") is not None and env.status("bulk7@example.com") == 2
+    await env.insert(rows[:30])
+    env.sb.reset()
+    back = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert back.status == "succeeded", back.error
+    assert any(e.endpoint.endswith("bulk_import") for e in env.sb.ledger)
+    assert back.counts["created"] == 30
+    # Re-created (29) and put back on the list (bulk7, which the import left unsubscribed).
+    assert all(env.status(f"bulk{i}@example.com") == 1 for i in range(1, 61))
+    assert env.copies("bulk7@example.com") == 1
+
+
 async def test_duplicates_make_one_contact_and_are_reported(env: Env) -> None:
     await env.insert(
         [
@@ -195,22 +223,90 @@ async def test_invalid_and_missing_values_are_reported_valid_rows_sync(env: Env)
     assert env.contact("long@example.com") is None
 
 
-async def test_delete_missing_removes_only_its_own_contacts(env: Env) -> None:
+async def test_delete_missing_deletes_only_the_contacts_it_added(env: Env) -> None:
     await env.insert(ROWS)
     foreign = env.seed_contact("foreign@example.com", "F", status=1)
-    env.seed_contact("alan@example.com", "Pre")  # existed before: skipped with update_existing off
-    cfg = env.cfg(delete_missing=True, update_existing=False, delete_safety_threshold=0.3)
-    await env.runner.run(cfg, RunTrigger.MANUAL)
+    env.seed_contact("alan@example.com", "Pre")  # in the hub before: updated, never deleted
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    first = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert (first.counts["created"], first.counts["updated"]) == (2, 1)
+    grace_id = env.contact("grace@example.com").id  # type: ignore[union-attr]
     await env.sql("DELETE FROM people WHERE id IN (2, 3)")
     predicted = await env.runner.test(cfg)
     report = await env.runner.run(cfg, RunTrigger.MANUAL)
-    assert report.counts["deleted"] == predicted.counts["deleted"] == 1
-    assert env.status("grace@example.com") == 2  # taken off the list (AC unsubscribes)
+    assert report.status == "succeeded", report.error
+    assert report.counts["deleted"] == predicted.counts["deleted"] == 2
+    assert env.contact("grace@example.com") is None  # deleted, as AC's database sync does
+    assert env.sb.contacts[grace_id].deleted
+    assert env.contact("alan@example.com") is not None  # not ours to delete: off the list
+    assert env.status("alan@example.com") == 2
     assert env.status("ada@example.com") == 1
     assert env.sb.memberships[(foreign, LIST_ID)]["status"] == 1
-    assert env.status("alan@example.com") is None
-    assert env.contact("grace@example.com") is not None  # removed from the list, not deleted
-    assert await env.store.count_dbsync_rows("people") == 1
+    assert env.contact("foreign@example.com") is not None
+    # Nothing left to do: a third run touches nothing.
+    env.sb.reset()
+    again = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert again.counts["deleted"] == 0 and env.write_requests() == 0
+    # The rows come back: synced again as new, on the list again.
+    await env.insert(ROWS[1:])
+    back = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert back.status == "succeeded", back.error
+    assert back.counts["created"] == 2 and back.counts["unchanged"] == 1
+    grace = env.contact("grace@example.com")
+    assert grace is not None and grace.id != grace_id and grace.first_name == "Grace"
+    assert env.status("grace@example.com") == 1 and env.status("alan@example.com") == 1
+    assert env.copies("grace@example.com") == 2  # the deleted one stays flagged in AC
+    assert env.copies("alan@example.com") == 1
+
+
+async def test_a_refused_delete_is_reported_and_tried_again(env: Env) -> None:
+    await env.insert(ROWS)
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    await env.runner.run(cfg, RunTrigger.MANUAL)
+    await env.sql("DELETE FROM people WHERE id IN (2, 3)")
+    env.sb.faults.status, env.sb.faults.fail_paths = 422, ("/api/3/contacts/",)
+    env.sb.faults.fail_next = 1  # the first DELETE /contacts/{id} is refused
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    assert (report.counts["deleted"], report.counts["failed"]) == (1, 1)
+    (failure,) = await env.store.run_failures(report.run_id)
+    assert failure.key == "alan@example.com" and "refused to delete" in failure.reason
+    assert env.contact("alan@example.com") is not None
+    assert env.contact("grace@example.com") is None
+    again = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert (again.counts["deleted"], again.counts["failed"]) == (1, 0)
+    assert env.contact("alan@example.com") is None
+
+
+async def test_delete_missing_unsubscribe_action_and_the_row_coming_back(env: Env) -> None:
+    await env.insert(ROWS)
+    cfg = env.cfg(
+        delete_missing=True, delete_missing_action="unsubscribe", delete_safety_threshold=0.3
+    )
+    await env.runner.run(cfg, RunTrigger.MANUAL)
+    grace_id = env.contact("grace@example.com").id  # type: ignore[union-attr]
+    alan_id = env.contact("alan@example.com").id  # type: ignore[union-attr]
+    env.sb.set_membership(alan_id, LIST_ID, 2, keep_unsub=False)  # Alan unsubscribes himself
+    await env.sql("DELETE FROM people WHERE id IN (2, 3)")
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert report.counts["deleted"] == 2
+    assert env.contact("grace@example.com") is not None  # kept, taken off the list
+    assert env.status("grace@example.com") == 2 and env.status("alan@example.com") == 2
+    again = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert again.counts["deleted"] == 0  # already off the list: not counted twice
+    await env.insert(ROWS[1:])
+    back = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert back.status == "succeeded", back.error
+    # Grace, whom dbsync took off, is back on the list, the same contact; Alan, who
+    # unsubscribed on his own, stays unsubscribed.
+    assert env.status("grace@example.com") == 1
+    assert env.contact("grace@example.com").id == grace_id  # type: ignore[union-attr]
+    assert env.copies("grace@example.com") == 1
+    assert env.status("alan@example.com") == 2
+    assert back.counts["created"] == 1 and back.counts["updated"] == 1
+    env.sb.reset()
+    settled = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert settled.counts["unchanged"] == 3 and env.write_requests() == 0
 
 
 async def test_delete_missing_honours_the_safety_threshold(env: Env) -> None:
@@ -228,7 +324,29 @@ async def test_delete_missing_honours_the_safety_threshold(env: Env) -> None:
     # The refused run still succeeded, so the next one compares against its 4 rows.
     report = await env.runner.run(cfg, RunTrigger.MANUAL)
     assert report.counts["deleted"] == 6
-    assert all(env.status(f"p{i}@example.com") == 2 for i in range(5, 11))
+    assert all(env.contact(f"p{i}@example.com") is None for i in range(5, 11))
+    assert all(env.status(f"p{i}@example.com") == 1 for i in range(1, 5))
+
+
+async def test_null_clears_the_hub_field_unless_turned_off(env: Env) -> None:
+    await env.insert(ROWS)
+    await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert env.company("ada@example.com") == "Analytical"
+    await env.sql("UPDATE people SET company = NULL, last_name = NULL WHERE id = 1")
+    kept = await env.runner.run(env.cfg(null_clears=False), RunTrigger.MANUAL)
+    # Ada's row changed; Grace's NULL company is no longer sent, so her row is sent once more.
+    assert kept.counts["updated"] == 2
+    ada = env.contact("ada@example.com")
+    assert ada is not None and ada.last_name == "Lovelace"
+    assert env.company("ada@example.com") == "Analytical"
+    cleared = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert cleared.counts["updated"] == 2
+    ada = env.contact("ada@example.com")
+    assert ada is not None and ada.last_name == "" and ada.first_name == "Ada"
+    assert env.company("ada@example.com") == ""
+    env.sb.reset()
+    settled = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert settled.counts["unchanged"] == 3 and env.write_requests() == 0
 
 
 async def test_send_last_broadcast_goes_to_new_contacts_only(env: Env) -> None:

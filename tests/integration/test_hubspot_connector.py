@@ -371,8 +371,10 @@ async def test_opted_out_contact_stays_opted_out(
     assert sb.objects["contacts"][b].properties["hs_email_optout"] == "true"
     again = await conn.subscribe(list_id, [b])
     assert again[0].subscribed is False
-    await conn.remove_from_list(list_id, [a])
+    assert await conn.remove_from_list(list_id, [a, b]) == [a]  # b never joined
     assert sb.lists[list_id].members == {}
+    await conn.restore_to_list(list_id, [a, b])  # the opted-out contact stays out
+    assert set(sb.lists[list_id].members) == {a}
 
 
 async def test_describe_and_primary_company(start: Start, conns: list[HubSpotConnector]) -> None:

@@ -15,7 +15,13 @@ import pytest
 
 from syncd.cli.overview import register
 from syncd.model import Direction, ErrorCategory
-from tests.integration.overview_support import LiveApp, Seeded, seed, seed_links
+from tests.integration.overview_support import (
+    LiveApp,
+    Seeded,
+    seed,
+    seed_links,
+    seed_repeated_failures,
+)
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[")
 
@@ -111,7 +117,9 @@ def test_health_agrees(live: LiveApp, seeded: Seeded, cli: Cli) -> None:
     assert code == 0 and json.loads(out)["objects"] == api["objects"]
     code, out, _ = cli("health")
     assert code == 0
-    assert re.search(r"contact\s+6\s+10\s+10 \(validation 10\)\s+10 \(untagged 10\)", out), out
+    assert re.search(
+        r"contact\s+6\s+10\s+10 \(validation 10\)\s+10\s+10 \(untagged 10\)\s+10", out
+    ), out
     assert "hint contact/validation:" in out
     assert "api salesforce: quota 1234/15000" in out
     from tests.integration.test_overview_api import some_runs
@@ -119,6 +127,24 @@ def test_health_agrees(live: LiveApp, seeded: Seeded, cli: Cli) -> None:
     live.run(some_runs(live.store))
     code, out, _ = cli("health")
     assert "run dbsync customers: succeeded at" in out and "processed 3" in out
+
+
+def test_health_counts_records_not_entries(live: LiveApp, cli: Cli) -> None:
+    # 101 records, each rejected three times: 101 failing records, 303 entries.
+    live.run(seed_repeated_failures(live.store, 101, 3))
+    _, h = live.json("GET", "/api/v1/health")
+    failing = h["objects"]["contact"]["failing"]
+    assert (failing["total"], failing["entries"]) == (101, 303)
+    assert [(c["category"], c["count"], c["entries"]) for c in failing["by_category"]] == [
+        ("rejected", 101, 303)
+    ]
+    code, out, _ = cli("health")
+    assert code == 0
+    assert re.search(r"contact\s+0\s+0\s+101 \(rejected 101\)\s+303\s+0\s+0", out), out
+    assert "count records" in out
+    status, raw, _ = live.request("GET", "/", headers={"Authorization": f"Bearer {live.token}"})
+    html = raw.decode()
+    assert status == 200 and "101 (303 entries)" in html and "rejected: 101 (303 entries)" in html
 
 
 def test_queue_list_table_csv_paging_and_banner(live: LiveApp, seeded: Seeded, cli: Cli) -> None:

@@ -53,3 +53,19 @@ async def test_reclaim_and_run_filter_use_their_partial_indexes(tmp_path: Path) 
         assert "INDEX ix_queue_run (" in plan(path, by_run[0])
     finally:
         await store.close()
+
+
+async def test_record_breakdown_reads_only_its_partial_covering_index(tmp_path: Path) -> None:
+    path = tmp_path / "syncd.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        with sqlite3.connect(path) as db:
+            sql = {r[0]: r[1] for r in db.execute("SELECT name, sql FROM sqlite_master")}
+        assert "WHERE status IN ('error', 'excluded')" in sql["ix_queue_bad"]
+        queries = await traced(store, store.record_breakdown())
+        assert len(queries) == 2
+        for q in queries:
+            assert "USING COVERING INDEX ix_queue_bad" in plan(path, q), plan(path, q)
+    finally:
+        await store.close()

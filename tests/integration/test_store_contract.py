@@ -1204,3 +1204,39 @@ def test_queue_state_machine(target: tuple[str, str]) -> None:
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+async def test_record_breakdown_counts_records_not_entries(store: Store) -> None:
+    # 101 records failing three times each, in one or two categories; five records
+    # excluded twice; the entries stay apart (303 error entries, 10 excluded ones).
+    for round_ in range(3):
+        await store.enqueue([change(f"r{i}", {"n": round_}) for i in range(101)])
+        await store.enqueue(
+            [change(f"x{i}", {"n": round_}) for i in range(5)] if round_ < 2 else []
+        )
+        got = await store.claim_pending(IN, limit=500, owner="w1", lease_seconds=60)
+        assert len(got) == 101 + (5 if round_ < 2 else 0)
+        for e in got:
+            if e.record_key.startswith("x"):
+                await store.exclude(e.id, owner="w1", reason="filtered: no sync tag")
+                continue
+            odd_last = round_ == 2 and int(e.record_key[1:]) % 2 == 0
+            cat = ErrorCategory.VALIDATION if odd_last else ErrorCategory.REJECTED
+            await store.fail(e.id, owner="w1", category=cat, code="E", message="no")
+    tallies = await store.queue_tallies()
+    assert tallies[("contact", "inbound", "error", "rejected", "")] == 101 + 101 + 50
+    assert tallies[("contact", "inbound", "error", "validation", "")] == 51
+    assert tallies[("contact", "inbound", "excluded", "", "filtered: no sync tag")] == 10
+    got = await store.record_breakdown()
+    assert got.totals == {(CONTACT, EntryStatus.ERROR): 101, (CONTACT, EntryStatus.EXCLUDED): 5}
+    assert {(g.status, g.category, g.reason, g.count) for g in got.groups} == {
+        (EntryStatus.ERROR, ErrorCategory.REJECTED, None, 101),
+        (EntryStatus.ERROR, ErrorCategory.VALIDATION, None, 51),
+        (EntryStatus.EXCLUDED, None, "filtered: no sync tag", 5),
+    }
+    # Retried, the records are no longer failing.
+    errors = await store.list_entries(EntryFilter(status=(EntryStatus.ERROR,)), limit=1000)
+    assert len(errors) == 303
+    await store.retry([e.id for e in errors])
+    after = await store.record_breakdown()
+    assert after.totals == {(CONTACT, EntryStatus.EXCLUDED): 5}

@@ -251,7 +251,10 @@ class FakeHub(FakeVendor):
     ) -> list[ListMembershipResult]:
         return [ListMembershipResult(c, True, True) for c in contact_ids]
 
-    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> None: ...
+    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> list[str]:
+        return list(contact_ids)
+
+    async def restore_to_list(self, list_id: str, contact_ids: Sequence[str]) -> None: ...
     async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None: ...
 
 

@@ -16,18 +16,19 @@ class _Col:
         self.type = "varchar"
 
 
-def _plan() -> Any:
+def _plan(company_required: bool = False, **over: Any) -> Any:
     cfg = DbsyncSettings(
         name="pin",
         dsn="mysql://u@h/d",
         table="t",
         list="3",
         mapping={"email": "email", "first": "firstName", "co": "COMPANY", "tags": "tags"},
+        **over,
     )
     hub = [
         FieldInfo(name="email", type="text", max_length=255),
         FieldInfo(name="firstName", type="text", max_length=5),
-        FieldInfo(name="COMPANY", type="text"),
+        FieldInfo(name="COMPANY", type="text", required=company_required),
     ]
     return build_plan(cfg, [_Col(n) for n in ("id", "email", "first", "co", "tags")], hub)
 
@@ -85,3 +86,22 @@ def test_row_hasher_gives_row_hash_for_every_kind_of_row() -> None:
     fields = {"email": "Ada@Example.com", "firstName": "Ådä", "COMPANY": 'Co "1"'}
     pinned = MappedRow("7", "ada@example.com", fields, ("vip", "trial"))
     assert hasher(pinned) == "8fc6acfc8e0f32fea0375058704b4f07"
+
+
+def test_null_clears_sends_empty_values_and_still_requires_required_fields() -> None:
+    clears, keeps = _plan(True), _plan(True, null_clears=False)
+    row = [1, "ada@example.com", None, "Co", ""]
+    assert dict(map_row(clears, row).fields) == {
+        "email": "ada@example.com",
+        "firstName": "",
+        "COMPANY": "Co",
+    }
+    assert dict(map_row(keeps, row).fields) == {"email": "ada@example.com", "COMPANY": "Co"}
+    # A required field (COMPANY here) that is NULL or empty fails the row.
+    for empty in (None, ""):
+        bad = map_row(clears, [2, "b@example.com", "B", empty, None])
+        assert [p.code for p in bad.problems] == ["MISSING_REQUIRED"]
+    # The option is part of what decides the mapping: fingerprints differ.
+    from syncd.dbsync.rows import fingerprint_prefix
+
+    assert fingerprint_prefix(clears) != fingerprint_prefix(keeps)

@@ -12,7 +12,7 @@ from syncd.store.memory.queue import QueueOps
 from syncd.store.memory.state import Entry, QueueDeletion, RecordKey
 from syncd.store.sql.dialect import as_utc, chunks, dump_json, load_json
 from syncd.store.sql.tallies import TallyKey, tally_key
-from syncd.store.types import EntryFilter, EntryGroup, PendingStats
+from syncd.store.types import EntryFilter, EntryGroup, PendingStats, RecordBreakdown
 
 _RETRY_CHUNK = 500  # as the SQL stores: one batch of a big retry is merged at a time
 
@@ -91,6 +91,32 @@ class QueueAdminOps(QueueOps):
             )
             for (obj, direction, status, cat, reason), n in (await self.queue_tallies()).items()
         ]
+
+    async def record_breakdown(self) -> RecordBreakdown:
+        """Distinct records with error or excluded entries, by group and in total."""
+        self._live()
+        groups: dict[TallyKey, set[str]] = {}
+        totals: dict[tuple[ObjectType, EntryStatus], set[tuple[Direction, str]]] = {}
+        for e in self._entries.values():
+            if e.status not in (EntryStatus.ERROR, EntryStatus.EXCLUDED):
+                continue
+            key = tally_key(e.object, e.direction, e.status, e.error_category, e.error_message)
+            groups.setdefault(key, set()).add(e.record_key)
+            totals.setdefault((e.object, e.status), set()).add((e.direction, e.record_key))
+        return RecordBreakdown(
+            tuple(
+                EntryGroup(
+                    object=ObjectType(obj),
+                    direction=Direction(direction),
+                    status=EntryStatus(status),
+                    category=ErrorCategory(cat) if cat else None,
+                    reason=(reason or None) if status == EntryStatus.EXCLUDED.value else None,
+                    count=len(keys),
+                )
+                for (obj, direction, status, cat, reason), keys in groups.items()
+            ),
+            {k: len(v) for k, v in totals.items()},
+        )
 
     async def pending_stats(self, direction: Direction) -> PendingStats:
         """Count and age of the oldest pending entry of a direction."""

@@ -67,10 +67,25 @@ class AcLists(AcBase):
         by_id = {r.contact_id: r for r in out}
         return [by_id[str(c)] for c in contact_ids]
 
-    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
-        """AC takes a contact off a list by unsubscribing it (status 2)."""
+    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> list[str]:
+        """AC takes a contact off a list by unsubscribing it (status 2). Only active members
+        are: someone who unsubscribed on their own is not reported as taken off (so that
+        `restore_to_list` never subscribes them again)."""
+        ids = list(dict.fromkeys(str(c) for c in contact_ids))
+        active = await self._members(list_id, ids, 1)
+        out = []
+        for cid in ids:
+            if cid in active and await self._set_status(list_id, cid, 2) is None:
+                out.append(cid)
+        return out
+
+    async def restore_to_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
+        """Status 1 again for contacts syncd unsubscribed (an import or ``subscribe`` leaves
+        an unsubscribed contact as it is, so it is set here directly)."""
         for cid in dict.fromkeys(str(c) for c in contact_ids):
-            await self._set_status(list_id, cid, 2)
+            problem = await self._set_status(list_id, cid, 1)
+            if problem is not None:
+                log.warning("restore_to_list_failed", contact_id=cid, message=problem)
 
     async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None:
         """Send the list's last campaign to active members, via API v1 ``lastmessage[L]``.

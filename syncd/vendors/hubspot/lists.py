@@ -54,17 +54,26 @@ class HubSpotLists(HubSpotBase):
                     results[cid] = ListMembershipResult(cid, True, True)
         return [results[str(c)] for c in contact_ids]
 
-    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
-        """Take contacts off a manual list."""
+    async def remove_from_list(self, list_id: str, contact_ids: Sequence[str]) -> list[str]:
+        """Take contacts off a manual list; HubSpot answers which it removed
+        (``recordIdsRemoved``; ``recordIdsMissing`` were not members)."""
         ids = [str(c) for c in dict.fromkeys(contact_ids)]
+        removed: list[str] = []
         for chunk in chunks(ids, MEMBERSHIP_CHUNK):
             self.check_write_quota()
-            await self.call(
+            resp = await self.call(
                 "PUT",
                 f"/crm/v3/lists/{list_id}/memberships/remove",
                 endpoint="lists.memberships.remove",
                 json_body=list(chunk),
             )
+            removed += [str(r) for r in (resp.json() or {}).get("recordIdsRemoved") or []]
+        return removed
+
+    async def restore_to_list(self, list_id: str, contact_ids: Sequence[str]) -> None:
+        """Membership is all a HubSpot list has: adding them again is `subscribe` (those who
+        opted out of email stay out)."""
+        await self.subscribe(list_id, contact_ids)
 
     async def send_last_broadcast(self, list_id: str, contact_ids: Sequence[str]) -> None:
         """Not available: HubSpot's public API cannot send a past marketing email to new members."""
