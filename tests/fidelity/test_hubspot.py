@@ -46,6 +46,15 @@ class Case:
     expect_headers: dict[str, str] = field(default_factory=dict)
 
 
+def _has_correlation_id(body: dict[str, Any]) -> None:
+    # Every HubSpot error body carries one, the 401s included (the official SDK shows it).
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}",
+        str(body.get("correlationId")),
+    ), body
+    assert set(body) == {"status", "message", "correlationId", "category"}, body
+
+
 def _seed(sb: HubSpotSandbox) -> None:
     bulk_load(
         sb, "contacts", [{"email": f"s{i}@example.com", "firstname": f"S{i}"} for i in range(5)]
@@ -133,11 +142,12 @@ CASES = [
         "/crm/v3/objects/contacts",
         headers={},
         status=401,
-        exact={
+        subset={
             "status": "error",
             "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION",
         },
+        check=_has_correlation_id,
     ),
     Case(
         "wrong token",
@@ -145,11 +155,12 @@ CASES = [
         "/crm/v3/objects/contacts",
         headers={"Authorization": "Bearer nope"},
         status=401,
-        exact={
+        subset={
             "status": "error",
             "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION",
         },
+        check=_has_correlation_id,
     ),
     Case(
         "revoked",

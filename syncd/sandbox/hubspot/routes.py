@@ -34,6 +34,7 @@ def add_other_routes(app: web.Application) -> None:
     r.add_get("/crm/v3/properties/{object}/{name}", get_property)
     r.add_patch("/crm/v3/properties/{object}/{name}", patch_property)
     r.add_post("/crm/v3/lists", create_list)
+    r.add_post("/crm/v3/lists/", create_list)  # the official SDK posts with the slash
     r.add_get("/crm/v3/lists/{listId}", get_list)
     r.add_put("/crm/v3/lists/{listId}/memberships/add", add_members)
     r.add_put("/crm/v3/lists/{listId}/memberships/remove", remove_members)
@@ -285,7 +286,8 @@ async def associate_labels(request: web.Request) -> web.Response:
             "toObjectId": int(coid),
             "labels": [("Primary" if t == primary_type else None) for t in sorted(type_ids)],
             "associationTypes": labels,
-        }
+        },
+        status=201,  # "LabelsBetweenObjectPair", 201 in HubSpot's spec and SDK
     )
 
 

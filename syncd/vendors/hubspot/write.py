@@ -193,7 +193,7 @@ async def _send(
 def map_batch(
     kind: str, entries: list[Entry], status: int, body: Mapping[str, Any]
 ) -> dict[int, WriteResult]:
-    """Map a 200/207 batch response to WriteResults by input position."""
+    """Map a 200/201/207 batch response to WriteResults by input position."""
     positions = {str(i) for i, _ in entries}
     by_key = {_input_key(kind, inp): i for i, inp in entries}
     out: dict[int, WriteResult] = {}
@@ -215,7 +215,7 @@ def map_batch(
             hits = [by_key[k] for k in keys if k in by_key]
         for idx in hits:
             out[idx] = error_result(err)
-    if unmatched and status == 200:
+    if unmatched and status in (200, 201):  # 201: batch/create
         # No trace ids and no keys: HubSpot answered in input order for a clean batch.
         missing = [i for i, _ in entries if i not in out]
         for idx, row in zip(missing, unmatched, strict=False):
