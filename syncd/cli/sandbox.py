@@ -99,8 +99,8 @@ def register(sub: Any, add: Any) -> None:
         type=_seconds,
         default=None,
         metavar="SECONDS",
-        help="seconds before a HubSpot write is found by search (default: the vendor's"
-        " lag, 10, times SYNCD_SANDBOX_TIME_FACTOR; 0 makes search instantly consistent)",
+        help="seconds before a HubSpot update is found by search, a create in a fifth of"
+        " it (default: 30, times SYNCD_SANDBOX_TIME_FACTOR; 0: instantly consistent)",
     )
     sp.set_defaults(func=cmd_sandbox)
     sp = sub.add_parser("demo", help="simulators + the real daemon + a webhook generator, live")

@@ -8,16 +8,21 @@ eventually consistent" (https://blog.sequin.io/building-a-sync-on-hubspots-api/)
 made by other API calls will take several seconds to propagate to the search indexing"
 (https://docs.locoia.com/connectors/connectors/hubspot); /work/shared/API-FACTS.md.
 
-Each write becomes visible `lag` seconds after it was made, version by version: between two
-quick updates the index shows the first one, then the second. Records whose latest version
-is indexed are read in place; only records with a write in flight cost a copy.
+An update (or archive) becomes visible `lag` seconds after it was made, a create in a fifth
+of that ("seconds" against "up to about a minute"), version by version: between two quick
+updates the index shows the first one, then the second. So search can show a record created
+after another record's update before that update: what a poll resuming at the newest change
+it saw must survive. Records whose latest version is indexed are read in place; only
+records with a write in flight cost a copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import itertools
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
     from syncd.sandbox.hubspot.state import HsObject
 
 Key = tuple[str, str]  # (object type, record id)
+CREATE_SHARE = 0.2  # a create is indexed in this share of an update's lag
 
 
 def _copy(rec: HsObject) -> HsObject:
@@ -39,7 +45,8 @@ class SearchIndex:
         # Records whose latest write is not indexed yet -> the version search still sees
         # (None: not in the index at all, as a record just created).
         self._stale: dict[Key, HsObject | None] = {}
-        self._pending: deque[tuple[float, Key, HsObject]] = deque()
+        self._pending: list[tuple[float, int, Key, HsObject]] = []  # a heap, soonest first
+        self._order = itertools.count()
         self._in_flight: Counter[Key] = Counter()
 
     def set_lag(self, lag: float) -> None:
@@ -57,12 +64,14 @@ class SearchIndex:
         if key not in self._stale:
             self._stale[key] = None if rec is None else _copy(rec)
 
-    def after_write(self, obj: str, rec: HsObject) -> None:
-        """Call after the write: its version is indexed `lag` seconds from now."""
+    def after_write(self, obj: str, rec: HsObject, *, created: bool = False) -> None:
+        """Call after the write: its version is indexed `lag` seconds from now (a create's
+        sooner)."""
         if self.lag <= 0:
             return
         key = (obj, rec.id)
-        self._pending.append((time.monotonic() + self.lag, key, _copy(rec)))
+        due = time.monotonic() + self.lag * (CREATE_SHARE if created else 1.0)
+        heapq.heappush(self._pending, (due, next(self._order), key, _copy(rec)))
         self._in_flight[key] += 1
 
     def settle(self) -> None:
@@ -87,7 +96,7 @@ class SearchIndex:
         now = time.monotonic()
         pending = self._pending
         while pending and pending[0][0] <= now:
-            _, key, version = pending.popleft()
+            _, _, key, version = heapq.heappop(pending)
             self._in_flight[key] -= 1
             if self._in_flight[key] <= 0:
                 del self._in_flight[key]

@@ -61,10 +61,10 @@ DEFAULT_PROPERTIES = {
     ),
 }
 DAILY_LIMIT_DEFAULT = 250_000
-# Seconds before a write is found by search (see index.py): HubSpot takes seconds after a
-# create and up to about a minute after an update; this is the middle, scaled by the time
-# factor (syncd.sandbox.clock).
-SEARCH_LAG_DEFAULT = 10.0
+# Seconds before an update is found by search, a create in a fifth of it (see index.py):
+# HubSpot takes seconds after a create and up to about a minute after an update. Scaled by
+# the time factor (syncd.sandbox.clock).
+SEARCH_LAG_DEFAULT = 30.0
 EMAIL_RE = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 
 
@@ -256,7 +256,7 @@ class HubSpotSandbox(SandboxBase):
         self.index.before_write(obj, rid, None)
         self._apply(obj, rec, props, now)
         self.objects[obj][rid] = rec
-        self.index.after_write(obj, rec)
+        self.index.after_write(obj, rec, created=True)
         self.record_write(endpoint, obj, rid, dict(props), key=self._key(obj, rec), created=True)
         return rec
 
