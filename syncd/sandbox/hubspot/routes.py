@@ -185,7 +185,9 @@ async def add_members(request: web.Request) -> web.Response:
             lst.members[rid] = sb.now_ms()
             added.append(rid)
             sb.record_write("lists/memberships/add", "lists", lid, {"recordId": rid}, key=rid)
-    return web.json_response({"recordIdsAdded": added, "recordIdsMissing": missing})
+    # "recordsIdsAdded" (sic): the name in HubSpot's published spec, which its SDKs read
+    # (https://rubydoc.info/github/HubSpot/hubspot-api-ruby/Hubspot/Crm/Lists/MembershipsUpdateResponse).
+    return web.json_response({"recordsIdsAdded": added, "recordIdsMissing": missing})
 
 
 async def remove_members(request: web.Request) -> web.Response:
