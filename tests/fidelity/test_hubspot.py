@@ -384,3 +384,39 @@ async def test_fidelity(case: Case, served: Callable[..., Any]) -> None:
     if not case.path.startswith("/_sandbox") and "injected" not in case.name:
         for name in LIMIT_HEADERS:
             assert name in headers, f"{name} missing on {case.name}"
+
+
+async def test_search_lag_is_on_by_default_and_switched_by_the_faults_endpoint(
+    served: Callable[..., Any],
+) -> None:
+    """Search finds a create only after the index lag (reads by id at once); the lag is set
+    (or made 0) with ``POST /_sandbox/faults {"search_lag": seconds}``, and refused when it is
+    not a number of seconds."""
+    sb = HubSpotSandbox(search_rate_limit=None)
+    assert sb.index.lag > 0  # the vendor's default, on the test clock
+    url = await served(sb, (100, 10.0))
+    find = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "email", "operator": "EQ", "value": "new@example.com"}]}
+        ]
+    }
+    async with aiohttp.ClientSession() as s:
+
+        async def call(method: str, path: str, body: Any) -> tuple[int, Any]:
+            async with s.request(method, url + path, json=body, headers=AUTH) as r:
+                return r.status, await r.json()
+
+        sb.index.set_lag(60.0)  # long enough that nothing is indexed during this test
+        status, made = await call(
+            "POST", "/crm/v3/objects/contacts", {"properties": {"email": "new@example.com"}}
+        )
+        assert status == 201
+        assert (await call("POST", "/crm/v3/objects/contacts/search", find))[1]["total"] == 0
+        status, _ = await call("GET", f"/crm/v3/objects/contacts/{made['id']}", None)
+        assert status == 200
+        for bad in (-1, "soon", True):
+            status, body = await call("POST", "/_sandbox/faults", {"search_lag": bad})
+            assert status == 400, body
+        assert (await call("POST", "/_sandbox/faults", {"search_lag": 0}))[0] == 200
+        found = (await call("POST", "/crm/v3/objects/contacts/search", find))[1]
+        assert [r["id"] for r in found["results"]] == [made["id"]]
