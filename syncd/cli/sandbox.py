@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from typing import Any
 
 from syncd.sandbox import runner
+from syncd.sandbox.clock import time_factor
 from syncd.sandbox.common import keep_data_out_of_collector
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
     """Serve simulators on loopback until Ctrl-C; print their URLs and credentials."""
     vendors = runner.VENDORS if args.vendor == "all" else (args.vendor,)
+    try:
+        time_factor()
+    except ValueError as exc:
+        print(f"syncd sandbox: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> int:
         sandboxes = await runner.start_sandboxes(
@@ -22,6 +29,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             seed=args.seed,
             rate_limits=not args.no_rate_limits,
             duplicate_rules=not args.no_duplicate_rules,
+            hs_search_lag=args.hs_search_lag,
         )
         # Stop signals are handled before the banner says Ctrl-C stops: a signal sent as soon
         # as it is read must stop the simulators, not kill the process mid-start.
@@ -35,7 +43,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             "salesforce": f"salesforce     client_id={runner.SF_CLIENT_ID}\n"
             f"               client_secret={runner.SF_CLIENT_SECRET}",
             "activecampaign": f"activecampaign Api-Token: {runner.AC_TOKEN}"
-            "  (base_url {url}/api/3)",
+            f"  (base_url {sandboxes.running['activecampaign'].url}/api/3)"
+            if "activecampaign" in sandboxes.running
+            else "",
             "hubspot": f"hubspot        Bearer {runner.HS_TOKEN}"
             f"  webhook secret {runner.HS_CLIENT_SECRET}",
         }
@@ -52,6 +62,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(main())
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {raw!r}")
+    return value
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -73,6 +93,14 @@ def register(sub: Any, add: Any) -> None:
         action="store_true",
         help="turn Salesforce's duplicate rules off (on: a second Contact or Lead with an"
         " existing email is refused unless the request says allowSave=true)",
+    )
+    sp.add_argument(
+        "--hs-search-lag",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds before a HubSpot update is found by search, a create in a fifth of"
+        " it (default: 30, times SYNCD_SANDBOX_TIME_FACTOR; 0: instantly consistent)",
     )
     sp.set_defaults(func=cmd_sandbox)
     sp = sub.add_parser("demo", help="simulators + the real daemon + a webhook generator, live")

@@ -209,6 +209,9 @@ class InboundSettings(Section):
     flush_interval: float = Field(default=600.0, gt=0)
     flush_size: int = Field(default=100, ge=1, le=10_000)
     poll_interval: float = Field(default=0.0, ge=0)
+    # Each poll re-reads this many seconds before its cursor, skipping the records it already
+    # saw: HubSpot's search finds a change up to about a minute late.
+    poll_overlap_seconds: float = Field(default=120.0, ge=0)
     max_attempts: int = Field(default=8, ge=1)
     retry_base_delay: float = Field(default=30.0, ge=0)
 

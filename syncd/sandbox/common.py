@@ -9,7 +9,8 @@ vendor handler runs, and mounts ``/_sandbox/...`` admin routes for tests and man
 - ``POST /_sandbox/faults``  JSON, any of: ``fail_next`` (N), ``status`` (503|429),
   ``retry_after``, ``fail_ratio``, ``fail_paths``, ``latency``, ``latency_after``,
   ``slow_paths``, ``expire_tokens``, ``revoke_auth``, ``fail_emails``, ``exhaust_quota``;
-  Salesforce also ``duplicate_rules`` (true, false, "alert" or "block")
+  Salesforce also ``duplicate_rules`` (true, false, "alert" or "block"); HubSpot also
+  ``search_lag`` (seconds before search finds a write; 0: instantly consistent)
 - ``POST /_sandbox/reset``   clear faults, ledger and counters (data stays)
 """
 

@@ -96,15 +96,21 @@ async def start_sandboxes(
     rate_limits: bool = True,
     seed: bool = False,
     duplicate_rules: bool = True,
+    hs_search_lag: float | None = None,
 ) -> SandboxSet:
     """Start the named simulators (ports base_port, +1, +2 … or free ones when 0).
 
     Salesforce's duplicate rules are on unless `duplicate_rules` is false: the standard
-    Contact and Lead rules are active in most orgs."""
+    Contact and Lead rules are active in most orgs. HubSpot's search lags behind writes by
+    `hs_search_lag` seconds (None: the vendor's lag, scaled by SYNCD_SANDBOX_TIME_FACTOR)."""
     out = SandboxSet()
     for i, vendor in enumerate(vendors):
         state, app = _build(
-            vendor, rate_limits=rate_limits, seed=seed, duplicate_rules=duplicate_rules
+            vendor,
+            rate_limits=rate_limits,
+            seed=seed,
+            duplicate_rules=duplicate_rules,
+            hs_search_lag=hs_search_lag,
         )
         runner = await serve(app, host, base_port + i if base_port else 0)
         out.running[vendor] = RunningSandbox(
@@ -114,7 +120,12 @@ async def start_sandboxes(
 
 
 def _build(
-    vendor: str, *, rate_limits: bool, seed: bool, duplicate_rules: bool = True
+    vendor: str,
+    *,
+    rate_limits: bool,
+    seed: bool,
+    duplicate_rules: bool = True,
+    hs_search_lag: float | None = None,
 ) -> tuple[SandboxBase, web.Application]:
     if vendor == "salesforce":
         from syncd.sandbox.salesforce.app import (
@@ -153,7 +164,7 @@ def _build(
     if vendor == "hubspot":
         from syncd.sandbox.hubspot.app import HubSpotSandbox, create_hubspot_app, seed_hubspot
 
-        hs = HubSpotSandbox()
+        hs = HubSpotSandbox(search_lag=hs_search_lag)
         if seed:
             seed_hubspot(hs, contacts=2000, companies=100)
         hs_rate = (100, 10.0) if rate_limits else None

@@ -24,8 +24,9 @@ from syncd.sync.gate import DirectionGate
 from syncd.sync.inbound import InboundFlusher
 from syncd.sync.intake import InboundIntake
 from syncd.sync.outbound import OutboundPuller
+from syncd.sync.poll_window import Seen
 from syncd.sync.pull_run import PullBusy, PullCounts, PullNotDue, PullNotStarted
-from syncd.vendors.protocols import CrmConnector, HubConnector
+from syncd.vendors.protocols import CrmConnector, HubConnector, TimeCursor
 
 log = get_logger("syncd.sync")
 # Accounts first: a contact or deal gets its primary company once both ends are linked.
@@ -222,7 +223,21 @@ class SyncEngine:
     async def _poll_changed(self, obj: ObjectType, lock: JobLock) -> None:
         name = f"poll:hub:{obj.value}"
         people = obj is ObjectType.CONTACT
-        async for page in self.hub.changed_since(obj, await self.store.get_cursor(name)):
+        cursor = await self.store.get_cursor(name)
+        overlap = self.host.settings.inbound.poll_overlap_seconds
+        # A hub whose search finds changes late is re-read a window before the cursor; the
+        # records already taken there are skipped (poll_window.py).
+        window = isinstance(self.hub, TimeCursor) and overlap > 0
+        seen = Seen.decode(await self.store.get_cursor(f"{name}:seen")) if window else None
+        since = cursor
+        if window and cursor is not None:
+            assert isinstance(self.hub, TimeCursor)
+            since = self.hub.cursor_before(cursor, overlap)
+        async for page in self.hub.changed_since(obj, since):
+            records = list(page.records)
+            if seen is not None:
+                records = seen.fresh(records)
+                seen = seen.add(records, overlap)
             changes = [
                 Change(
                     direction=Direction.INBOUND,
@@ -234,13 +249,19 @@ class SyncEngine:
                     name=_name(r.fields) if people else r.fields.get("name"),
                     event="poll",
                 )
-                for r in page.records
+                for r in records
                 if not people or parse_tags(r.tags)
             ]
             await self.intake.submit(changes)
             if page.cursor:
                 await lock.check()
-                await self.store.set_cursor(name, page.cursor)
+                if seen is not None:
+                    await self.store.set_cursor(f"{name}:seen", seen.encode())
+                resume = page.cursor
+                if window and cursor is not None:
+                    assert isinstance(self.hub, TimeCursor)
+                    resume = self.hub.later_cursor(resume, cursor)  # never moved back
+                await self.store.set_cursor(name, resume)
 
     async def _keep_shared_state(self) -> None:
         """Read the shared pause state and errors again at each heartbeat's pace, so an idle

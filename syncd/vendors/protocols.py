@@ -31,6 +31,20 @@ class ListMembershipResult:
 
 
 @runtime_checkable
+class TimeCursor(Protocol):
+    """A connector whose change cursors are instants, so a read can start a while earlier.
+
+    HubSpot's: its search finds a write seconds to a minute late, so a poll resuming exactly
+    at the newest change it saw skips for good whatever was indexed late."""
+
+    def cursor_before(self, cursor: str, seconds: float) -> str:
+        """The cursor `seconds` earlier than `cursor`."""
+
+    def later_cursor(self, a: str, b: str) -> str:
+        """The later of two cursors."""
+
+
+@runtime_checkable
 class Connector(Protocol):
     """What every vendor connector has: a lifecycle, reads, writes and field descriptions."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -106,3 +107,69 @@ def test_salesforce_duplicate_rules_are_on_unless_turned_off(
         assert _create_twice(url) == statuses
     finally:
         assert _stop(proc) == 0
+
+
+def test_banner_names_the_activecampaign_base_url() -> None:
+    proc, banner = _serve("activecampaign")
+    try:
+        [url] = re.findall(r"^activecampaign\s+(http://\S+)$", banner, re.M)
+        assert f"(base_url {url}/api/3)" in banner, banner
+        assert "{url}" not in banner, banner
+    finally:
+        assert _stop(proc) == 0
+
+
+def _search_total(url: str, email: str) -> int:
+    body = {
+        "filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": email}]}]
+    }
+    req = urllib.request.Request(
+        f"{url}/crm/v3/objects/contacts/search",
+        json.dumps(body).encode(),
+        {"Authorization": "Bearer sandbox-hubspot-token", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return int(json.loads(r.read())["total"])
+
+
+@pytest.mark.parametrize(("args", "found_at_once"), [((), False), (("--hs-search-lag", "0"), True)])
+def test_hubspot_search_lags_unless_turned_off(args: tuple[str, ...], found_at_once: bool) -> None:
+    """By default a create is found by search only later (the vendor's lag, on the test
+    clock); ``--hs-search-lag 0`` makes search instantly consistent."""
+    proc, banner = _serve("hubspot", *args)
+    try:
+        [url] = re.findall(r"^hubspot\s+(http://\S+)$", banner, re.M)
+        req = urllib.request.Request(
+            f"{url}/crm/v3/objects/contacts",
+            json.dumps({"properties": {"email": "lag@example.com"}}).encode(),
+            {"Authorization": "Bearer sandbox-hubspot-token", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 201
+        assert _search_total(url, "lag@example.com") == (1 if found_at_once else 0)
+    finally:
+        assert _stop(proc) == 0
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "nan"])
+def test_bad_search_lag_exits_2(bad: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "sandbox", "hubspot", "--hs-search-lag", bad],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done
+    assert "--hs-search-lag" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bad_time_factor_exits_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "sandbox", "hubspot"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SYNCD_SANDBOX_TIME_FACTOR": "0"},
+    )
+    assert done.returncode == 2, done
+    assert "SYNCD_SANDBOX_TIME_FACTOR" in done.stderr and "Traceback" not in done.stderr

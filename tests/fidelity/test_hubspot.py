@@ -46,6 +46,15 @@ class Case:
     expect_headers: dict[str, str] = field(default_factory=dict)
 
 
+def _has_correlation_id(body: dict[str, Any]) -> None:
+    # Every HubSpot error body carries one, the 401s included (the official SDK shows it).
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}",
+        str(body.get("correlationId")),
+    ), body
+    assert set(body) == {"status", "message", "correlationId", "category"}, body
+
+
 def _seed(sb: HubSpotSandbox) -> None:
     bulk_load(
         sb, "contacts", [{"email": f"s{i}@example.com", "firstname": f"S{i}"} for i in range(5)]
@@ -133,11 +142,12 @@ CASES = [
         "/crm/v3/objects/contacts",
         headers={},
         status=401,
-        exact={
+        subset={
             "status": "error",
             "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION",
         },
+        check=_has_correlation_id,
     ),
     Case(
         "wrong token",
@@ -145,11 +155,12 @@ CASES = [
         "/crm/v3/objects/contacts",
         headers={"Authorization": "Bearer nope"},
         status=401,
-        exact={
+        subset={
             "status": "error",
             "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION",
         },
+        check=_has_correlation_id,
     ),
     Case(
         "revoked",
@@ -373,3 +384,39 @@ async def test_fidelity(case: Case, served: Callable[..., Any]) -> None:
     if not case.path.startswith("/_sandbox") and "injected" not in case.name:
         for name in LIMIT_HEADERS:
             assert name in headers, f"{name} missing on {case.name}"
+
+
+async def test_search_lag_is_on_by_default_and_switched_by_the_faults_endpoint(
+    served: Callable[..., Any],
+) -> None:
+    """Search finds a create only after the index lag (reads by id at once); the lag is set
+    (or made 0) with ``POST /_sandbox/faults {"search_lag": seconds}``, and refused when it is
+    not a number of seconds."""
+    sb = HubSpotSandbox(search_rate_limit=None)
+    assert sb.index.lag > 0  # the vendor's default, on the test clock
+    url = await served(sb, (100, 10.0))
+    find = {
+        "filterGroups": [
+            {"filters": [{"propertyName": "email", "operator": "EQ", "value": "new@example.com"}]}
+        ]
+    }
+    async with aiohttp.ClientSession() as s:
+
+        async def call(method: str, path: str, body: Any) -> tuple[int, Any]:
+            async with s.request(method, url + path, json=body, headers=AUTH) as r:
+                return r.status, await r.json()
+
+        sb.index.set_lag(60.0)  # long enough that nothing is indexed during this test
+        status, made = await call(
+            "POST", "/crm/v3/objects/contacts", {"properties": {"email": "new@example.com"}}
+        )
+        assert status == 201
+        assert (await call("POST", "/crm/v3/objects/contacts/search", find))[1]["total"] == 0
+        status, _ = await call("GET", f"/crm/v3/objects/contacts/{made['id']}", None)
+        assert status == 200
+        for bad in (-1, "soon", True):
+            status, body = await call("POST", "/_sandbox/faults", {"search_lag": bad})
+            assert status == 400, body
+        assert (await call("POST", "/_sandbox/faults", {"search_lag": 0}))[0] == 200
+        found = (await call("POST", "/crm/v3/objects/contacts/search", find))[1]
+        assert [r["id"] for r in found["results"]] == [made["id"]]

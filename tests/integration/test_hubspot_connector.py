@@ -316,6 +316,44 @@ async def test_companies_match_on_domain_then_name(
     assert sb.objects["companies"][acme].properties["name"] == "Acme Corp"
 
 
+async def test_a_company_just_created_is_matched_not_created_again(
+    start: Start, conns: list[HubSpotConnector]
+) -> None:
+    """HubSpot's search finds a new company only seconds later; the next write that needs it
+    must not create a second one. The lag is 30 s here (a create 6 s) rather than the test
+    clock's 3 s so that the second write surely runs while search cannot see the first."""
+    sb, url = await start(HubSpotSandbox(search_rate_limit=None, search_lag=30.0))
+    conn = make(url)
+    conns.append(conn)
+    first = await conn.write(
+        ObjectType.ACCOUNT, WriteOp.UPSERT, [WriteItem({"name": "Acme", "domain": "acme.io"})]
+    )
+    assert first[0].ok and first[0].created
+    found = await conn.lookup_ids("companies", "domain", ["acme.io"])
+    assert found == {}  # search does not show it yet
+    by_domain = await conn.write(
+        ObjectType.ACCOUNT,
+        WriteOp.UPSERT,
+        [WriteItem({"name": "Acme Inc", "domain": "https://www.acme.io/"})],
+    )
+    # By name, as the last write left it (search would show no name at all yet).
+    by_name = await conn.write(
+        ObjectType.ACCOUNT, WriteOp.UPSERT, [WriteItem({"name": "acme inc"})]
+    )
+    assert [(r.ok, r.id, r.created) for r in by_domain + by_name] == [
+        (True, first[0].id, False),
+        (True, first[0].id, False),
+    ]
+    live = [r for r in sb.objects["companies"].values() if not r.archived]
+    assert [r.properties["name"] for r in live] == ["acme inc"]
+    # A remembered company deleted since is not matched: a read by id confirms each one.
+    sb.archive("companies", str(first[0].id))
+    third = await conn.write(
+        ObjectType.ACCOUNT, WriteOp.UPSERT, [WriteItem({"name": "Acme", "domain": "acme.io"})]
+    )
+    assert third[0].ok and third[0].created and third[0].id != first[0].id
+
+
 async def test_tags_on_the_multi_checkbox_property(
     start: Start, conns: list[HubSpotConnector]
 ) -> None:
@@ -450,7 +488,9 @@ async def test_invalid_token_is_an_auth_error_with_the_vendor_body(
         ) as r,
     ):
         assert r.status == 401
-        assert await r.json() == {
+        body = await r.json()
+        assert body.pop("correlationId")  # HubSpot's error shape, 401s included
+        assert body == {
             "status": "error",
             "message": "Authentication credentials not found.",
             "category": "INVALID_AUTHENTICATION",

@@ -18,13 +18,13 @@ from aiohttp import web
 from syncd.sandbox.common import Handler, make_app
 from syncd.sandbox.hubspot.batch import add_batch_routes
 from syncd.sandbox.hubspot.http import (
-    INVALID_AUTH_BODY,
     LIST_LIMIT,
     SEARCH_LIMIT,
     SEARCH_MAX_RESULTS,
     ApiError,
     error_body,
     expired_auth_body,
+    invalid_auth_body,
     json_body,
     not_found,
     object_type,
@@ -82,7 +82,7 @@ def create_hubspot_app(
         sandbox.request_times.append(time.time())
         auth = request.headers.get("Authorization", "")
         if auth != expected or sandbox.faults.revoke_auth:
-            return answer(401, dict(INVALID_AUTH_BODY))
+            return answer(401, invalid_auth_body(sandbox))
         if sandbox.faults.expire_tokens:
             return answer(401, expired_auth_body(sandbox))
         if sandbox.faults.exhaust_quota or sandbox.daily_used >= sandbox.daily_limit:
@@ -168,7 +168,8 @@ async def search(request: web.Request) -> web.Response:
         key, reverse = sort_key(body, defs)
     except SearchInvalid as exc:
         raise ApiError(400, str(exc), "VALIDATION_ERROR") from None
-    matched = [rec for rec in sb.objects[obj].values() if not rec.archived and pred(rec)]
+    # Search reads HubSpot's index, which lags behind writes (index.py); reads by id do not.
+    matched = [rec for rec in sb.searchable(obj) if pred(rec)]
     matched.sort(key=key, reverse=reverse)
     end = min(after + limit, len(matched), SEARCH_MAX_RESULTS)
     page = matched[after:end]

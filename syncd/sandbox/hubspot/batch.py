@@ -1,7 +1,9 @@
 """The HubSpot simulator's batch endpoints: read, create, update, upsert, archive.
 
 At most 100 inputs a call. A fully successful batch answers 200 ``{status: "COMPLETE",
-results, startedAt, completedAt}``; per-record failures answer 207 with ``numErrors`` and
+results, startedAt, completedAt}`` (201 for ``batch/create``, as HubSpot's OpenAPI spec and
+the official SDK have it: hubspot-api-client maps only 201 and 207 there and returns None
+for a 200); per-record failures answer 207 with ``numErrors`` and
 ``errors`` (each error's ``context.objectWriteTraceId`` names the input it belongs to). A
 contact create whose email already exists fails the whole call with 409 CONFLICT
 "Contact already exists. Existing ID: …", as HubSpot does. Result order is not promised.
@@ -69,7 +71,12 @@ def _props(inp: dict[str, Any]) -> dict[str, Any]:
 
 
 def _respond(
-    sb: HubSpotSandbox, started: int, results: list[dict[str, Any]], errors: list[dict[str, Any]]
+    sb: HubSpotSandbox,
+    started: int,
+    results: list[dict[str, Any]],
+    errors: list[dict[str, Any]],
+    *,
+    ok_status: int = 200,
 ) -> web.Response:
     body: dict[str, Any] = {
         "status": "COMPLETE",
@@ -81,7 +88,7 @@ def _respond(
         body["numErrors"] = len(errors)
         body["errors"] = errors
         return web.json_response(body, status=207)
-    return web.json_response(body)
+    return web.json_response(body, status=ok_status)
 
 
 def _record_error(
@@ -177,7 +184,7 @@ async def batch_create(request: web.Request) -> web.Response:
             continue
         rec = sb.create(obj, props, endpoint="batch/create")
         results.append(_result(sb, obj, rec, inp))
-    return _respond(sb, started, results, errors)
+    return _respond(sb, started, results, errors, ok_status=201)
 
 
 async def batch_update(request: web.Request) -> web.Response:

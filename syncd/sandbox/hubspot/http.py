@@ -14,11 +14,7 @@ from aiohttp import web
 from syncd.sandbox.common import SANDBOX_KEY
 from syncd.sandbox.hubspot.state import PLURAL, HubSpotSandbox, PropertyInvalid
 
-INVALID_AUTH_BODY = {
-    "status": "error",
-    "message": "Authentication credentials not found.",
-    "category": "INVALID_AUTHENTICATION",
-}
+INVALID_AUTH_MESSAGE = "Authentication credentials not found."
 TEN_SECONDLY_MESSAGE = "You have reached your ten_secondly_rolling limit."
 SECONDLY_MESSAGE = "You have reached your secondly limit."
 DAILY_MESSAGE = "You have reached your daily limit."
@@ -75,6 +71,11 @@ def error_body(
     if errors:
         body["errors"] = errors
     return body
+
+
+def invalid_auth_body(sb: HubSpotSandbox) -> dict[str, Any]:
+    """The 401 for a missing or unknown token; like every HubSpot error, with a correlationId."""
+    return error_body(sb, INVALID_AUTH_MESSAGE, "INVALID_AUTHENTICATION")
 
 
 def expired_auth_body(sb: HubSpotSandbox) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def add_other_routes(app: web.Application) -> None:
     r.add_get("/crm/v3/properties/{object}/{name}", get_property)
     r.add_patch("/crm/v3/properties/{object}/{name}", patch_property)
     r.add_post("/crm/v3/lists", create_list)
+    r.add_post("/crm/v3/lists/", create_list)  # the official SDK posts with the slash
     r.add_get("/crm/v3/lists/{listId}", get_list)
     r.add_put("/crm/v3/lists/{listId}/memberships/add", add_members)
     r.add_put("/crm/v3/lists/{listId}/memberships/remove", remove_members)
@@ -184,7 +185,9 @@ async def add_members(request: web.Request) -> web.Response:
             lst.members[rid] = sb.now_ms()
             added.append(rid)
             sb.record_write("lists/memberships/add", "lists", lid, {"recordId": rid}, key=rid)
-    return web.json_response({"recordIdsAdded": added, "recordIdsMissing": missing})
+    # "recordsIdsAdded" (sic): the name in HubSpot's published spec, which its SDKs read
+    # (https://rubydoc.info/github/HubSpot/hubspot-api-ruby/Hubspot/Crm/Lists/MembershipsUpdateResponse).
+    return web.json_response({"recordsIdsAdded": added, "recordIdsMissing": missing})
 
 
 async def remove_members(request: web.Request) -> web.Response:
@@ -285,7 +288,8 @@ async def associate_labels(request: web.Request) -> web.Response:
             "toObjectId": int(coid),
             "labels": [("Primary" if t == primary_type else None) for t in sorted(type_ids)],
             "associationTypes": labels,
-        }
+        },
+        status=201,  # "LabelsBetweenObjectPair", 201 in HubSpot's spec and SDK
     )
 
 

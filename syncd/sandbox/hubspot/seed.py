@@ -69,6 +69,7 @@ def seed_hubspot(
         if company_ids:
             sandbox.associate(rec.id, rng.choice(company_ids), primary=True)
     sandbox.ledger.clear()  # seeding is not traffic a test should see
+    sandbox.index.settle()  # seeded data is old: search has long found it
     return {"contacts": contact_ids, "companies": company_ids}
 
 

@@ -18,7 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.sandbox.clock import scaled
 from syncd.sandbox.common import SandboxBase
+from syncd.sandbox.hubspot.index import SearchIndex
 from syncd.sandbox.hubspot.schema import (
     OPTOUT_PROPERTY,
     PropertyDef,
@@ -59,6 +61,10 @@ DEFAULT_PROPERTIES = {
     ),
 }
 DAILY_LIMIT_DEFAULT = 250_000
+# Seconds before an update is found by search, a create in a fifth of it (see index.py):
+# HubSpot takes seconds after a create and up to about a minute after an update. Scaled by
+# the time factor (syncd.sandbox.clock).
+SEARCH_LAG_DEFAULT = 30.0
 EMAIL_RE = re.compile(r"^[^@\s;,]+@[^@\s;,]+\.[A-Za-z]{2,}$")
 
 
@@ -140,7 +146,9 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: tuple[int, float] | None = (5, 1.0),
         strict_properties: bool = True,
         portal_id: int = 12345678,
+        search_lag: float | None = None,
     ) -> None:
+        """`search_lag` in seconds; None: the vendor's (SEARCH_LAG_DEFAULT, time-scaled)."""
         super().__init__(seed)
         self.tag_property = tag_property
         self.daily_limit = daily_limit
@@ -155,6 +163,7 @@ class HubSpotSandbox(SandboxBase):
         # (contact id, company id) -> association type ids; 1 marks the primary company.
         self.associations: dict[tuple[str, str], set[int]] = {}
         self.request_times: list[float] = []
+        self.index = SearchIndex(scaled(SEARCH_LAG_DEFAULT) if search_lag is None else search_lag)
         self._next_id = 100_000
         self._next_list = 1
         self._last_ms = 0
@@ -244,14 +253,18 @@ class HubSpotSandbox(SandboxBase):
         now = self.now_ms()
         rid = self.new_id()
         rec = HsObject(rid, {}, now, now)
+        self.index.before_write(obj, rid, None)
         self._apply(obj, rec, props, now)
         self.objects[obj][rid] = rec
+        self.index.after_write(obj, rec, created=True)
         self.record_write(endpoint, obj, rid, dict(props), key=self._key(obj, rec), created=True)
         return rec
 
     def update(self, obj: str, rec: HsObject, props: Mapping[str, Any], *, endpoint: str) -> None:
         """Apply property values to an existing record (values already checked)."""
+        self.index.before_write(obj, rec.id, rec)
         self._apply(obj, rec, props, self.now_ms())
+        self.index.after_write(obj, rec)
         self.record_write(endpoint, obj, rec.id, dict(props), key=self._key(obj, rec))
 
     def _key(self, obj: str, rec: HsObject) -> str | None:
@@ -291,8 +304,10 @@ class HubSpotSandbox(SandboxBase):
         rec = self.objects[obj].get(rid)
         if rec is None or rec.archived:
             return False
+        self.index.before_write(obj, rid, rec)
         rec.archived = True
         rec.archived_ms = self.now_ms()
+        self.index.after_write(obj, rec)
         if obj == "contacts" and rec.properties.get("email"):
             self.email_index.pop(str(rec.properties["email"]).lower(), None)
         self.record_write("archive", obj, rid, {}, key=self._key(obj, rec))
@@ -301,9 +316,11 @@ class HubSpotSandbox(SandboxBase):
     def opt_out(self, contact_id: str) -> None:
         """The contact unsubscribed from all email (as if through a preferences page)."""
         rec = self.objects["contacts"][contact_id]
+        self.index.before_write("contacts", contact_id, rec)
         rec.properties[OPTOUT_PROPERTY] = "true"
         rec.updated_ms = self.now_ms()
         rec.properties["lastmodifieddate"] = iso_ms(rec.updated_ms)
+        self.index.after_write("contacts", rec)
 
     def ensure_option(self, obj: str, prop: str, value: str) -> None:
         """Add an option to an enumeration property (test convenience)."""
@@ -311,7 +328,21 @@ class HubSpotSandbox(SandboxBase):
         if value not in {o["value"] for o in pdef.options}:
             pdef.options.append(option(value, len(pdef.options)))
 
+    def apply_faults(self, body: dict[str, Any]) -> None:
+        """Also ``search_lag`` (seconds, not scaled; 0 makes search instantly consistent)."""
+        if "search_lag" in body:
+            lag = body["search_lag"]
+            if isinstance(lag, bool) or not isinstance(lag, int | float) or lag < 0:
+                raise ValueError("search_lag must be a number of seconds >= 0")
+        super().apply_faults(body)
+        if "search_lag" in body:
+            self.index.set_lag(float(body["search_lag"]))
+
     # ---- reads -------------------------------------------------------------------------
+    def searchable(self, obj: str) -> Iterable[HsObject]:
+        """The live records as search sees them (its index lags behind writes)."""
+        return self.index.searchable(obj, self.objects[obj].values())
+
     def get(self, obj: str, rid: str, *, archived: bool = False) -> HsObject | None:
         """A record by id (archived ones only when asked for)."""
         rec = self.objects[obj].get(rid)

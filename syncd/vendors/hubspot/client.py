@@ -39,6 +39,7 @@ from syncd.vendors.hubspot.answers import (
 )
 from syncd.vendors.hubspot.lists import HubSpotLists
 from syncd.vendors.hubspot.read import HubSpotReads
+from syncd.vendors.hubspot.recent import RecentWrites
 from syncd.vendors.hubspot.tags import HubSpotTags
 from syncd.vendors.hubspot.write import write_records
 from syncd.vendors.opportunity import to_hubspot_deal, translate
@@ -91,6 +92,12 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
         calls, period = search_rate
         self.search_limiter = RateLimiter(calls, period + rate_margin)
         self._tag_options: set[str] | None = None
+        self._recent = RecentWrites()
+
+    @property
+    def recent(self) -> RecentWrites:
+        """The records this connector wrote lately, by match value (see recent.py)."""
+        return self._recent
 
     def _track_quota(self, resp: HttpResponse) -> None:
         used, limit = quota_from_headers(resp.headers)

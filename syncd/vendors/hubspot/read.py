@@ -7,7 +7,7 @@ object, its timestamps, the fields the caller wants and those its rule needs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from syncd.model import DeletedRecord, FieldInfo, ObjectType, Page, Record
@@ -75,6 +75,15 @@ class HubSpotReads(HubSpotBase):
             if local_rule is not None:
                 records = [r for r in records if rule_matches(local_rule, r.fields)]
             yield Page(tuple(records), str(newest) if newest is not None else cursor)
+
+    def cursor_before(self, cursor: str, seconds: float) -> str:
+        """`cursor` moved `seconds` back (epoch ms), for a poll that re-reads a window."""
+        ms = parse_cursor(cursor)
+        return cursor if ms is None else str(ms - int(seconds * 1000))
+
+    def later_cursor(self, a: str, b: str) -> str:
+        """The later of two cursors (epoch ms or ISO datetimes)."""
+        return a if (parse_cursor(a) or 0) >= (parse_cursor(b) or 0) else b
 
     async def get_by_ids(
         self, obj: ObjectType, ids: Sequence[str], *, fields: Sequence[str] = ()
@@ -160,6 +169,18 @@ class HubSpotReads(HubSpotBase):
                     break
                 after = int(nxt)
         return out
+
+    async def confirm_ids(self, hs_obj: str, prop: str, ids: Mapping[str, str]) -> dict[str, str]:
+        """Those of `ids` (match value -> record id) whose record still exists with that value:
+        one batch read by id per 100 (immediate, unlike search)."""
+        rows = await self._batch_read(hs_obj, list(ids.values()), [prop])
+        current: dict[str, str] = {}
+        for row in rows:
+            raw = str((row.get("properties") or {}).get(prop) or "")
+            current[str(row["id"])] = (
+                normalize_domain(raw) if prop == "domain" else raw.strip().lower()
+            )
+        return {value: rid for value, rid in ids.items() if current.get(rid) == value}
 
     async def describe(self, obj: ObjectType) -> list[FieldInfo]:
         """Property definitions of the object (hidden ones left out)."""

@@ -26,6 +26,7 @@ from syncd.vendors.hubspot.answers import (
     normalize_domain,
     prop_value,
 )
+from syncd.vendors.hubspot.recent import RecentWrites
 
 Entry = tuple[int, dict[str, Any]]
 _BODY_JSON = compact_encoder(default=None)
@@ -49,6 +50,13 @@ class BatchHost(Protocol):
 
     async def lookup_ids(self, hs_obj: str, prop: str, values: Sequence[str]) -> dict[str, str]:
         """Existing record ids by lower-cased property value."""
+
+    @property
+    def recent(self) -> RecentWrites:
+        """The records this connector wrote lately, by match value."""
+
+    async def confirm_ids(self, hs_obj: str, prop: str, ids: Mapping[str, str]) -> dict[str, str]:
+        """Those of `ids` (match value -> id) that still exist with that value (a read by id)."""
 
 
 def _fail(code: str, message: str, cat: ErrorCategory = ErrorCategory.VALIDATION) -> WriteResult:
@@ -134,6 +142,17 @@ async def write_records(
     for kind, entries in (("upsert", upserts), ("update", updates), ("create", creates)):
         for chunk in chunks(entries, BATCH):
             results.update(await _send(host, hs_obj, kind, list(chunk)))
+    for prop in _match_order(hs_obj, match_field):
+        # Search finds these writes only later: the next batch matches them from here.
+        host.recent.remember(
+            hs_obj,
+            prop,
+            (
+                (_match_key(prop, prepared[i][prop]), str(res.id))
+                for i, res in results.items()
+                if res.ok and res.id and prepared[i].get(prop)
+            ),
+        )
     return [
         results.get(i)
         or _fail("NO_RESULT", "HubSpot returned no result for this record", ErrorCategory.REJECTED)
@@ -144,23 +163,28 @@ async def write_records(
 async def _match(
     host: BatchHost, hs_obj: str, match_field: str | None, props: list[dict[str, str]]
 ) -> list[str | None]:
-    """Existing ids for records matched on `match_field`, or domain then name for companies."""
-    if match_field:
-        order = [match_field]
-    elif hs_obj == "companies":
-        order = ["domain", "name"]
-    else:
-        order = []
+    """Existing ids for records matched on `match_field`, or domain then name for companies:
+    by search, and for the values search does not find (yet), the records written lately."""
     found: list[str | None] = [None] * len(props)
-    for prop in order:
+    for prop in _match_order(hs_obj, match_field):
         todo = [i for i, p in enumerate(props) if found[i] is None and p.get(prop)]
         if not todo:
             continue
         keys = {i: _match_key(prop, props[i][prop]) for i in todo}
         ids = await host.lookup_ids(hs_obj, prop, sorted(set(keys.values())))
+        missing = sorted({k for k in keys.values() if k not in ids})
+        recent = host.recent.ids(hs_obj, prop, missing)
+        if recent:
+            ids.update(await host.confirm_ids(hs_obj, prop, recent))
         for i in todo:
             found[i] = ids.get(keys[i])
     return found
+
+
+def _match_order(hs_obj: str, match_field: str | None) -> list[str]:
+    if match_field:
+        return [match_field]
+    return ["domain", "name"] if hs_obj == "companies" else []
 
 
 def _match_key(prop: str, value: str) -> str:
@@ -193,7 +217,7 @@ async def _send(
 def map_batch(
     kind: str, entries: list[Entry], status: int, body: Mapping[str, Any]
 ) -> dict[int, WriteResult]:
-    """Map a 200/207 batch response to WriteResults by input position."""
+    """Map a 200/201/207 batch response to WriteResults by input position."""
     positions = {str(i) for i, _ in entries}
     by_key = {_input_key(kind, inp): i for i, inp in entries}
     out: dict[int, WriteResult] = {}
@@ -215,7 +239,7 @@ def map_batch(
             hits = [by_key[k] for k in keys if k in by_key]
         for idx in hits:
             out[idx] = error_result(err)
-    if unmatched and status == 200:
+    if unmatched and status in (200, 201):  # 201: batch/create
         # No trace ids and no keys: HubSpot answered in input order for a clean batch.
         missing = [i for i, _ in entries if i not in out]
         for idx, row in zip(missing, unmatched, strict=False):
