@@ -8,6 +8,7 @@ import signal
 from typing import Any
 
 from syncd.sandbox import runner
+from syncd.sandbox.activecampaign.state import DEFAULT_IMPORT_LATENCY
 from syncd.sandbox.common import keep_data_out_of_collector
 
 
@@ -22,6 +23,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             seed=args.seed,
             rate_limits=not args.no_rate_limits,
             duplicate_rules=not args.no_duplicate_rules,
+            ac_import_latency=args.ac_import_latency,
         )
         # Stop signals are handled before the banner says Ctrl-C stops: a signal sent as soon
         # as it is read must stop the simulators, not kill the process mid-start.
@@ -61,6 +63,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return main_args(args)
 
 
+def _seconds(raw: str) -> float:
+    """A non-negative number of seconds (argparse turns the error into exit 2)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds: {raw!r}")
+    return value
+
+
 def register(sub: Any, add: Any) -> None:
     """Add the sandbox and demo commands."""
     sp = sub.add_parser("sandbox", help="serve the vendor simulators for manual use")
@@ -73,6 +86,14 @@ def register(sub: Any, add: Any) -> None:
         action="store_true",
         help="turn Salesforce's duplicate rules off (on: a second Contact or Lead with an"
         " existing email is refused unless the request says allowSave=true)",
+    )
+    sp.add_argument(
+        "--ac-import-latency",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long an ActiveCampaign bulk import takes to process (default"
+        f" {DEFAULT_IMPORT_LATENCY:g}; 0 completes imports at once)",
     )
     sp.set_defaults(func=cmd_sandbox)
     sp = sub.add_parser("demo", help="simulators + the real daemon + a webhook generator, live")

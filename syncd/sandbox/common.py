@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import time
 from collections import Counter
@@ -27,6 +28,23 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Scales the simulators' processing latencies (not their rate limits, which the clients pace
+# themselves against in real time): tests set it below 1 to run fast with the behaviour on.
+TIME_FACTOR_ENV = "SYNCD_SANDBOX_TIME_FACTOR"
+
+
+def time_factor() -> float:
+    """The latency scale from ``SYNCD_SANDBOX_TIME_FACTOR`` (default 1: real time)."""
+    raw = os.environ.get(TIME_FACTOR_ENV, "").strip()
+    try:
+        value = float(raw) if raw else 1.0
+    except ValueError:
+        raise ValueError(f"{TIME_FACTOR_ENV} must be a number, not {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{TIME_FACTOR_ENV} must be above 0, not {raw!r}")
+    return value
+
+
 ErrorBody = Callable[[int, float | None], web.Response]
 
 

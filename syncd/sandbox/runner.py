@@ -96,15 +96,21 @@ async def start_sandboxes(
     rate_limits: bool = True,
     seed: bool = False,
     duplicate_rules: bool = True,
+    ac_import_latency: float | None = None,
 ) -> SandboxSet:
     """Start the named simulators (ports base_port, +1, +2 … or free ones when 0).
 
     Salesforce's duplicate rules are on unless `duplicate_rules` is false: the standard
-    Contact and Lead rules are active in most orgs."""
+    Contact and Lead rules are active in most orgs. ActiveCampaign bulk imports take
+    `ac_import_latency` seconds (default: the simulator's realistic one, time-scaled)."""
     out = SandboxSet()
     for i, vendor in enumerate(vendors):
         state, app = _build(
-            vendor, rate_limits=rate_limits, seed=seed, duplicate_rules=duplicate_rules
+            vendor,
+            rate_limits=rate_limits,
+            seed=seed,
+            duplicate_rules=duplicate_rules,
+            ac_import_latency=ac_import_latency,
         )
         runner = await serve(app, host, base_port + i if base_port else 0)
         out.running[vendor] = RunningSandbox(
@@ -114,7 +120,12 @@ async def start_sandboxes(
 
 
 def _build(
-    vendor: str, *, rate_limits: bool, seed: bool, duplicate_rules: bool = True
+    vendor: str,
+    *,
+    rate_limits: bool,
+    seed: bool,
+    duplicate_rules: bool = True,
+    ac_import_latency: float | None = None,
 ) -> tuple[SandboxBase, web.Application]:
     if vendor == "salesforce":
         from syncd.sandbox.salesforce.app import (
@@ -145,11 +156,13 @@ def _build(
         )
         from syncd.sandbox.activecampaign.seed import seed_activecampaign
 
-        ac = ActiveCampaignSandbox()
+        ac = ActiveCampaignSandbox(import_latency=ac_import_latency)
         if seed:
             seed_activecampaign(ac, contacts=2000)
         rate = (5, 1.0) if rate_limits else None
-        return ac, create_activecampaign_app(ac, api_token=AC_TOKEN, rate_limit=rate)
+        return ac, create_activecampaign_app(
+            ac, api_token=AC_TOKEN, rate_limit=rate, import_limits=rate_limits
+        )
     if vendor == "hubspot":
         from syncd.sandbox.hubspot.app import HubSpotSandbox, create_hubspot_app, seed_hubspot
 
