@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import tests.timing  # noqa: F401  (sets the simulators' time factor before any is built)
+
 MYSQL_DSN = os.environ.get("SYNCD_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

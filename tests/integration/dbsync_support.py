@@ -145,8 +145,9 @@ def hub_settings(base_url: str) -> HubSettings:
 
 
 def make_sandbox() -> ActiveCampaignSandbox:
-    """An AC account with the COMPANY field and two lists; imports complete at once."""
-    sb = ActiveCampaignSandbox(import_delay=0.0)
+    """An AC account with the COMPANY field and two lists; imports take AC's time, scaled
+    (tests/timing.py)."""
+    sb = ActiveCampaignSandbox()
     for title, perstag in (("Company", "COMPANY"), ("Notes", "NOTES")):
         fid = sb.next_id("field")
         sb.fields[fid] = {"title": title, "perstag": perstag, "type": "text", "isrequired": "0"}
