@@ -9,7 +9,9 @@ promised order; updated contacts are not listed; ``failure`` lists rejected emai
 
 `ImportWatcher` polls for every import of a connector with one task, oldest import first,
 so many imports in flight cost one ``import/info`` call per poll interval, not one each
-(they share AC's 5 requests a second with everything else).
+(they share AC's 5 requests a second with everything else). It learns how long imports
+take and first looks at one shortly before that: about two looks per import instead of one
+every interval (at AC's 5 s, polling every 0.5 s spent 2 of the 5 requests a second).
 """
 
 from __future__ import annotations
@@ -57,14 +59,17 @@ class ImportWatcher:
         self._call = call
         self.poll_interval = poll_interval
         self.timeout = timeout
-        # Oldest first (dicts keep insertion order): batch id -> (deadline, its waiter).
-        self._waiting: dict[str, tuple[float, asyncio.Future[ImportOutcome]]] = {}
+        # Oldest first (dicts keep insertion order): batch id -> (when it was sent,
+        # deadline, its waiter).
+        self._waiting: dict[str, tuple[float, float, asyncio.Future[ImportOutcome]]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.typical: float | None = None  # seconds from sending to ended (moving average)
 
     async def wait(self, batch_id: str) -> ImportOutcome:
         """The import's outcome once it ended; status None after `timeout` seconds."""
         fut: asyncio.Future[ImportOutcome] = asyncio.get_running_loop().create_future()
-        self._waiting[batch_id] = (time.monotonic() + self.timeout, fut)
+        now = time.monotonic()
+        self._waiting[batch_id] = (now, now + self.timeout, fut)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._poll(), name="ac-import-watcher")
         try:
@@ -78,37 +83,48 @@ class ImportWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, fut in self._waiting.values():
+        for *_, fut in self._waiting.values():
             fut.cancel()
         self._waiting.clear()
 
     async def _poll(self) -> None:
         # AC gives a batch no status for up to a second: the first look waits an interval.
         await asyncio.sleep(self.poll_interval)
+        looked: tuple[str, float] = ("", 0.0)  # the batch looked at last, and when
         while self._waiting:
-            batch_id, (deadline, fut) = next(iter(self._waiting.items()))
+            batch_id, (sent, deadline, fut) = next(iter(self._waiting.items()))
             if fut.done():  # its waiter was cancelled
                 self._waiting.pop(batch_id, None)
                 continue
+            due = sent + 0.9 * self.typical if self.typical is not None else 0.0
+            if looked[0] == batch_id:
+                due = max(due, looked[1] + self.poll_interval)
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            looked = (batch_id, time.monotonic())
             try:
                 info = await self._call(
                     "GET", "/import/info", endpoint="import.info", params={"batchId": batch_id}
                 )
             except Exception as exc:  # the call's own retries are spent: every waiter hears it
-                for _, other in self._waiting.values():
+                for *_, other in self._waiting.values():
                     if not other.done():
                         other.set_exception(exc)
                 self._waiting.clear()
                 return
+            now = time.monotonic()
             ended = outcome_of(info)
-            if ended is None and time.monotonic() >= deadline:
+            if ended is not None:
+                took = now - sent
+                self.typical = took if self.typical is None else 0.7 * self.typical + 0.3 * took
+            elif now >= deadline:
                 ended = ImportOutcome(None)
             if ended is not None:
                 self._waiting.pop(batch_id, None)
                 if not fut.done():
                     fut.set_result(ended)
-                continue  # imports end about in the order sent: look at the next one now
-            await asyncio.sleep(self.poll_interval)
 
 
 async def contact_ids_by_email(call: Call, ids: Sequence[str]) -> dict[str, str]:
