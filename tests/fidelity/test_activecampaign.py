@@ -42,6 +42,8 @@ class Server:
 async def server() -> AsyncIterator[Server]:
     sb = ActiveCampaignSandbox()  # imports take AC's time, scaled (tests/timing.py)
     seed_activecampaign(sb, contacts=30)
+    # The per-second limit is off so that these calls do not wait on it: it has its own test
+    # (test_rate_limit_answers_429_with_retry_after).
     runner = await serve(create_activecampaign_app(sb, api_token=TOKEN, rate_limit=None))
     async with aiohttp.ClientSession() as session:
         yield Server(sb, f"http://127.0.0.1:{bound_port(runner)}", session)

@@ -251,6 +251,9 @@ def test_errors_are_json(ac: Ac) -> None:
     assert r.status_code == 400 and "message" in r.json()
     r = ac("POST", "/contacts", json={"contact": {"email": "contact0000002@example.com"}})
     assert r.status_code == 422 and r.json()["errors"][0]["code"] == "duplicate"
+    assert ac("GET", "/no-such-thing").json() == {"message": "Not Found"}
+    r = ac("PATCH", "/contacts/1")
+    assert (r.status_code, r.json()) == (405, {"message": "Method Not Allowed"})
 
 
 def test_rate_limit_429_carries_retry_after_and_ratelimit_headers() -> None:

@@ -102,6 +102,12 @@ def create_activecampaign_app(
             resp = await handler(request)
         except BadRequest as exc:
             resp = web.json_response({"message": exc.message}, status=400)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json" or exc.status < 400:
+                raise
+            # The router's own 404/405 in AC's JSON form rather than aiohttp's text
+            # (unverified wording: AC answers JSON everywhere under /api/3).
+            resp = web.json_response({"message": exc.reason}, status=exc.status)
         resp.headers.update(headers)
         return resp
 
