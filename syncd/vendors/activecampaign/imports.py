@@ -88,8 +88,8 @@ class ImportWatcher:
         self._waiting.clear()
 
     async def _poll(self) -> None:
-        # AC gives a batch no status for up to a second: the first look waits an interval.
-        await asyncio.sleep(self.poll_interval)
+        # Until it has seen an import end, the watcher looks at once and then every
+        # interval (AC gives a batch no status for up to a second: an early look says false).
         looked: tuple[str, float] = ("", 0.0)  # the batch looked at last, and when
         while self._waiting:
             batch_id, (sent, deadline, fut) = next(iter(self._waiting.items()))
