@@ -39,10 +39,6 @@ async def bulk_import(request: web.Request) -> web.Response:
     body = await body_of(request)
     contacts: Any = body.get("contacts")
     reasons = sb.validate_import(contacts)
-    if not reasons:
-        limited = _import_rate_limited(request, len(contacts) > 1)
-        if limited is not None:
-            return limited
     if reasons:
         return web.json_response(
             {
@@ -52,6 +48,9 @@ async def bulk_import(request: web.Request) -> web.Response:
             },
             status=400,
         )
+    limited = _import_rate_limited(request, len(contacts) > 1)
+    if limited is not None:
+        return limited
     job = sb.queue_import(list(contacts))
     return web.json_response({"success": 1, "queued_contacts": job.queued, "batchId": job.batch_id})
 
