@@ -218,3 +218,16 @@ async def test_delete_missing_over_many_pages_removes_exactly_the_missing(
         email = f"m{i}@example.com"
         assert env.status(email) == (2 if email in missing else 1), email
     assert await env.store.count_dbsync_rows("people") == 200 - len(missing)
+
+
+async def test_imports_overlap_so_the_hub_latency_does_not_bound_a_run(env: Env) -> None:
+    # An AC import takes seconds to process: a run keeps many in flight (up to
+    # pipeline.IN_FLIGHT), not one after another, so AC's limits bound it, not its latency.
+    rows = [(i, f"o{i}@example.com", f"First{i}") for i in range(1, 1001)]
+    await env.insert(rows)
+    report = await env.runner.run(env.cfg(batch_size=25), RunTrigger.MANUAL)
+    assert report.status == "succeeded" and report.counts["created"] == 1000
+    jobs = list(env.sb.imports.values())
+    assert len(jobs) == 40
+    most = max(sum(1 for o in jobs if o.queued_at <= j.queued_at < o.ready_at) for j in jobs)
+    assert 8 <= most <= IN_FLIGHT
