@@ -272,3 +272,53 @@ def test_rate_limit_429_carries_retry_after_and_ratelimit_headers() -> None:
     assert over.headers["Retry-After"] == "1"  # the window is one second
     assert over.headers["RateLimit-Remaining"] == "0"
     assert over.json() == {"message": "Too Many Requests"}
+
+
+def test_the_reads_syncd_pages_with(ac: Ac) -> None:
+    """What syncd's reads send: ``filters[updated_after]`` with ``id_greater`` and
+    ``orders[id]=ASC`` paging, ``ids[]`` batches, ``tagid``, ``filters[deleted]``."""
+    ac.sb.contacts[5].udate = ac.sb.contacts[6].udate = 2e9
+    page = ac(
+        "GET",
+        "/contacts",
+        params=[
+            ("filters[updated_after]", "2033-01-01T00:00:00-05:00"),
+            ("orders[id]", "ASC"),
+            ("id_greater", "5"),
+            ("limit", "100"),
+        ],
+    ).json()
+    assert [c["id"] for c in page["contacts"]] == ["6"]
+    some = ac("GET", "/contacts", params=[("ids[]", "9"), ("ids[]", "3"), ("limit", "100")])
+    assert [c["id"] for c in some.json()["contacts"]] == ["3", "9"]
+    tag = ac("GET", "/tags", params={"search": "added-to-salesforce-contact"}).json()["tags"][0]
+    made = ac("POST", "/contactTags", json={"contactTag": {"contact": "8", "tag": tag["id"]}})
+    assert made.status_code == 201
+    tagged = ac("GET", "/contacts", params={"tagid": tag["id"], "ids[]": "8"}).json()
+    assert [c["id"] for c in tagged["contacts"]] == ["8"]
+    ac("DELETE", "/contacts/8")
+    gone = ac("GET", "/contacts", params={"filters[deleted]": "1"}).json()
+    assert [(c["id"], c["deleted"]) for c in gone["contacts"]] == [("8", "1")]
+
+
+def test_tags_accounts_deals_and_the_v1_broadcast_call(ac: Ac) -> None:
+    r = ac("POST", "/tags", json={"tag": {"tag": "fidelity", "tagType": "contact"}})
+    assert r.status_code == 201 and r.json()["tag"]["tag"] == "fidelity"
+    again = ac("POST", "/tags", json={"tag": {"tag": "Fidelity", "tagType": "contact"}})
+    assert again.status_code == 422 and again.json()["errors"][0]["code"] == "duplicate"
+    account = ac("POST", "/accounts", json={"account": {"name": "Fidelity Inc"}})
+    assert account.status_code == 201
+    aid = account.json()["account"]["id"]
+    assert ac("PUT", f"/accounts/{aid}", json={"account": {"accountUrl": "https://f.io"}}).ok
+    found = ac("GET", "/accounts", params={"search": "fidelity"}).json()["accounts"]
+    assert [(a["id"], a["accountUrl"]) for a in found] == [(aid, "https://f.io")]
+    deal = ac("POST", "/deals", json={"deal": {"title": "Big", "value": 100, "currency": "usd"}})
+    assert deal.status_code == 201
+    missing = ac("POST", "/deals", json={"deal": {"title": "No value", "currency": "usd"}})
+    assert missing.status_code == 422
+    v1 = ac.http.post(
+        ac.base.removesuffix("/api/3") + "/admin/api.php",
+        params={"api_action": "contact_sync", "api_key": AC_TOKEN, "api_output": "json"},
+        data={"email": "v1@example.com", "p[1]": "1", "status[1]": "1", "lastmessage[1]": "1"},
+    ).json()
+    assert v1["result_code"] == 1 and v1["sendlast_should"] == 1 and v1["sendlast_did"] == 1
