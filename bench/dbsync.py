@@ -39,7 +39,7 @@ from syncd.sandbox.activecampaign.app import ActiveCampaignSandbox, create_activ
 from syncd.sandbox.common import bound_port, keep_data_out_of_collector, serve
 
 async def main():
-    sb = ActiveCampaignSandbox(import_delay=0.0)
+    sb = ActiveCampaignSandbox(import_latency=0.0)
     fid = sb.next_id("field")
     sb.fields[fid] = {"title": "Company", "perstag": "COMPANY", "type": "text", "isrequired": "0"}
     lid = sb.next_id("list")

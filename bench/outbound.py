@@ -87,7 +87,7 @@ def run_hub(hub: str, args: argparse.Namespace) -> dict[str, Any]:
     sb.keep_data_out_of_collector()  # as `syncd sandbox` serves them
     sf, hs = sb.set.state("salesforce"), sb.set.state(hub)
     if hub == "activecampaign":
-        hs.import_delay = 0.0  # imports complete at once, as rate limits are off too
+        hs.import_latency = 0.0  # imports complete at once, as rate limits are off too
     dsn = fresh_mysql_database(MYSQL_DB) if args.store == "mysql" else None
     try:
         with tempfile.TemporaryDirectory(prefix="syncd-bench-outbound-") as t:

@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-# The simulators' vendor delays (HubSpot's search lag, …) stay on in tests, on a faster
-# clock: a 10-second lag lasts one second. Subprocesses inherit it.
-os.environ.setdefault("SYNCD_SANDBOX_TIME_FACTOR", "0.1")
+import tests.timing  # noqa: F401  (sets the simulators' time factor before any is built)
 
 MYSQL_DSN = os.environ.get("SYNCD_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

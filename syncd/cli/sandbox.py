@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from syncd.sandbox import runner
+from syncd.sandbox.activecampaign.state import DEFAULT_IMPORT_LATENCY
 from syncd.sandbox.clock import time_factor
 from syncd.sandbox.common import keep_data_out_of_collector
 
@@ -30,6 +31,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             rate_limits=not args.no_rate_limits,
             duplicate_rules=not args.no_duplicate_rules,
             hs_search_lag=args.hs_search_lag,
+            ac_import_latency=args.ac_import_latency,
         )
         # Stop signals are handled before the banner says Ctrl-C stops: a signal sent as soon
         # as it is read must stop the simulators, not kill the process mid-start.
@@ -101,6 +103,14 @@ def register(sub: Any, add: Any) -> None:
         metavar="SECONDS",
         help="seconds before a HubSpot update is found by search, a create in a fifth of"
         " it (default: 30, times SYNCD_SANDBOX_TIME_FACTOR; 0: instantly consistent)",
+    )
+    sp.add_argument(
+        "--ac-import-latency",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long an ActiveCampaign bulk import takes to process (default"
+        f" {DEFAULT_IMPORT_LATENCY:g}; 0 completes imports at once)",
     )
     sp.set_defaults(func=cmd_sandbox)
     sp = sub.add_parser("demo", help="simulators + the real daemon + a webhook generator, live")

@@ -71,7 +71,12 @@ PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
 MAP_CALLS = 2  # write calls' worth of rows mapped before their calls start (the loop stays free)
 FLUSH_CALLS = 80  # write calls' worth of recorded or seen rows per store commit (an fsync)
-IN_FLIGHT = 4  # hub write calls at once: rows are mapped and looked up while the hub works
+# Hub write calls at once. A hub may take seconds to answer one (an ActiveCampaign bulk import
+# is processed in the background, about 5 s), so throughput is calls in flight / latency
+# until the hub's own rate limit binds: AC takes 100 imports a minute, which at 5-7 s each
+# needs 9-12 in flight. 16 reaches the limit with room, and bounds the rows held in memory
+# to 16 calls' worth (4,000 at the default batch of 250).
+IN_FLIGHT = 16
 LOOKAHEAD = 4  # slices whose store lookup is issued before they are mapped
 FAILURE_FLUSH = 500
 UNSEEN_SCAN = 5000  # stored rows read per query when looking for rows a pass did not meet

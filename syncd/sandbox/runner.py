@@ -97,12 +97,14 @@ async def start_sandboxes(
     seed: bool = False,
     duplicate_rules: bool = True,
     hs_search_lag: float | None = None,
+    ac_import_latency: float | None = None,
 ) -> SandboxSet:
     """Start the named simulators (ports base_port, +1, +2 … or free ones when 0).
 
     Salesforce's duplicate rules are on unless `duplicate_rules` is false: the standard
     Contact and Lead rules are active in most orgs. HubSpot's search lags behind writes by
-    `hs_search_lag` seconds (None: the vendor's lag, scaled by SYNCD_SANDBOX_TIME_FACTOR)."""
+    `hs_search_lag` seconds and ActiveCampaign bulk imports take `ac_import_latency` seconds
+    (None: the vendor's, scaled by SYNCD_SANDBOX_TIME_FACTOR)."""
     out = SandboxSet()
     for i, vendor in enumerate(vendors):
         state, app = _build(
@@ -111,6 +113,7 @@ async def start_sandboxes(
             seed=seed,
             duplicate_rules=duplicate_rules,
             hs_search_lag=hs_search_lag,
+            ac_import_latency=ac_import_latency,
         )
         runner = await serve(app, host, base_port + i if base_port else 0)
         out.running[vendor] = RunningSandbox(
@@ -126,6 +129,7 @@ def _build(
     seed: bool,
     duplicate_rules: bool = True,
     hs_search_lag: float | None = None,
+    ac_import_latency: float | None = None,
 ) -> tuple[SandboxBase, web.Application]:
     if vendor == "salesforce":
         from syncd.sandbox.salesforce.app import (
@@ -156,11 +160,13 @@ def _build(
         )
         from syncd.sandbox.activecampaign.seed import seed_activecampaign
 
-        ac = ActiveCampaignSandbox()
+        ac = ActiveCampaignSandbox(import_latency=ac_import_latency)
         if seed:
             seed_activecampaign(ac, contacts=2000)
         rate = (5, 1.0) if rate_limits else None
-        return ac, create_activecampaign_app(ac, api_token=AC_TOKEN, rate_limit=rate)
+        return ac, create_activecampaign_app(
+            ac, api_token=AC_TOKEN, rate_limit=rate, import_limits=rate_limits
+        )
     if vendor == "hubspot":
         from syncd.sandbox.hubspot.app import HubSpotSandbox, create_hubspot_app, seed_hubspot
 

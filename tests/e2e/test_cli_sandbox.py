@@ -151,6 +151,42 @@ def test_hubspot_search_lags_unless_turned_off(args: tuple[str, ...], found_at_o
         assert _stop(proc) == 0
 
 
+def _import_statuses(url: str) -> list[object]:
+    """Queue a bulk import of two contacts; import/info's status right away and once more
+    after 0.5 s."""
+    headers = {"Api-Token": "sandbox-ac-api-token", "Content-Type": "application/json"}
+    body = json.dumps({"contacts": [{"email": "a@example.com"}, {"email": "b@example.com"}]})
+    req = urllib.request.Request(
+        f"{url}/api/3/import/bulk_import", data=body.encode(), headers=headers, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        batch = json.loads(r.read())["batchId"]
+    out = []
+    for pause in (0.0, 0.5):
+        time.sleep(pause)
+        info = urllib.request.Request(f"{url}/api/3/import/info?batchId={batch}", headers=headers)
+        with urllib.request.urlopen(info, timeout=5) as r:
+            out.append(json.loads(r.read())["status"])
+    return out
+
+
+@pytest.mark.parametrize(
+    ("latency", "done"),
+    [("0", ["completed", "completed"]), ("3600", None)],
+)
+def test_ac_import_latency_is_how_long_an_import_takes(latency: str, done: object) -> None:
+    proc, banner = _serve("activecampaign", "--ac-import-latency", latency)
+    try:
+        [url] = re.findall(r"^activecampaign\s+(http://\S+)$", banner, re.M)
+        statuses = _import_statuses(url)
+        if done is not None:
+            assert statuses == done
+        else:  # an hour: still without a status (false) or waiting, never completed
+            assert all(s in (False, "waiting") for s in statuses), statuses
+    finally:
+        assert _stop(proc) == 0
+
+
 @pytest.mark.parametrize("bad", ["-1", "soon", "nan"])
 def test_bad_search_lag_exits_2(bad: str) -> None:
     done = subprocess.run(
@@ -173,3 +209,15 @@ def test_bad_time_factor_exits_2() -> None:
     )
     assert done.returncode == 2, done
     assert "SYNCD_SANDBOX_TIME_FACTOR" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("bad", ["-1", "soon", "nan"])
+def test_ac_import_latency_must_be_seconds(bad: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "syncd", "sandbox", "activecampaign", "--ac-import-latency", bad],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 2
+    assert "--ac-import-latency" in run.stderr and "Traceback" not in run.stderr

@@ -16,7 +16,9 @@ from syncd.store.sqlite import SqliteStore
 from tests.integration.dbsync_support import LIST_ID, MAPPING, Env, env
 
 __all__ = ["env"]
-ROWS = 400
+# Several times the rows of the calls the victim keeps in flight (pipeline.IN_FLIGHT calls of
+# 25), so that a kill after the first third lands between waves of imports.
+ROWS = 1200
 REPO = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(

@@ -145,8 +145,9 @@ def hub_settings(base_url: str) -> HubSettings:
 
 
 def make_sandbox() -> ActiveCampaignSandbox:
-    """An AC account with the COMPANY field and two lists; imports complete at once."""
-    sb = ActiveCampaignSandbox(import_delay=0.0)
+    """An AC account with the COMPANY field and two lists; imports take AC's time, scaled
+    (tests/timing.py)."""
+    sb = ActiveCampaignSandbox()
     for title, perstag in (("Company", "COMPANY"), ("Notes", "NOTES")):
         fid = sb.next_id("field")
         sb.fields[fid] = {"title": title, "perstag": perstag, "type": "text", "isrequired": "0"}
@@ -162,6 +163,9 @@ def make_sandbox() -> ActiveCampaignSandbox:
 async def env(mysql_database: str, tmp_path: Path) -> AsyncIterator[Env]:
     """A `people` table, the AC sandbox on loopback, a SQLite store and a runner."""
     sb = make_sandbox()
+    # The per-second limit is off, and the client runs unpaced (hub_settings), so that these
+    # tests of dbsync's logic do not wait on it: the pacing against it is tested in
+    # test_activecampaign_connector.py. Import latency and the import limits stay on.
     runner_http = await serve(create_activecampaign_app(sb, api_token=TOKEN, rate_limit=None))
     base = f"http://127.0.0.1:{bound_port(runner_http)}/api/3"
     hub = ActiveCampaignConnector(hub_settings(base), import_poll_interval=0.01)

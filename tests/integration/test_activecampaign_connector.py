@@ -57,7 +57,7 @@ def _settings(
 
 @asynccontextmanager
 async def _env(contacts: int, server_rate: tuple[int, float] | None) -> AsyncIterator[Env]:
-    sb = ActiveCampaignSandbox(import_delay=0.02)
+    sb = ActiveCampaignSandbox()  # imports take AC's time, scaled (tests/timing.py)
     seed_activecampaign(sb, contacts=contacts)
     runner = await serve(create_activecampaign_app(sb, api_token=TOKEN, rate_limit=server_rate))
     base = f"http://127.0.0.1:{bound_port(runner)}/api/3"
@@ -175,37 +175,47 @@ async def test_bulk_results_say_which_contacts_were_created(env: Env) -> None:
     assert [r.created for r in results] == [False] * 10 + [True] * 25
 
 
-async def test_a_run_of_imports_reads_the_highest_contact_id_once(env: Env) -> None:
-    """Created or updated is judged against a watermark read once per `ttl` and raised by
-    our own writes' ids: contacts our earlier writes made, in bulk or one by one, count as
-    updated later; one made by someone else counts as existing once the watermark is read
-    again."""
+async def test_import_results_pair_rows_by_email_not_position(env: Env) -> None:
+    """AC lists only the contacts an import created, in no order (the simulator shuffles
+    them): each row still gets its own contact's id, created ones are told apart, and the
+    reads cost one per 100 created contacts plus one per updated row whose id was not given."""
     sb = env.sandbox
     c = env.make()
+    known = [sb.insert_contact(f"known{i}@x.io") for i in range(5)]
+    unknown = [sb.insert_contact(f"unknown{i}@x.io") for i in range(3)]
+    items = (
+        [WriteItem({"email": f"fresh{i}@x.io"}) for i in range(120)]
+        + [WriteItem({"email": k.email, "firstName": "K"}, str(k.id)) for k in known]
+        + [WriteItem({"email": u.email.upper()}) for u in unknown]
+    )
     reads = _req(sb, "GET /api/3/contacts")
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, items)
+    for item, r in zip(items, results, strict=True):
+        contact = sb.contact_by_email(str(item.fields["email"]))
+        assert contact is not None and r.ok and r.id == str(contact.id)
+    assert [r.created for r in results] == [True] * 120 + [False] * 8
+    assert sb.contacts[known[0].id].first_name == "K"
+    # 120 created: 2 reads by ids; 3 updated without an id: one read by email each
+    assert _req(sb, "GET /api/3/contacts") - reads == 2 + 3
 
-    async def upsert(emails: list[str]) -> list[bool]:
-        results = await c.write(
-            ObjectType.CONTACT, WriteOp.UPSERT, [WriteItem({"email": e}) for e in emails]
-        )
-        assert all(r.ok for r in results)
-        return [r.created for r in results]
 
-    first = [f"w{i}@x.io" for i in range(30)]
-    assert await upsert(first) == [True] * 30
-    one = [f"one{i}@x.io" for i in range(3)]  # written one by one (under the threshold)
-    assert await upsert(one) == [True] * 3
-    second = [f"v{i}@x.io" for i in range(30)]
-    assert await upsert(first[:10] + one + second) == [False] * 13 + [True] * 30
-    assert _req(sb, "GET /api/3/contacts") - reads == 1
-    # Someone else creates a contact: inside the window it counts as created...
-    sb.insert_contact("outside@x.io")
-    assert (await upsert(["outside@x.io", *first[10:30]]))[0] is True
-    # ...and once the watermark is read again, as existing.
-    sb.insert_contact("later@x.io")
-    c.contact_mark.ttl = 0.0
-    assert await upsert(["later@x.io", *second]) == [False] * 31
-    assert _req(sb, "GET /api/3/contacts") - reads == 2
+@pytest.mark.parametrize("ending", ["failed", "interrupted"])
+async def test_failed_and_interrupted_imports_fail_their_rows(env: Env, ending: str) -> None:
+    """An import AC ends as failed or interrupted (and will not retry) is not waited on
+    forever: each of its rows fails, transiently, saying so; the next import completes."""
+    sb = env.sandbox
+    sb.apply_faults({"import_outcome": ending, "import_outcome_next": 1})
+    c = env.make(import_timeout=30.0)
+    items = [WriteItem({"email": f"{ending}{i}@x.io"}) for i in range(40)]
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, items)
+    assert {r.error_code for r in results} == {f"IMPORT_{ending.upper()}"}
+    assert all(r.error_category is ErrorCategory.TRANSIENT for r in results)
+    assert f"ended '{ending}'" in (results[0].error_message or "")
+    again = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, items)
+    assert all(r.ok for r in again)
+    for item, r in zip(items, again, strict=True):
+        contact = sb.contact_by_email(str(item.fields["email"]))
+        assert contact is not None and r.id == str(contact.id)
 
 
 async def test_a_large_batch_with_few_valid_rows_is_written_contact_by_contact(env: Env) -> None:
@@ -452,7 +462,7 @@ def test_bulk_chunks_stay_under_the_body_limit_and_keep_every_row_in_order() -> 
     JSON document of its entries."""
 
     def row(i: int, entry: dict[str, Any]) -> _BulkRow:
-        return _BulkRow(i, str(entry["email"]), json.dumps(entry, separators=(",", ":")))
+        return _BulkRow(i, str(entry["email"]), json.dumps(entry, separators=(",", ":")), None)
 
     big = [
         row(i, {"email": f"p{i}@example.com", "fields": [{"id": 1, "value": "x" * 3000}]})

@@ -166,6 +166,38 @@ async def test_bulk_import_rows_taken_off_and_back_and_existing_ones_never_delet
     assert env.copies("bulk7@example.com") == 1
 
 
+@pytest.mark.parametrize("ending", ["failed", "interrupted"])
+async def test_an_import_ac_gives_up_on_fails_its_rows_and_the_rerun_sends_them(
+    env: Env, ending: str
+) -> None:
+    """AC ends one import as failed or interrupted (and never retries it): the run does not
+    hang, its rows are recorded as failed with AC's word for it, the other imports' rows
+    are synced with the right contact ids, and the next run sends only the failed rows."""
+    rows = [(i, f"imp{i}@example.com", f"N{i}") for i in range(1, 76)]
+    await env.insert(rows)
+    env.seed_contact("imp30@example.com", "Old")  # one existed: updated, not created
+    env.sb.apply_faults({"import_outcome": ending, "import_outcome_next": 1})
+    cfg = env.cfg(batch_size=25)
+    report = await env.runner.run(cfg, RunTrigger.MANUAL)
+    c = report.counts
+    assert (c["failed"], c["created"] + c["updated"]) == (25, 50), report.error
+    failures = await env.store.run_failures(report.run_id)
+    assert len(failures) == 25
+    assert all(f"ended '{ending}'" in f.reason for f in failures)
+    assert {f.category for f in failures} == {ErrorCategory.TRANSIENT}
+    failed_emails = {f"imp{f.key}@example.com" for f in failures}
+    stored = await env.store.dbsync_rows("people", [f"imp{i}@example.com" for i in range(1, 76)])
+    assert set(stored).isdisjoint(failed_emails) and len(stored) == 50
+    for email, row in stored.items():
+        contact = env.contact(email)
+        assert contact is not None and row.hub_id == str(contact.id), email
+    again = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert again.counts["failed"] == 0 and again.counts["unchanged"] == 50
+    assert again.counts["created"] + again.counts["updated"] == 25
+    assert all(env.copies(f"imp{i}@example.com") == 1 for i in range(1, 76))
+    assert all(env.status(f"imp{i}@example.com") == 1 for i in range(1, 76))
+
+
 async def test_duplicates_make_one_contact_and_are_reported(env: Env) -> None:
     await env.insert(
         [

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.sandbox.activecampaign.fieldvalues import add_field_value_routes
 from syncd.sandbox.activecampaign.http import (
     DUPLICATE_EMAIL_BODY,
     FORBIDDEN_BODY,
@@ -29,6 +30,7 @@ from syncd.sandbox.activecampaign.http import (
     path_id,
     sandbox_of,
 )
+from syncd.sandbox.activecampaign.imports import IMPORT_LIMITS_KEY, bulk_import, import_info
 from syncd.sandbox.activecampaign.routes import add_other_routes
 from syncd.sandbox.activecampaign.seed import seed_activecampaign
 from syncd.sandbox.activecampaign.state import (
@@ -42,7 +44,6 @@ from syncd.sandbox.common import Handler, make_app
 __all__ = ["ActiveCampaignSandbox", "create_activecampaign_app", "seed_activecampaign"]
 
 BASE = "/api/3"
-BULK_MAX_BYTES = 400_000  # documented maximum payload of one bulk_import request
 
 
 def create_activecampaign_app(
@@ -50,9 +51,12 @@ def create_activecampaign_app(
     *,
     api_token: str,
     rate_limit: tuple[int, float] | None = (5, 1.0),
+    import_limits: bool = True,
 ) -> web.Application:
-    """The simulator app; `rate_limit=None` disables the server-side limit (benchmarks)."""
+    """The simulator app; `rate_limit=None` disables the server-side limit and
+    `import_limits=False` the bulk import limits (benchmarks)."""
     app = make_app(sandbox)
+    app[IMPORT_LIMITS_KEY] = import_limits
     window: deque[float] = deque()
 
     @web.middleware
@@ -72,7 +76,11 @@ def create_activecampaign_app(
                     {"result_code": 0, "result_output": "json", **_v1_denied()}
                 )
             return web.json_response(FORBIDDEN_BODY, status=403)
+        headers: dict[str, str] = {}
         if rate_limit is not None:
+            # https://developers.activecampaign.com/reference/rate-limits: 5 requests a second
+            # per account; over it 429 with Retry-After (seconds), and RateLimit-Limit and
+            # RateLimit-Remaining headers to pace by.
             calls, period = rate_limit
             while window and now - window[0] >= period:
                 window.popleft()
@@ -81,13 +89,27 @@ def create_activecampaign_app(
                 return web.json_response(
                     RATE_LIMITED_BODY,
                     status=429,
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    headers={
+                        "Retry-After": str(max(1, math.ceil(wait))),
+                        "RateLimit-Limit": str(calls),
+                        "RateLimit-Remaining": "0",
+                    },
                 )
             window.append(now)
+            left = calls - len(window)
+            headers = {"RateLimit-Limit": str(calls), "RateLimit-Remaining": str(left)}
         try:
-            return await handler(request)
+            resp = await handler(request)
         except BadRequest as exc:
-            return web.json_response({"message": exc.message}, status=400)
+            resp = web.json_response({"message": exc.message}, status=400)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json" or exc.status < 400:
+                raise
+            # The router's own 404/405 in AC's JSON form rather than aiohttp's text
+            # (unverified wording: AC answers JSON everywhere under /api/3).
+            resp = web.json_response({"message": exc.reason}, status=exc.status)
+        resp.headers.update(headers)
+        return resp
 
     @web.middleware
     async def stamp_mw(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,6 +132,7 @@ def create_activecampaign_app(
     r.add_post(f"{BASE}/import/bulk_import", bulk_import)
     r.add_get(f"{BASE}/import/info", import_info)
     add_other_routes(app, BASE)
+    add_field_value_routes(app, BASE)
     return app
 
 
@@ -164,9 +187,19 @@ async def list_contacts(request: web.Request) -> web.Response:
         raise BadRequest("filters: invalid datetime") from None
     ids = {int(x) for k, v in q.items() if k in ("ids[]", "ids") for x in v.split(",") if x}
     email = q.get("email")
+    # email_like: a substring of the email; search: of the names, phone or email
+    # (https://developers.activecampaign.com/reference/list-all-contacts).
+    email_like = (q.get("email_like") or "").strip().lower()
+    search = (q.get("search") or "").strip().lower()
 
     def match(c: Contact) -> bool:
         if c.deleted != deleted:
+            return False
+        if email_like and email_like not in c.email.lower():
+            return False
+        if search and not any(
+            search in v.lower() for v in (c.email, c.first_name, c.last_name, c.phone)
+        ):
             return False
         if upd is not None and c.udate < upd:
             return False
@@ -195,8 +228,9 @@ async def list_contacts(request: web.Request) -> web.Response:
             rows.reverse()
         page = rows[offset : offset + limit]
     else:
-        key = (upd, crt, tagid, listid, status, deleted)
-        if upd is None and crt is None and tagid is None and listid is None:
+        key = (upd, crt, tagid, listid, status, deleted, email_like, search)
+        plain = upd is None and crt is None and not email_like and not search
+        if plain and tagid is None and listid is None:
             # Unfiltered: the count is kept as contacts come and go (no scan per request).
             total = len(sb.contacts) - sb.live_count if deleted else sb.live_count
         else:
@@ -328,48 +362,3 @@ async def contact_field_values(request: web.Request) -> web.Response:
     if c is None:
         return not_found("Subscriber", cid)
     return web.json_response({"fieldValues": _field_values(sb, c)})
-
-
-async def bulk_import(request: web.Request) -> web.Response:
-    """POST /import/bulk_import: validate all rows up front, then queue."""
-    sb = sandbox_of(request)
-    if (request.content_length or 0) > BULK_MAX_BYTES:
-        return web.json_response(
-            {
-                "success": 0,
-                "message": "Payload too large",
-                "failureReasons": [
-                    {"index": None, "reasons": [f"payload exceeds {BULK_MAX_BYTES} bytes"]}
-                ],
-            },
-            status=400,
-        )
-    body = await body_of(request)
-    contacts: Any = body.get("contacts")
-    reasons = sb.validate_import(contacts)
-    if reasons:
-        return web.json_response(
-            {
-                "success": 0,
-                "message": "Contact import failed validation",
-                "failureReasons": reasons,
-            },
-            status=400,
-        )
-    job = sb.queue_import(list(contacts))
-    return web.json_response({"success": 1, "queued_contacts": job.queued, "batchId": job.batch_id})
-
-
-async def import_info(request: web.Request) -> web.Response:
-    """GET /import/info?batchId=: status and per-contact outcome."""
-    sb = sandbox_of(request)
-    job = sb.imports.get(request.query.get("batchId", ""))
-    if job is None:
-        return web.json_response({"message": "No Result found for batchId"}, status=404)
-    return web.json_response(
-        {
-            "status": "completed" if job.done else "pending",
-            "success": list(job.success),
-            "failure": list(job.failure),
-        }
-    )

@@ -34,6 +34,8 @@ def add_other_routes(app: web.Application, base: str) -> None:
     r.add_delete(f"{base}/contactTags/{{id}}", delete_contact_tag)
     r.add_get(f"{base}/contacts/{{id}}/contactTags", contact_tags)
     r.add_get(f"{base}/lists", list_lists)
+    r.add_post(f"{base}/lists", create_list)
+    r.add_get(f"{base}/lists/{{id}}", get_list)
     r.add_post(f"{base}/contactLists", set_contact_list)
     r.add_get(f"{base}/contacts/{{id}}/contactLists", contact_lists)
     r.add_get(f"{base}/fields", list_fields)
@@ -147,11 +149,63 @@ async def contact_tags(request: web.Request) -> web.Response:
     return web.json_response({"contactTags": rows})
 
 
+def _list_json(lid: int, lst: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in lst.items() if not k.startswith("_")}
+    if "_c" in lst:
+        out.update(cdate=fmt_dt(lst["_c"]), udate=fmt_dt(lst["_u"]))
+    return {**out, "id": str(lid)}
+
+
 async def list_lists(request: web.Request) -> web.Response:
-    """GET /lists."""
+    """GET /lists (``filters[name]``), paged."""
     sb = sandbox_of(request)
-    rows = [{"id": str(i), **{k: v for k, v in lst.items()}} for i, lst in sorted(sb.lists.items())]
-    return web.json_response({"lists": rows, "meta": meta(len(rows))})
+    limit, offset = paging(request)
+    name = request.query.get("filters[name]")
+    rows = [
+        _list_json(i, lst)
+        for i, lst in sorted(sb.lists.items())
+        if name is None or str(lst.get("name", "")).lower() == name.lower()
+    ]
+    return web.json_response({"lists": rows[offset : offset + limit], "meta": meta(len(rows))})
+
+
+async def get_list(request: web.Request) -> web.Response:
+    """GET /lists/{id}."""
+    sb = sandbox_of(request)
+    lid = path_id(request)
+    if lid not in sb.lists:
+        return not_found("List", lid)
+    return web.json_response({"list": _list_json(lid, sb.lists[lid])})
+
+
+LIST_REQUIRED = ("name", "stringid", "sender_url", "sender_reminder")
+
+
+async def create_list(request: web.Request) -> web.Response:
+    """POST /lists: name, stringid, sender_url and sender_reminder are required
+    (https://developers.activecampaign.com/reference/create-new-list)."""
+    sb = sandbox_of(request)
+    body = await body_of(request, "list")
+    for key in LIST_REQUIRED:
+        if not str(body.get(key) or "").strip():
+            return errors_422(
+                f"The list {key} is required", "field_missing", f"/data/attributes/{key}"
+            )
+    lid = sb.next_id("list")
+    now = sb.now()
+    sb.lists[lid] = {
+        "name": str(body["name"]),
+        "stringid": str(body["stringid"]),
+        "channel": str(body.get("channel") or "email"),
+        "sender_url": str(body["sender_url"]),
+        "sender_reminder": str(body["sender_reminder"]),
+        "send_last_broadcast": str(int(bool(body.get("send_last_broadcast")))),
+        "_c": now,
+        "_u": now,
+    }
+    sb.touch()
+    sb.record_write("POST /api/3/lists", "list", str(lid), dict(body), key=str(body["name"]))
+    return web.json_response({"list": _list_json(lid, sb.lists[lid])}, status=201)
 
 
 async def set_contact_list(request: web.Request) -> web.Response:

@@ -21,11 +21,24 @@ from typing import Any
 
 from aiohttp import web
 
+from syncd.sandbox.clock import time_factor
 from syncd.sandbox.common import SandboxBase
 
 # AC answers in the account's timezone with a numeric offset, e.g. 2024-01-02T10:11:12-06:00.
 ACCOUNT_TZ = timezone(timedelta(hours=-5))
 BULK_IMPORT_MAX = 250
+# How long AC takes to process one bulk import, in real seconds. AC publishes no figure: the
+# status page says a batch has no status at all for up to a second after it is queued
+# (https://developers.activecampaign.com/reference/bulk-import-status-info) and then moves
+# through waiting, claimed and active; imports "take some time" and more under load
+# (https://developers.activecampaign.com/reference/bulk-import-contacts: exclude_automations
+# "will improve the import time"). 5 s is a middle-of-the-road batch of 250 without
+# automations (unverified); `syncd sandbox --ac-import-latency` sets it.
+DEFAULT_IMPORT_LATENCY = 5.0
+# The share of the latency each status lasts: no status (false), waiting, claimed, then
+# active until the end.
+_STATUS_STEPS = ((0.1, False), (0.2, "waiting"), (0.3, "claimed"), (1.0, "active"))
+IMPORT_OUTCOMES = ("completed", "failed", "interrupted")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Bodies AC answers with. Items marked (unverified) were not confirmed in an official source.
 FORBIDDEN_BODY = {"message": "You are not authorized to access this file"}  # (unverified)
@@ -98,15 +111,27 @@ class Contact:
 
 @dataclass
 class ImportJob:
-    """A queued bulk import; applied once `ready_at` has passed."""
+    """A queued bulk import; applied once `ready_at` has passed, ending as `outcome`."""
 
     batch_id: str
     contacts: list[dict[str, Any]]
     ready_at: float
+    queued_at: float = 0.0
     done: bool = False
     queued: int = 0  # how many contacts it had (its rows are dropped once applied)
-    success: list[str] = field(default_factory=list)
-    failure: list[str] = field(default_factory=list)
+    outcome: str = "completed"  # or "failed" / "interrupted" (a fault armed by a test)
+    success: list[str] = field(default_factory=list)  # ids of the contacts it created
+    failure: list[str] = field(default_factory=list)  # emails it rejected
+
+    def status(self, now: float) -> str | bool:
+        """What ``import/info`` says: false, waiting, claimed, active, then the outcome."""
+        if self.done:
+            return self.outcome
+        span = self.ready_at - self.queued_at
+        for share, status in _STATUS_STEPS:
+            if now < self.queued_at + share * span:
+                return status
+        return "active"
 
 
 class ActiveCampaignSandbox(SandboxBase):
@@ -114,9 +139,20 @@ class ActiveCampaignSandbox(SandboxBase):
 
     vendor = "activecampaign"
 
-    def __init__(self, seed: int = 42, *, import_delay: float = 0.05) -> None:
+    def __init__(self, seed: int = 42, *, import_latency: float | None = None) -> None:
         super().__init__(seed)
-        self.import_delay = import_delay
+        # Real seconds; the default is scaled by the sandbox time factor (tests run faster,
+        # the behaviour stays on).
+        self.import_latency = (
+            DEFAULT_IMPORT_LATENCY * time_factor() if import_latency is None else import_latency
+        )
+        # Imports the next ones end with instead of completing (``POST /_sandbox/faults``
+        # ``{"import_outcome": "failed" | "interrupted", "import_outcome_next": N}``).
+        self.import_outcome = "completed"
+        self.import_outcome_next = 0
+        # When each bulk_import of several contacts, and of one, was accepted (rate limits).
+        self.import_times: list[float] = []
+        self.single_import_times: list[float] = []
         self.contacts: dict[int, Contact] = {}
         self._ids: list[int] = []  # ascending; contacts are never physically removed
         self.by_email: dict[str, int] = {}
@@ -137,6 +173,21 @@ class ActiveCampaignSandbox(SandboxBase):
         self._next: dict[str, Iterator[int]] = {}
         self.version = 0  # bumps on every change; keys the meta.total cache
         self._total_cache: dict[tuple[Any, ...], tuple[int, int]] = {}
+
+    def apply_faults(self, body: dict[str, Any]) -> None:
+        """Faults, and how the next imports end (``import_outcome``, ``import_outcome_next``)."""
+        if "import_outcome" in body:
+            outcome = str(body["import_outcome"])
+            if outcome not in IMPORT_OUTCOMES:
+                raise ValueError(f"import_outcome must be one of {', '.join(IMPORT_OUTCOMES)}")
+            self.import_outcome = outcome
+            self.import_outcome_next = int(body.get("import_outcome_next", 1))
+        super().apply_faults(body)
+
+    def reset(self) -> None:
+        """Clear faults (imports complete again), ledger and counters; keep the data."""
+        super().reset()
+        self.import_outcome, self.import_outcome_next = "completed", 0
 
     def error_response(self, status: int, retry_after: float | None) -> web.Response:
         """AC's bodies for injected 429/5xx; Retry-After in whole seconds."""
@@ -373,12 +424,17 @@ class ActiveCampaignSandbox(SandboxBase):
         return out
 
     def queue_import(self, contacts: list[dict[str, Any]]) -> ImportJob:
-        """Accept a validated import; it completes after `import_delay`."""
-        job = ImportJob(str(uuid.UUID(int=self.rng.getrandbits(128))), contacts, 0.0)
+        """Accept a validated import; it ends after `import_latency` (imports run side by
+        side: AC's importer works on many batches at once)."""
+        now = self.now()
+        job = ImportJob(str(uuid.UUID(int=self.rng.getrandbits(128))), contacts, 0.0, now)
         job.queued = len(contacts)
-        job.ready_at = self.now() + self.import_delay
+        job.ready_at = now + self.import_latency
+        if self.import_outcome_next > 0:
+            job.outcome = self.import_outcome
+            self.import_outcome_next -= 1
         self.imports[job.batch_id] = job
-        if self.import_delay <= 0:
+        if self.import_latency <= 0:
             self.run_import(job)
         else:
             self._queued.append(job)
@@ -414,7 +470,12 @@ class ActiveCampaignSandbox(SandboxBase):
         by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
         success, failure = job.success, job.failure
         contact_ids, contact_tag_ids = self.ids_of("contact"), self.ids_of("contactTag")
-        for row in job.contacts:
+        rows = job.contacts
+        if job.outcome == "failed":
+            rows = []  # failed: nothing was applied, and AC will not retry it
+        elif job.outcome == "interrupted":
+            rows = rows[: len(rows) // 2]  # stopped part way: the first half was applied
+        for row in rows:
             email = str(row["email"]).strip()
             low_email = email.lower()
             if low_email in fail_emails:
@@ -466,12 +527,15 @@ class ActiveCampaignSandbox(SandboxBase):
                         self._set_membership_at(c.id, lid, status, now)
             c.udate = now
             done = str(c.id)
-            success.append(done)
+            if created:  # AC lists the contacts an import created, not those it updated
+                success.append(done)
             changed["tags"] = tuple(tags)
             self.record_write(
                 _IMPORT_ENDPOINT, "contact", done, changed, key=low_email, created=created, at=now
             )
         self.touch()
+        # AC promises no order: shuffled, so a client pairing ids with rows by position fails.
+        self.rng.shuffle(success)
         job.contacts = []
         job.done = True
 

@@ -4,15 +4,17 @@ Above `bulk_threshold` valid rows an upsert is sent as ``bulk_import`` chunks in
 one call per contact: AC queues them and is polled for the outcome. Every row still gets
 its own WriteResult, in input order.
 
-Call cost: ceil(n/250) ``bulk_import`` calls plus at least one ``import/info`` read per
-chunk, and a read of the highest contact id at most every few seconds
-(``ContactWatermark``); no reads with ``confirm_imports=False``.
+Call cost: ceil(n/250) ``bulk_import`` calls; then, per import, about one ``import/info``
+read (one poller for all imports, see imports.py), one ``GET /contacts?ids[]=`` per 100
+contacts it created (AC lists their ids in no order, so their emails are read to pair them
+with rows), and one ``GET /contacts?email=`` per row that updated a contact whose id the
+caller did not give (AC does not list updated contacts). No reads with
+``confirm_imports=False``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
@@ -24,6 +26,11 @@ from syncd.vendors.activecampaign.answers import (
     failed,
     failure_indices,
     record_error,
+)
+from syncd.vendors.activecampaign.imports import (
+    ImportOutcome,
+    contact_id_of,
+    contact_ids_by_email,
 )
 from syncd.vendors.activecampaign.write import (
     STANDARD,
@@ -45,12 +52,14 @@ _quote: Callable[[str], str] = encode_basestring_ascii
 
 
 class _BulkRow(NamedTuple):
-    """One contact of a bulk import: its input position, email and bulk_import entry (the
-    JSON text of the object, ASCII only, so its length is its size in bytes)."""
+    """One contact of a bulk import: its input position, email, bulk_import entry (the
+    JSON text of the object, ASCII only, so its length is its size in bytes) and the
+    contact id the caller gave, if any."""
 
     pos: int
     email: str
     entry: str
+    id: str | None
 
 
 async def import_contacts(api: AcApi, items: Sequence[WriteItem]) -> list[WriteResult] | None:
@@ -123,7 +132,8 @@ async def _prepare_bulk(
                 ids = ",".join(f'{{"listid":{int(lid)}}}' for lid in as_list(lists))
                 sub = subscriptions[which] = f'"subscribe":[{ids}]'
             parts.append(sub)
-        rows.append(new_named_tuple(_BulkRow, (i, email, "{" + ",".join(parts) + "}")))
+        entry = "{" + ",".join(parts) + "}"
+        rows.append(new_named_tuple(_BulkRow, (i, email, entry, item.id)))
     return rows
 
 
@@ -178,52 +188,63 @@ async def _submit(
 
 
 async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | None]) -> None:
-    """Submit every chunk first, then poll, so AC works on them while we send the next."""
+    """Submit every chunk first, then wait for them together, so AC works on them all."""
     batches: list[tuple[str, list[_BulkRow]]] = []
-    # Import results list ids but not whether each contact is new: ids above the highest
-    # one before the import were created by it.
-    high = await api.contact_mark.before_import(api) if api.confirm_imports else None
     for chunk in _chunks(rows):
         batch_id = await _submit(api, chunk, results)
         if batch_id is not None:
             batches.append((batch_id, chunk))
-    for batch_id, chunk in batches:
-        if not api.confirm_imports:
+    if not api.confirm_imports:
+        for _, chunk in batches:
             for r in chunk:
                 results[r.pos] = WriteResult(ok=True)
+        return
+    outcomes = await asyncio.gather(*(api.imports.wait(b) for b, _ in batches))
+    for (batch_id, chunk), outcome in zip(batches, outcomes, strict=True):
+        await _settle(api, batch_id, chunk, outcome, results)
+
+
+async def _settle(
+    api: AcApi,
+    batch_id: str,
+    chunk: list[_BulkRow],
+    outcome: ImportOutcome,
+    results: list[WriteResult | None],
+) -> None:
+    """Each row's result from how its import ended, paired by email, never by position."""
+    if outcome.status != "completed":
+        if outcome.status is None:
+            code = "IMPORT_TIMEOUT"
+            why = f"did not end in {api.import_timeout:g}s"
+        else:
+            code = f"IMPORT_{outcome.status.upper()}"
+            why = f"ended '{outcome.status}' (ActiveCampaign does not retry it)"
+        err = failed(
+            ErrorCategory.TRANSIENT,
+            code,
+            f"ActiveCampaign bulk import {batch_id} {why}; the contact was not confirmed"
+            " written and is sent again next time",
+        )
+        for r in chunk:
+            results[r.pos] = err
+        return
+    created = await contact_ids_by_email(api.call, outcome.created_ids)
+    for r in chunk:
+        email = r.email.lower()
+        if email in outcome.rejected:
+            results[r.pos] = failed(
+                ErrorCategory.REJECTED,
+                "IMPORT_FAILED",
+                f"ActiveCampaign's bulk import did not accept {r.email}",
+            )
             continue
-        info = await _wait_import(api, batch_id)
-        if info is None:
-            for r in chunk:
-                results[r.pos] = failed(
-                    ErrorCategory.TRANSIENT,
-                    "IMPORT_TIMEOUT",
-                    f"bulk import {batch_id} did not finish in {api.import_timeout:g}s",
-                )
+        cid = created.get(email)
+        if cid is not None:
+            results[r.pos] = new_named_tuple(WriteResult, (True, cid, True, None, None, None))
             continue
-        failures = {str(e).strip().lower() for e in info.get("failure") or []}
-        ok_rows = chunk
-        if failures:
-            ok_rows = []
-            for r in chunk:
-                if r.email.lower() in failures:
-                    results[r.pos] = failed(
-                        ErrorCategory.REJECTED,
-                        "IMPORT_FAILED",
-                        f"ActiveCampaign's bulk import did not accept {r.email}",
-                    )
-                else:
-                    ok_rows.append(r)
-        ids = [str(x) for x in info.get("success") or []]
-        api.contact_mark.seen(ids)
-        # AC lists the ids of the imported contacts; they line up with the accepted rows.
-        if len(ids) != len(ok_rows):
-            for r in ok_rows:
-                results[r.pos] = WriteResult(True)
-            continue
-        for r, cid in zip(ok_rows, ids, strict=True):
-            created = high is not None and cid.isdigit() and int(cid) > high
-            results[r.pos] = new_named_tuple(WriteResult, (True, cid, created, None, None, None))
+        # Updated, not created: AC does not list it; the id is the caller's or is looked up.
+        rid = r.id or await contact_id_of(api.call, email)
+        results[r.pos] = new_named_tuple(WriteResult, (True, rid, False, None, None, None))
 
 
 def _chunks(rows: list[_BulkRow]) -> list[list[_BulkRow]]:
@@ -247,20 +268,3 @@ def _chunks(rows: list[_BulkRow]) -> list[list[_BulkRow]]:
 def _body(chunk: Sequence[_BulkRow]) -> bytes:
     """The bulk_import request body of a chunk, from its entries' text."""
     return ('{"contacts":[' + ",".join([r.entry for r in chunk]) + "]}").encode("ascii")
-
-
-async def _wait_import(api: AcApi, batch_id: str) -> dict[str, Any] | None:
-    deadline = time.monotonic() + api.import_timeout
-    while True:
-        info = await api.call(
-            "GET", "/import/info", endpoint="import.info", params={"batchId": batch_id}
-        )
-        if isinstance(info, dict) and str(info.get("status", "")).lower() in (
-            "completed",
-            "complete",
-            "done",
-        ):
-            return info
-        if time.monotonic() >= deadline:
-            return None
-        await asyncio.sleep(api.import_poll_interval)

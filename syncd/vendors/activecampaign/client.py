@@ -23,9 +23,10 @@ from syncd.errors import ConfigError
 from syncd.model import ObjectType, QuotaState, WriteItem, WriteOp, WriteResult
 from syncd.vendors.activecampaign.answers import NAME, PLAIN, Rejected, classify, record_error
 from syncd.vendors.activecampaign.bulk import import_contacts
+from syncd.vendors.activecampaign.imports import ImportWatcher
 from syncd.vendors.activecampaign.lists import AcLists
 from syncd.vendors.activecampaign.read import AcReads
-from syncd.vendors.activecampaign.write import ContactWatermark, write_contacts, write_plain
+from syncd.vendors.activecampaign.write import write_contacts, write_plain
 from syncd.vendors.http import HttpClient, RateLimiter, RetryPolicy, StaticTokenAuth
 from syncd.vendors.opportunity import to_activecampaign_deal, translate
 
@@ -62,7 +63,10 @@ class ActiveCampaignConnector(AcReads, AcLists):
         self.confirm_imports = confirm_imports
         # AC allows 100 multi-contact bulk_import requests a minute, on top of 5 calls/s.
         self.bulk_limiter = RateLimiter(*bulk_rate) if bulk_rate else None
-        self.contact_mark = ContactWatermark()
+        # One poller for every import in flight (imports.py).
+        self.imports = ImportWatcher(
+            self.call, poll_interval=import_poll_interval, timeout=import_timeout
+        )
         rl = settings.effective_rate_limit
         h = settings.http
         # The margin keeps the server's window (which sees our requests a little later and
@@ -86,7 +90,8 @@ class ActiveCampaignConnector(AcReads, AcLists):
         """Nothing to authenticate up front: the session opens on first use."""
 
     async def close(self) -> None:
-        """Close the HTTP session."""
+        """Stop waiting for imports and close the HTTP session."""
+        await self.imports.close()
         await self.http.close()
 
     async def check_auth(self) -> None:

@@ -3,8 +3,7 @@ create/update by id), accounts and deals through their own endpoints. Every func
 returns one WriteResult per input, in order.
 
 This is also the ground the bulk import (bulk.py) stands on: what the writers need from
-the connector, how a field key becomes an AC attribute or custom field, and the watermark
-that tells created contacts from updated ones.
+the connector and how a field key becomes an AC attribute or custom field.
 
 Call cost: a contact batch of n costs n calls (plus tag/list calls when items carry
 ``tags``/``lists``); an account or deal one call, plus a search for an account upserted
@@ -13,8 +12,7 @@ without its id.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +23,7 @@ from syncd.vendors.activecampaign.answers import (
     failed,
     record_error,
 )
+from syncd.vendors.activecampaign.imports import ImportWatcher
 from syncd.vendors.http import HttpResponse, RateLimiter
 
 STANDARD = {"email": "email", "firstName": "first_name", "lastName": "last_name", "phone": "phone"}
@@ -40,7 +39,7 @@ class AcApi(Protocol):
     import_timeout: float
     confirm_imports: bool
     bulk_limiter: RateLimiter | None
-    contact_mark: ContactWatermark
+    imports: ImportWatcher
 
     async def call(
         self,
@@ -66,36 +65,6 @@ class AcApi(Protocol):
 
     async def subscribe(self, list_id: str, contact_ids: Sequence[str]) -> Any:
         """Subscribe contacts to a list."""
-
-
-class ContactWatermark:
-    """The highest contact id AC had before an import: the ids above it that the import
-    reports are the contacts it created (AC's import results do not say).
-
-    Read from AC at most every `ttl` seconds and otherwise raised by the ids this connector's
-    own writes reported, so a run of imports costs one read, not one each. A contact that
-    someone else creates inside that window and an import of ours then updates is counted as
-    created; the data is right either way, as for one created while an import waits in AC's
-    queue.
-    """
-
-    def __init__(self, ttl: float = 5.0) -> None:
-        self.ttl = ttl
-        self._value: int | None = None
-        self._read_at = 0.0
-
-    async def before_import(self, api: AcApi) -> int | None:
-        """The watermark to judge an import about to be sent (None: unknown)."""
-        now = time.monotonic()
-        if self._value is None or now - self._read_at >= self.ttl:
-            self._value = await _highest_contact_id(api)
-            self._read_at = now
-        return self._value
-
-    def seen(self, ids: Iterable[str]) -> None:
-        """Raise the watermark past contact ids our writes were answered with."""
-        if self._value is not None:
-            self._value = max(self._value, max((int(i) for i in ids if i.isdigit()), default=0))
 
 
 @dataclass
@@ -234,7 +203,6 @@ async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
             # contact/sync answers 201 when it created the contact, 200 when it updated one.
             created = resp.status == 201
         cid = str(body["contact"]["id"])
-        api.contact_mark.seen((cid,))
         if row.tags:
             await api.add_tags(cid, row.tags)
         for lid in row.lists:
@@ -242,20 +210,6 @@ async def _one(api: AcApi, op: WriteOp, row: _Row) -> WriteResult:
     except Rejected as exc:
         return record_error(exc.resp)
     return WriteResult(ok=True, id=cid, created=created)
-
-
-async def _highest_contact_id(api: AcApi) -> int | None:
-    body = await api.call(
-        "GET",
-        "/contacts",
-        endpoint="contacts.list",
-        params={"orders[id]": "DESC", "limit": "1"},
-    )
-    rows = body.get("contacts") if isinstance(body, dict) else None
-    if not rows:
-        return 0
-    raw = str(rows[0].get("id", ""))
-    return int(raw) if raw.isdigit() else None
 
 
 async def write_plain(
