@@ -175,6 +175,36 @@ async def test_bulk_results_say_which_contacts_were_created(env: Env) -> None:
     assert [r.created for r in results] == [False] * 10 + [True] * 25
 
 
+async def test_updates_of_many_linked_contacts_go_in_bulk_imports(env: Env) -> None:
+    """A pull's updates by id: one import per 250 and one email read per 100, not a PUT
+    each; an email change, a cleared field or a contact gone stay on PUT by id."""
+    sb = env.sandbox
+    c = env.make()
+    people = [sb.insert_contact(f"p{i}@x.io", phone="1") for i in range(300)]
+    before = len(sb.contacts)
+    items = [
+        WriteItem({"firstName": f"New{i}", "phone": "2"}, str(p.id)) for i, p in enumerate(people)
+    ]
+    items[5] = WriteItem({"email": "moved@x.io", "firstName": "Moved"}, str(people[5].id))
+    items[6] = WriteItem({"phone": ""}, str(people[6].id))
+    items.append(WriteItem({"firstName": "Ghost"}, "999999"))
+    puts, imports = _req(sb, "PUT /api/3/contacts/{id}"), _req(sb, "POST /api/3/import/bulk_import")
+    reads = _req(sb, "GET /api/3/contacts")
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPDATE, items)
+    assert _req(sb, "POST /api/3/import/bulk_import") - imports == 2  # 298 rows: 250 + 48
+    assert _req(sb, "GET /api/3/contacts") - reads == 4  # the current emails of 301 ids
+    assert _req(sb, "PUT /api/3/contacts/{id}") - puts == 3  # moved, cleared, gone
+    for i, p in enumerate(people):
+        res, now = results[i], sb.contacts[p.id]
+        assert res.ok and res.id == str(p.id) and not res.created, (i, res)
+        if i not in (5, 6):
+            assert (now.first_name, now.phone, now.email) == (f"New{i}", "2", f"p{i}@x.io")
+    assert sb.contacts[people[5].id].email == "moved@x.io"
+    assert sb.contacts[people[6].id].phone == ""
+    assert not results[-1].ok
+    assert len(sb.contacts) == before  # nothing created
+
+
 async def test_import_results_pair_rows_by_email_not_position(env: Env) -> None:
     """AC lists only the contacts an import created, in no order (the simulator shuffles
     them): each row still gets its own contact's id, created ones are told apart, and the

@@ -6,7 +6,8 @@ Call costs (each call counts against AC's 5 requests/second):
   ``GET /contacts?tagid=T&ids[]=…`` per existing sync tag per page (at most 5) to fill
   ``Record.tags``; custom fields, when asked for by name, cost one call per contact.
 - ``get_by_ids``: one call per 100 ids plus the tag calls; ``find_by_emails``: one per email.
-- ``write``: see write.py and bulk.py; bulk imports are also held to AC's 100 a minute.
+- ``write``: see write.py, bulk.py (upserts) and bulk_update.py (updates by id of more than
+  ``bulk_threshold`` contacts); bulk imports are also held to AC's 100 a minute.
 - ``add_tags``/``remove_tags``: one read plus one call per tag actually added or removed
   (tag ids are cached; missing tags are created once).
 - ``subscribe``: one read per 100 contacts (to find who unsubscribed) plus one call per contact.
@@ -23,6 +24,7 @@ from syncd.errors import ConfigError
 from syncd.model import ObjectType, QuotaState, WriteItem, WriteOp, WriteResult
 from syncd.vendors.activecampaign.answers import NAME, PLAIN, Rejected, classify, record_error
 from syncd.vendors.activecampaign.bulk import import_contacts
+from syncd.vendors.activecampaign.bulk_update import update_contacts
 from syncd.vendors.activecampaign.imports import ImportWatcher
 from syncd.vendors.activecampaign.lists import AcLists
 from syncd.vendors.activecampaign.read import AcReads
@@ -142,4 +144,7 @@ class ActiveCampaignConnector(AcReads, AcLists):
             imported = await import_contacts(self, items)
             if imported is not None:
                 return imported
+        by_id = op is WriteOp.UPDATE and all(i.id for i in items)
+        if by_id and len(items) > self.bulk_threshold and self.confirm_imports:
+            return await update_contacts(self, items)
         return await write_contacts(self, op, items)
