@@ -38,7 +38,6 @@ EXIT_STORE_UNUSABLE = 4  # the store exists but cannot be used: an operator must
 EXIT_FORCED = 130
 # Settings a reload cannot apply to a running daemon.
 _RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen")
-GC_YOUNG_THRESHOLD = 100_000  # net allocations between young collections (Python: 700)
 
 
 def settle_heap() -> None:
@@ -47,14 +46,9 @@ def settle_heap() -> None:
     # out of the collector's full passes, which otherwise stall requests for milliseconds.
     gc.collect()
     gc.freeze()
-    # A pull, flush or dbsync run keeps thousands of records in flight, each a dozen
-    # containers: at the default threshold (700) the young collections walked them over and
-    # over, about a quarter of a large pull's CPU. Garbage without cycles is freed at once
-    # anyway; only cyclic garbage waits a little longer. The count is of objects made and
-    # not yet freed, so the threshold is about the working set: a 1M-row dbsync run keeps
-    # 50–100k young containers at its peak and crossed 10,000 490 times (1.7 s of pauses
-    # of ~3.5 ms) but 100,000 only twice (0.05 s, pauses of ~25 ms).
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    # The collector's thresholds stay Python's: raised, they let refused requests (which
+    # sit in reference cycles) pile up between collections (1.4 GB under 1,500 forged
+    # webhooks), and the web layer no longer depends on the collector to free bodies anyway.
 
 
 # Builds a component complete, from the daemon (its host) and the daemon's store.

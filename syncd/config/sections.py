@@ -63,6 +63,10 @@ class DaemonSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # A client gets this long to send a request's line and headers, and then its body;
+    # slower connections are closed (408 for a body), so they cannot pile up.
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
     instance_id: str | None = None
     public_url: str | None = None
     lease_seconds: float = Field(default=300.0, gt=0)

@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd import __version__
+from syncd.jsontext import parse_json
 from syncd.web.context import Control
 
 CONTROL_KEY = web.AppKey("control", Control)
@@ -190,10 +191,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
+    body, problem = parse_json(raw)
+    if problem is not None:
+        raise ApiError(400, problem)
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body
