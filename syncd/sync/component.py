@@ -293,6 +293,10 @@ class SyncEngine:
         checks: dict[str, Check] = {
             "engine": Check(self._ready.is_set(), "running" if self._ready.is_set() else "starting")
         }
+        failed = self.intake.last_error
+        checks["intake"] = Check(
+            failed is None, "ok" if failed is None else f"last write failed: {failed}"
+        )
         for d, gate in self.gates.items():
             if gate.error is not None:
                 cat, msg = gate.error
