@@ -37,7 +37,7 @@ EXIT_CRASH = 1
 EXIT_STORE_UNUSABLE = 4  # the store exists but cannot be used: an operator must look
 EXIT_FORCED = 130
 # Settings a reload cannot apply to a running daemon.
-_RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen")
+_RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen", "header_timeout")
 
 
 def settle_heap() -> None:
@@ -210,7 +210,15 @@ class Daemon:
 
     async def _start_http(self) -> None:
         app = create_app(self, self._installers)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp closes a connection still waiting for a complete request (line and
+        # headers) `keepalive_timeout` after it opened or after its last answer, however
+        # slowly bytes trickle in: that is the header timeout, idle keep-alives included.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.settings.daemon.header_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.settings.daemon.host, self.settings.daemon.port, reuse_address=True

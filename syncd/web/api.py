@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -188,7 +189,12 @@ def check_bearer(request: web.Request, control: Control) -> None:
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object ({} when empty); 400 with a message otherwise."""
-    raw = await request.read()
+    limit = request.app[CONTROL_KEY].settings.daemon.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"body not received within {limit:g}s (daemon.body_timeout)") from None
     if not raw.strip():
         return {}
     body, problem = parse_json(raw)

@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from syncd.web.api import CONTROL_KEY, ApiError
 
@@ -59,3 +61,13 @@ async def read_body(
         buf.clear()
         raise problem
     return buf
+
+
+async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """A page form's fields, received within ``daemon.body_timeout`` (408 otherwise)."""
+    limit = request.app[CONTROL_KEY].settings.daemon.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await request.post()
+    except TimeoutError:
+        raise ApiError(408, f"body not received within {limit:g}s (daemon.body_timeout)") from None

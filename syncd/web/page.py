@@ -23,6 +23,7 @@ from aiohttp import web
 
 from syncd.errors import StoreError
 from syncd.web.api import CONTROL_KEY, ApiError, Handler, check_bearer
+from syncd.web.bodies import read_form
 from syncd.web.overview_model import (
     entry_detail,
     entry_filter,
@@ -126,7 +127,7 @@ async def _form_session(request: web.Request) -> tuple[Session, dict[str, str], 
     sess = session_of(request)
     if sess is None:
         raise web.HTTPSeeOther("/login")
-    form = await request.post()
+    form = await read_form(request)
     fields = {k: str(v) for k, v in form.items()}
     ids = [str(v) for v in form.getall("ids", [])]
     if sess.via == "cookie" and (
@@ -164,7 +165,7 @@ async def login_get(request: web.Request) -> web.Response:
 async def login_post(request: web.Request) -> web.Response:
     """Check the token; on success set the session cookie and go to the overview."""
     token = _token(request)
-    form = await request.post()
+    form = await read_form(request)
     given = str(form.get("token", "")).strip()
     if not _same_origin(request):
         return _html(page("Sign in", login_form("Request refused."), signed_in=False), 403)
