@@ -63,11 +63,24 @@ async def read_body(
     return buf
 
 
+_FORM = "application/x-www-form-urlencoded"
+
+
 async def read_form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
-    """A page form's fields, received within ``daemon.body_timeout`` (408 otherwise)."""
+    """A page form's fields, received within ``daemon.body_timeout`` (408 otherwise).
+
+    The page's forms are URL-encoded UTF-8; anything else (multipart without a boundary,
+    an unknown charset) is refused here rather than failing inside aiohttp's parser.
+    """
+    if request.body_exists and request.content_type != _FORM:
+        raise ApiError(415, f"a form must be sent as {_FORM}")
+    if (request.charset or "utf-8").lower() not in ("utf-8", "utf8", "us-ascii"):
+        raise ApiError(415, "a form must be UTF-8")
     limit = request.app[CONTROL_KEY].settings.daemon.body_timeout
     try:
         async with asyncio.timeout(limit):
             return await request.post()
     except TimeoutError:
         raise ApiError(408, f"body not received within {limit:g}s (daemon.body_timeout)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the form is not valid URL-encoded UTF-8") from None

@@ -29,6 +29,7 @@ from syncd.web.overview_model import (
     entry_filter,
     entry_row,
     integration_errors,
+    parse_int,
     present,
 )
 from syncd.web.page_render import (
@@ -207,7 +208,7 @@ async def overview(request: web.Request) -> web.Response:
     msg, bad = _flash(request)
     try:
         filt = entry_filter(present(query))
-        before = int(query["before"]) if query["before"].isdigit() else None
+        before = parse_int("before", query["before"] or None, low=1)
         rows = await request.app[CONTROL_KEY].store.list_entries(
             filt, before_id=before, limit=PAGE_SIZE + 1
         )
@@ -232,7 +233,7 @@ async def overview(request: web.Request) -> web.Response:
 
 def _entry_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise web.HTTPNotFound()
     return int(raw)
 
@@ -291,7 +292,7 @@ async def bulk_retry(request: web.Request) -> web.Response:
         except ApiError:
             raise _redirect(back, "The filter is not valid.", bad=True) from None
     else:
-        chosen = [int(i) for i in ids if i.isdigit()]
+        chosen = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18]
         if not chosen:
             raise _redirect(back, "Select at least one entry in error.", bad=True)
         out = await retry_ids(request.app, chosen, now=True)

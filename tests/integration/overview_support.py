@@ -54,14 +54,28 @@ TOKEN = "overview-admin-token-0123456789"
 TAGS = ["added-to-salesforce-contact"]
 
 
-def make_settings(state: Path, token: str = TOKEN, engine: bool = False) -> Settings:
+WEBHOOK_TOKEN = "overview-webhook-token-0123456789"
+WEBHOOK_SECRET = "overview-hubspot-client-secret"
+
+
+def make_settings(
+    state: Path,
+    token: str = TOKEN,
+    engine: bool = False,
+    hub: str = "activecampaign",
+    daemon: dict[str, Any] | None = None,
+) -> Settings:
     """Settings for an in-process app (hub/crm sections only when an engine is wanted)."""
-    raw: dict[str, Any] = {"daemon": {"admin_token": token, "state_dir": str(state)}}
+    raw: dict[str, Any] = {
+        "daemon": {"admin_token": token, "state_dir": str(state), **(daemon or {})}
+    }
     if engine:
         raw["hub"] = {
-            "kind": "activecampaign",
+            "kind": hub,
             "base_url": "http://127.0.0.1:9/api/3",
             "api_token": "hub-token",
+            "webhook_token": WEBHOOK_TOKEN,
+            "webhook_secret": WEBHOOK_SECRET,
         }
         raw["crm"] = {"client_id": "cid", "client_secret": "secret"}
         raw["inbound"] = {"flush_interval": 3600, "flush_size": 10_000, "retry_base_delay": 0}
@@ -274,9 +288,11 @@ class LiveApp:
         engine: bool = False,
         token: str = TOKEN,
         store: Callable[[], StateStore] | None = None,
+        hub: str = "activecampaign",
+        daemon: dict[str, Any] | None = None,
     ) -> None:
         self.token = token
-        self.settings = make_settings(tmp, token, engine)
+        self.settings = make_settings(tmp, token, engine, hub, daemon)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
