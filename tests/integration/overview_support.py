@@ -45,7 +45,7 @@ from syncd.store.sqlite import SqliteStore
 from syncd.store.types import EntryFilter, RecordLink
 from syncd.sync.component import SyncEngine
 from syncd.web import sync_api, webhooks
-from syncd.web.app import create_app
+from syncd.web.app import RouteInstaller, create_app
 from syncd.web.context import Check
 from syncd.web.overview_api import install
 
@@ -290,7 +290,9 @@ class LiveApp:
         store: Callable[[], StateStore] | None = None,
         hub: str = "activecampaign",
         daemon: dict[str, Any] | None = None,
+        installers: Sequence[RouteInstaller] = (),
     ) -> None:
+        self._more = tuple(installers)
         self.token = token
         self.settings = make_settings(tmp, token, engine, hub, daemon)
         self.loop = asyncio.new_event_loop()
@@ -321,7 +323,7 @@ class LiveApp:
             self.control.components.append(engine)
             self.engine = engine
         self.app = create_app(
-            self.control, installers=[sync_api.install, webhooks.install, install]
+            self.control, installers=[sync_api.install, webhooks.install, install, *self._more]
         )
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
