@@ -113,6 +113,7 @@ ENTRY_ROW_SCHEMA: dict[str, Any] = {
         "updated_at": TS,
         "attempts": {"type": "integer"},
         "error_category": STR_N,
+        "error_message": STR_N,
     },
 }
 ENTRY_DETAIL_SCHEMA: dict[str, Any] = {
@@ -292,6 +293,9 @@ def entry_row(e: QueueEntry) -> dict[str, Any]:
         "updated_at": iso(e.updated_at),
         "attempts": e.attempts,
         "error_category": e.error_category.value if e.error_category else None,
+        # The message as the vendor (or the validation) gave it: the category alone does
+        # not say which field or rule, and the list is where an operator looks first.
+        "error_message": e.error_message if e.error_category else None,
     }
 
 

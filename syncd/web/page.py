@@ -40,6 +40,7 @@ from syncd.web.page_render import (
     login_form,
     page,
     pager,
+    paused_notice,
     queue_table,
     runs_table,
     template,
@@ -192,7 +193,7 @@ async def overview(request: web.Request) -> web.Response:
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     body = template("overview.html").substitute(
-        health=health_table(h),
+        health=paused_notice(h["directions"]) + health_table(h),
         connectors=connectors_table(h["connectors"]),
         runs=runs_table(h["latest_runs"]),
         filters=filter_fields(query),
