@@ -115,13 +115,12 @@ async def sign_out(request: web.Request, sess: Session, resp: web.StreamResponse
     resp.del_cookie(COOKIE, path="/")
 
 
-def _from_trusted_proxy(request: web.Request) -> bool:
+def _trusted(request: web.Request, address: str | None) -> bool:
     proxies = request.app[CONTROL_KEY].settings.daemon.trusted_proxies
-    peer = request.remote
-    if not proxies or not peer:
+    if not proxies or not address:
         return False
     try:
-        addr = ipaddress.ip_address(peer)
+        addr = ipaddress.ip_address(address.strip())
     except ValueError:
         return False
     return any(addr in ipaddress.ip_network(p, strict=False) for p in proxies)
@@ -129,9 +128,9 @@ def _from_trusted_proxy(request: web.Request) -> bool:
 
 def came_over_tls(request: web.Request) -> bool:
     """TLS on our socket, or a trusted proxy's ``X-Forwarded-Proto: https``."""
-    if request.transport is not None and request.transport.get_extra_info("sslcontext"):
+    if request.secure:
         return True
-    if not _from_trusted_proxy(request):
+    if not _trusted(request, request.remote):
         return False
     # A proxy chain appends: the last value is what the proxy next to us saw.
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
@@ -139,12 +138,15 @@ def came_over_tls(request: web.Request) -> bool:
 
 
 def client_address(request: web.Request) -> str:
-    """Who is asking: the peer, or behind a trusted proxy the address it forwarded."""
+    """Who is asking: the peer or, behind trusted proxies, the last address in
+    X-Forwarded-For that is not one of them (earlier ones are the client's to invent)."""
     peer = request.remote or "unknown"
-    if not _from_trusted_proxy(request):
+    if not _trusted(request, peer):
         return peer
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-    try:
-        return str(ipaddress.ip_address(forwarded)) if forwarded else peer
-    except ValueError:
-        return peer
+    for hop in reversed(request.headers.get("X-Forwarded-For", "").split(",")):
+        if not _trusted(request, hop):
+            try:
+                return str(ipaddress.ip_address(hop.strip()))
+            except ValueError:
+                return peer
+    return peer

@@ -140,3 +140,20 @@ def test_without_a_trusted_proxy_forwarded_addresses_do_not_dodge_the_throttle(
         assert wrong(live, f"192.0.2.{i}")[0] == 401
     status, _, headers = wrong(live, "192.0.2.99")
     assert status == 429 and "Retry-After" in headers
+
+
+def test_behind_trusted_proxies_the_client_cannot_invent_its_address(tmp_path: Path) -> None:
+    """X-Forwarded-For is read from the right: the first address a trusted proxy did not
+    add is the client; what the client wrote to the left of it changes nothing."""
+    live = LiveApp(
+        tmp_path,
+        engine=True,
+        daemon={"trusted_proxies": ["127.0.0.1", "10.0.0.0/8"], "login_failures_per_address": 2},
+    )
+    try:
+        for fake in ("1.1.1.1", "2.2.2.2"):
+            assert wrong(live, f"{fake}, 203.0.113.9, 10.0.0.5")[0] == 401
+        assert wrong(live, "3.3.3.3, 203.0.113.9, 10.0.0.5")[0] == 429
+        assert wrong(live, "203.0.113.10, 10.0.0.5", token=live.token)[0] == 303
+    finally:
+        live.close()

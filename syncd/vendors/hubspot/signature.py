@@ -22,6 +22,9 @@ MAX_AGE_SECONDS = 300.0
 # The comparison every check goes through; a test asserts it is the constant-time one.
 constant_time_equal = hmac.compare_digest
 
+# "Base64 encode the result of the HMAC function" (HMAC SHA-256: 32 bytes, 44 characters):
+# https://developers.hubspot.com/changelog/introducing-version-3-of-webhook-signatures
+# https://developers.hubspot.com/docs/apps/developer-platform/build-apps/authentication/request-validation
 _SIGNATURE_FORM = re.compile(r"[A-Za-z0-9+/]{43}=", re.ASCII)
 # Up to 16 ASCII digits: milliseconds until the year 318857, and no int arithmetic overflow.
 _TIMESTAMP_FORM = re.compile(r"[0-9]{1,16}", re.ASCII)
