@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from syncd import metrics
 from syncd.errors import StoreError
 from syncd.logging import get_logger
 from syncd.web.api import CONTROL_KEY, ApiError, Handler
@@ -140,6 +141,7 @@ async def login_post(request: web.Request) -> web.Response:
     wait = throttle.retry_after(address, now)
     if wait is not None:
         body = login_form(f"Too many failed sign-ins. Try again in {wait} s.")
+        metrics.PAGE_LOGINS.labels("throttled").inc()
         resp = _html(page("Sign in", body, signed_in=False), 429)
         resp.headers["Retry-After"] = str(wait)
         return resp
@@ -150,11 +152,13 @@ async def login_post(request: web.Request) -> web.Response:
         return _html(page("Sign in", login_form("Request refused."), signed_in=False), 403)
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
         if token is not None:
+            metrics.PAGE_LOGINS.labels("wrong").inc()
             throttle.failed(address, now)
             log.warning("login_failed", client=address)
         body = login_form("Wrong token." if token else "Set daemon.admin_token first.")
         return _html(page("Sign in", body, signed_in=False), 401)
     throttle.succeeded(address)
+    metrics.PAGE_LOGINS.labels("ok").inc()
     resp = web.HTTPSeeOther("/")
     await sign_in(request, resp, token)
     raise resp

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from syncd.store.mysql import MysqlStore
 from tests.integration.overview_support import LiveApp
@@ -114,6 +115,11 @@ def test_failed_logins_are_throttled_per_address_and_for_the_account(tmp_path: P
             "login_window": 600,
         },
     )
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("syncd_page_logins_total", {"outcome": outcome}) or 0.0
+
+    before = {o: count(o) for o in ("ok", "wrong", "throttled")}
     try:
         for _ in range(3):
             assert wrong(live, "203.0.113.7")[0] == 401
@@ -129,6 +135,8 @@ def test_failed_logins_are_throttled_per_address_and_for_the_account(tmp_path: P
         status, _, headers = wrong(live, "198.51.100.4")
         assert status == 429 and int(headers["Retry-After"]) >= 1
         assert wrong(live, "198.51.100.4", token=live.token)[0] == 429
+        grown = {o: count(o) - n for o, n in before.items()}
+        assert grown == {"ok": 1, "wrong": 5, "throttled": 4}, grown
     finally:
         live.close()
 
