@@ -37,7 +37,7 @@ EXIT_CRASH = 1
 EXIT_STORE_UNUSABLE = 4  # the store exists but cannot be used: an operator must look
 EXIT_FORCED = 130
 # Settings a reload cannot apply to a running daemon.
-_RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen")
+_RESTART_KEYS = ("store", "state_dir", "mysql_dsn", "listen", "header_timeout")
 GC_YOUNG_THRESHOLD = 100_000  # net allocations between young collections (Python: 700)
 
 
@@ -53,7 +53,11 @@ def settle_heap() -> None:
     # anyway; only cyclic garbage waits a little longer. The count is of objects made and
     # not yet freed, so the threshold is about the working set: a 1M-row dbsync run keeps
     # 50–100k young containers at its peak and crossed 10,000 490 times (1.7 s of pauses
-    # of ~3.5 ms) but 100,000 only twice (0.05 s, pauses of ~25 ms).
+    # of ~3.5 ms) but 100,000 only twice (0.05 s, pauses of ~25 ms). Measured again when
+    # refused webhooks were found waiting for the collector: a 100,000-contact pull ran at
+    # 18,472 / 19,008 / 18,529 records/s with it, 17,535 / 13,329 / 17,221 without
+    # (bench.outbound, alternating runs), over 5 % on a figure users see, so it stays; the
+    # web layer frees refused bodies itself (syncd/web/bodies.py), whenever it runs.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
 
 
@@ -216,7 +220,15 @@ class Daemon:
 
     async def _start_http(self) -> None:
         app = create_app(self, self._installers)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # aiohttp closes a connection still waiting for a complete request (line and
+        # headers) `keepalive_timeout` after it opened or after its last answer, however
+        # slowly bytes trickle in: that is the header timeout, idle keep-alives included.
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.settings.daemon.header_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.settings.daemon.host, self.settings.daemon.port, reuse_address=True

@@ -1,4 +1,5 @@
-"""Compact JSON text for values encoded once per record (hashes, stored payloads).
+"""JSON text: compact encoders for values encoded once per record (hashes, stored payloads),
+and the bounded parse of untrusted input.
 
 `json.JSONEncoder.encode` builds a new C encoder on every call and checks for circular
 references; for small dicts that set-up costs about as much as the encoding itself. The
@@ -46,3 +47,36 @@ def compact_encoder(
         return "".join(c_encode(value, 0))
 
     return encode
+
+
+MAX_JSON_DEPTH = 32  # webhook events and API bodies nest 3 deep; encoders recurse on it
+
+
+def parse_json(raw: bytes | bytearray) -> tuple[Any, str | None]:
+    """(value, None), or (None, why it is refused). Returns rather than raises, so no
+    traceback keeps the text alive. A value nested deeper than MAX_JSON_DEPTH is refused:
+    deeper ones would fail later, where the store or a log line encodes them again."""
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"malformed JSON: {exc}"
+    except RecursionError:
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    if too_deep(value, MAX_JSON_DEPTH):
+        return None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    return value, None
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """True when lists/objects in `value` nest more than `limit` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in item)
+    return False

@@ -9,6 +9,7 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 REDACTED = "***"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -111,6 +112,20 @@ def configure_logging(
     root.setLevel(max(_LEVELS.get(level, logging.INFO), logging.INFO))
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if _client_fault not in server.filters:
+        server.addFilter(_client_fault)
+
+
+def _client_fault(record: logging.LogRecord) -> bool:
+    """A request aiohttp could not parse (a bad header byte, a lying length) is the client's
+    fault, answered 400: one warning line naming it, not an error with a traceback."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError) and exc.code < 500:
+        record.msg, record.args = "malformed HTTP request: %s", (exc.message,)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def _default_logger_name(

@@ -27,6 +27,11 @@ QUEUE_ENTRIES = Gauge(
 HTTP_REQUESTS = Counter(
     "syncd_http_requests_total", "HTTP requests served, by route and status code", ["route", "code"]
 )
+PAGE_LOGINS = Counter(
+    "syncd_page_logins_total",
+    "Sign-ins to the overview page by outcome (ok, wrong, throttled)",
+    ["outcome"],
+)
 HTTP_DURATION = Histogram(
     "syncd_http_request_duration_seconds",
     "Time to answer an HTTP request",

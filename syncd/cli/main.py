@@ -116,6 +116,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for direction, counts in sorted(body.get("queue", {}).items()):
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         print(f"queue {direction}: {parts}")
+    for direction, view in sorted(body.get("directions", {}).items()):
+        state = "PAUSED by an operator" if view.get("paused") else "running"
+        err = view.get("error")
+        if err:
+            state += f"; stopped by an integration error, {err['category']}: {err['message']}"
+        print(f"direction {direction}: {state}")
     for job in body.get("jobs", []):
         print(f"job {job['id']}: next {job['next_run']}")
     return EXIT_OK

@@ -49,8 +49,10 @@ COLUMNS = (
     ("created_at", "INITIATED"),
     ("updated_at", "CHANGED"),
     ("attempts", "ATT"),
-    ("error_category", "ERROR"),
+    ("error", "ERROR"),
 )
+# CSV keeps the parts apart (a spreadsheet filters on the category).
+CSV_COLUMNS = (*COLUMNS[:-1], ("error_category", ""), ("error_message", ""))
 _RELATIVE = re.compile(r"^(\d+)\s*([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -132,11 +134,11 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
         )
     elif args.format == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow([k for k, _ in COLUMNS])
+        w.writerow([k for k, _ in CSV_COLUMNS])
         for r in rows:
-            w.writerow(["" if r.get(k) is None else r[k] for k, _ in COLUMNS])
+            w.writerow(["" if r.get(k) is None else r[k] for k, _ in CSV_COLUMNS])
     else:
-        print(table(rows, COLUMNS))
+        print(table([{**r, "error": error_text(r)} for r in rows], COLUMNS))
         if body["next_cursor"] is not None and not args.all:
             print(f"(more: --before {body['next_cursor']}, or --all)")
     return EXIT_OK
@@ -150,7 +152,7 @@ def cmd_queue_show(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(body, indent=2))
         return EXIT_OK
-    for key, head in COLUMNS:
+    for key, head in COLUMNS[:-1]:
         print(f"{head.lower():<12} {body.get(key) if body.get(key) is not None else ''}")
     print(f"{'source':<12} {body['source']}  event {body['event']}  key {body['record_key']}")
     if body.get("excluded_reason"):
@@ -200,10 +202,30 @@ def cmd_queue_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def error_text(row: dict[str, Any]) -> str | None:
+    """A queue row's error as the list shows it: the category and the message."""
+    cat, msg = row.get("error_category"), row.get("error_message")
+    if not cat:
+        return None
+    return f"{cat}: {msg}" if msg else str(cat)
+
+
+def print_paused(directions: dict[str, dict[str, Any]]) -> None:
+    """Each direction an operator paused, prominently, on stderr."""
+    for d, v in sorted(directions.items()):
+        if v.get("paused"):
+            print(
+                f"!! {d.upper()} SYNC PAUSED by an operator: changes queue, nothing is written"
+                f"\n   -> syncd resume {d}",
+                file=sys.stderr,
+            )
+
+
 def cmd_health(args: argparse.Namespace) -> int:
-    """Per-object health, API use per connector, integration errors."""
+    """Per-object health, paused directions, API use per connector, integration errors."""
     body = admin_call(args, "GET", "/api/v1/health")
     print_integration_errors(body["integration_errors"])
+    print_paused(body.get("directions", {}))
     if args.format == "json":
         print(json.dumps(body, indent=2))
         return EXIT_OK
@@ -237,6 +259,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     for obj, h in body["objects"].items():
         for c in h["failing"]["by_category"]:
             print(f"hint {obj}/{c['category']}: {c['hint']}")
+    for d, v in sorted(body.get("directions", {}).items()):
+        print(f"direction {d}: {'PAUSED' if v.get('paused') else 'running'}")
     for c in body["connectors"]:
         quota = f"{c['quota_used']}/{c['quota_limit']}" if c["quota_limit"] else "not reported"
         print(f"api {c['name']}: quota {quota}, {int(c['calls_since_start'])} calls since start")

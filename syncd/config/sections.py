@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,17 @@ class DaemonSettings(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout: float = Field(default=30.0, gt=0, le=3600)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # A client gets this long to send a request's line and headers, and then its body;
+    # slower connections are closed (408 for a body), so they cannot pile up.
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    # Proxies whose X-Forwarded-Proto / X-Forwarded-For are believed (addresses or CIDRs).
+    trusted_proxies: tuple[str, ...] = ()
+    # Failed page sign-ins within login_window seconds before 429: per client address,
+    # and from anywhere together (the admin account).
+    login_failures_per_address: int = Field(default=5, ge=1, le=1000)
+    login_failures_total: int = Field(default=20, ge=1, le=100_000)
+    login_window: float = Field(default=300.0, gt=0, le=86_400)
     instance_id: str | None = None
     public_url: str | None = None
     lease_seconds: float = Field(default=300.0, gt=0)
@@ -73,6 +85,16 @@ class DaemonSettings(Section):
         host, sep, port = v.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"{p!r} is not an IP address or network") from None
         return v
 
     @field_validator("mysql_dsn")

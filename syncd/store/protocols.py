@@ -339,6 +339,20 @@ class InstanceStore(Protocol):
         """Drop instances last seen before a moment (long gone); how many."""
 
 
+class SessionStore(Protocol):
+    """Signed-in page sessions, by a hash of their secret part: valid while stored and
+    unexpired; ending one (logout) holds for every instance on the store."""
+
+    async def start_session(self, session_hash: str, expires_at: datetime) -> None:
+        """Record a new session (and drop the ones already expired)."""
+
+    async def session_valid(self, session_hash: str) -> bool:
+        """True while the session is stored and not expired."""
+
+    async def end_session(self, session_hash: str) -> bool:
+        """End a session (logout); whether it was there."""
+
+
 @runtime_checkable
 class StateStore(
     QueueStore,
@@ -351,6 +365,7 @@ class StateStore(
     DbsyncLedger,
     JobLockStore,
     InstanceStore,
+    SessionStore,
     Protocol,
 ):
     """Durable state of syncd: every idea above, behind one open/close."""

@@ -28,6 +28,8 @@ from syncd.sync.poll_window import Seen
 from syncd.sync.pull_run import PullBusy, PullCounts, PullNotDue, PullNotStarted
 from syncd.vendors.protocols import CrmConnector, HubConnector, TimeCursor
 
+WRITE_PROBE_SECONDS = 5.0
+WRITE_PROBE_KEY = "intake:write_probe"
 log = get_logger("syncd.sync")
 # Accounts first: a contact or deal gets its primary company once both ends are linked.
 PULL_OBJECTS = (ObjectType.ACCOUNT, ObjectType.LEAD, ObjectType.CONTACT, ObjectType.OPPORTUNITY)
@@ -65,6 +67,24 @@ class SyncEngine:
         """Start intake at once; the loops start working once the store is open."""
         self.host.spawn(self.intake.run(), "intake")
         self.host.spawn(self._after_store_open(), "engine-start")
+        self.host.spawn(self._probe_writes(), "write-probe")
+
+    async def _probe_writes(self) -> None:
+        """While the last intake commit failed, try one small write every few seconds.
+
+        An instance that failed a write is not ready, so a balancer stops sending it the
+        webhooks whose success would show the store writable again; this write does.
+        """
+        while True:
+            await asyncio.sleep(WRITE_PROBE_SECONDS)
+            if self.intake.last_error is None:
+                continue
+            try:
+                await self.store.set_cursor(WRITE_PROBE_KEY, datetime.now(UTC).isoformat())
+            except StoreError:
+                continue
+            log.info("store_writable_again", after=self.intake.last_error)
+            self.intake.last_error = None
 
     @property
     def started(self) -> bool:
@@ -314,6 +334,10 @@ class SyncEngine:
         checks: dict[str, Check] = {
             "engine": Check(self._ready.is_set(), "running" if self._ready.is_set() else "starting")
         }
+        failed = self.intake.last_error
+        checks["intake"] = Check(
+            failed is None, "ok" if failed is None else f"last write failed: {failed}"
+        )
         for d, gate in self.gates.items():
             if gate.error is not None:
                 cat, msg = gate.error

@@ -45,7 +45,7 @@ class DirectionGate:
 
     @property
     def _pause_key(self) -> str:
-        return f"paused:{self.direction.value}"
+        return pause_key(self.direction)
 
     async def load(self) -> None:
         """Read the shared state: the pause flag and the active integration error."""
@@ -53,7 +53,7 @@ class DirectionGate:
             await self._load()
 
     async def _load(self) -> None:
-        paused = (await self._store.get_cursor(self._pause_key)) == "1"
+        paused = await shared_pause(self._store, self.direction)
         errors = [
             e for e in await self._store.integration_errors() if e.direction is self.direction
         ]
@@ -152,3 +152,13 @@ class DirectionGate:
             await self._store.clear_integration_error(self.direction)
         except StoreError:
             metrics.STORE_ERRORS.labels("integration_error").inc()
+
+
+def pause_key(direction: Direction) -> str:
+    """The named value in the store holding a direction's operator pause."""
+    return f"paused:{direction.value}"
+
+
+async def shared_pause(store: GateStore, direction: Direction) -> bool:
+    """Whether an operator paused `direction` (for every instance on the store)."""
+    return (await store.get_cursor(pause_key(direction))) == "1"

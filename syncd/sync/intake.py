@@ -51,6 +51,9 @@ class InboundIntake:
         self._closed = False
         self._stream: asyncio.Task[None] | None = None
         self._crash: BaseException | None = None
+        # Why the last commit failed; None once one succeeds. Readiness reports it: a store
+        # that answers reads but refuses writes (a full disk) must not look ready.
+        self.last_error: str | None = None
 
     async def submit(self, changes: Sequence[Change]) -> None:
         """Commit `changes`; raises StoreError (answer 503) when the store failed."""
@@ -112,8 +115,10 @@ class InboundIntake:
         waiting: list[_Waiting] = batch.ref
         if error is not None:
             metrics.STORE_ERRORS.labels("enqueue").inc()
+            self.last_error = str(error) or type(error).__name__
             _fail(waiting, error)
             return
+        self.last_error = None
         by_source: dict[str, int] = {}
         for c in batch.changes:
             by_source[c.source] = by_source.get(c.source, 0) + 1

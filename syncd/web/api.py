@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd import __version__
+from syncd.jsontext import parse_json
 from syncd.web.context import Control
 
 CONTROL_KEY = web.AppKey("control", Control)
@@ -187,13 +189,17 @@ def check_bearer(request: web.Request, control: Control) -> None:
 
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object ({} when empty); 400 with a message otherwise."""
-    raw = await request.read()
+    limit = request.app[CONTROL_KEY].settings.daemon.body_timeout
+    try:
+        async with asyncio.timeout(limit):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, f"body not received within {limit:g}s (daemon.body_timeout)") from None
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"malformed JSON: {exc}") from None
+    body, problem = parse_json(raw)
+    if problem is not None:
+        raise ApiError(400, problem)
     if not isinstance(body, dict):
         raise ApiError(400, "body must be a JSON object")
     return body

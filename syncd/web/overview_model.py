@@ -27,6 +27,14 @@ STORE_DOWN_KEY = web.AppKey("overview_store_down_since", dict)
 
 # -- OpenAPI fragments ------------------------------------------------------------------------
 TS: dict[str, Any] = {"type": "string", "format": "date-time", "nullable": True}
+# A moment a filter may name: years 1000 to 9998 (MariaDB's DATETIME starts at 1000, and
+# any offset keeps such a moment inside Python's calendar once moved to UTC).
+YEARS = (1000, 9998)
+MOMENT: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": r"^(1[0-9]{3}|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-",
+}
 STR_N: dict[str, Any] = {"type": "string", "nullable": True}
 
 
@@ -52,10 +60,10 @@ ENTRY_PARAMS: tuple[dict[str, Any], ...] = (
     _q("direction", _enum(Direction), "direction"),
     _q("source", {"type": "string"}, "webhook, poll, pull or a dbsync name"),
     _q("error_category", _enum(ErrorCategory), "error category"),
-    _q("created_after", {"type": "string", "format": "date-time"}, "created at or after"),
-    _q("created_before", {"type": "string", "format": "date-time"}, "created before"),
-    _q("updated_after", {"type": "string", "format": "date-time"}, "changed at or after"),
-    _q("updated_before", {"type": "string", "format": "date-time"}, "changed before"),
+    _q("created_after", MOMENT, "created at or after"),
+    _q("created_before", MOMENT, "created before"),
+    _q("updated_after", MOMENT, "changed at or after"),
+    _q("updated_before", MOMENT, "changed before"),
     _q("q", {"type": "string"}, "substring of email or name"),
 )
 PAGE_PARAMS: tuple[dict[str, Any], ...] = (
@@ -70,8 +78,8 @@ LINK_PARAMS: tuple[dict[str, Any], ...] = (
     _q("object", _enum(ObjectType), "object"),
     _q("status", {"type": "string"}, "link status (linked, converted …)"),
     _q("deleted_side", {"type": "string", "enum": ["hub", "crm"]}, "deleted on this side"),
-    _q("synced_after", {"type": "string", "format": "date-time"}, "last synced at or after"),
-    _q("synced_before", {"type": "string", "format": "date-time"}, "last synced before"),
+    _q("synced_after", MOMENT, "last synced at or after"),
+    _q("synced_before", MOMENT, "last synced before"),
     _q("q", {"type": "string"}, "substring of email or name"),
 )
 
@@ -105,6 +113,7 @@ ENTRY_ROW_SCHEMA: dict[str, Any] = {
         "updated_at": TS,
         "attempts": {"type": "integer"},
         "error_category": STR_N,
+        "error_message": STR_N,
     },
 }
 ENTRY_DETAIL_SCHEMA: dict[str, Any] = {
@@ -176,13 +185,16 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def parse_time(name: str, raw: str | None) -> datetime | None:
-    """An ISO 8601 moment (naive means UTC); absent is None, anything else invalid is 400."""
+    """An ISO 8601 moment (naive means UTC) in years 1000 to 9998; absent is None, anything
+    else is 400 (so no moment fails later, moved to UTC or compared in a store)."""
     if raw is None:
         return None
     try:
         dt = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise ApiError(400, f"{name}: not an ISO 8601 date-time: {raw!r}") from None
+        raise ApiError(400, f"{name}: not an ISO 8601 date-time: {raw[:60]!r}") from None
+    if not YEARS[0] <= dt.year <= YEARS[1]:
+        raise ApiError(400, f"{name}: out of range (years {YEARS[0]} to {YEARS[1]})")
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
@@ -200,9 +212,11 @@ def parse_int(name: str, raw: str | None, *, low: int, high: int | None = None) 
     """An integer query value in [low, high]; 400 otherwise."""
     if raw is None:
         return None
-    if not raw.strip().isdigit() or len(raw.strip()) > 19:
-        raise ApiError(400, f"{name}: must be a whole number")
-    value = int(raw)
+    text = raw.strip()
+    # ASCII digits only: str.isdigit also accepts "²" and "¹", which int() refuses.
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise ApiError(400, f"{name}: must be a whole number (digits 0-9)")
+    value = int(text)
     high = MAX_ID if high is None else high
     if value < low or (high is not None and value > high):
         raise ApiError(400, f"{name}: must be {low}..{high}")
@@ -279,6 +293,9 @@ def entry_row(e: QueueEntry) -> dict[str, Any]:
         "updated_at": iso(e.updated_at),
         "attempts": e.attempts,
         "error_category": e.error_category.value if e.error_category else None,
+        # The message as the vendor (or the validation) gave it: the category alone does
+        # not say which field or rule, and the list is where an operator looks first.
+        "error_message": e.error_message if e.error_category else None,
     }
 
 

@@ -1,33 +1,34 @@
 """The overview web page: login, overview, entry detail, and CSRF-protected actions.
 
 Auth: the admin bearer token in an Authorization header, or a session cookie set by the
-login form. The cookie holds no secret: it is ``issued.nonce.HMAC(token, issued|nonce)``,
-so rotating ``daemon.admin_token`` signs everyone out. Forms posted with a cookie session
-carry a CSRF token (an HMAC of the session nonce) and must come from our own origin.
+login form (``syncd.web.sessions``: stored, so a logout holds on every instance). Forms
+posted with a cookie session carry a CSRF token (an HMAC of the session nonce) and must
+come from our own origin. Failed sign-ins are throttled (``syncd.web.throttle``).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import json
-import secrets
 import time
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
+from syncd import metrics
 from syncd.errors import StoreError
-from syncd.web.api import CONTROL_KEY, ApiError, Handler, check_bearer
+from syncd.logging import get_logger
+from syncd.web.api import CONTROL_KEY, ApiError, Handler
+from syncd.web.bodies import read_form
 from syncd.web.overview_model import (
     entry_detail,
     entry_filter,
     entry_row,
     integration_errors,
+    parse_int,
     present,
 )
 from syncd.web.page_render import (
@@ -40,15 +41,18 @@ from syncd.web.page_render import (
     login_form,
     page,
     pager,
+    paused_notice,
     queue_table,
     runs_table,
     template,
 )
 from syncd.web.queue_api import delete_entry, retry_filter, retry_ids
 from syncd.web.records_api import health
+from syncd.web.sessions import Session, admin_token, client_address, session_of, sign_in, sign_out
+from syncd.web.throttle import LoginThrottle
 
-COOKIE = "syncd_session"
-SESSION_SECONDS = 12 * 3600
+log = get_logger("syncd.web")
+
 PAGE_SIZE = 50
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -59,53 +63,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-
-
-@dataclass(frozen=True)
-class Session:
-    """Who is looking: via a bearer header (no CSRF needed) or a cookie (CSRF token)."""
-
-    via: str
-    csrf: str = ""
-
-
-def _token(request: web.Request) -> str | None:
-    tok = request.app[CONTROL_KEY].settings.daemon.admin_token
-    return tok.get_secret_value() if tok is not None else None
-
-
-def _sign(token: str, text: str) -> str:
-    return hmac.new(token.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def new_session_cookie(token: str, now: float | None = None) -> str:
-    """A fresh cookie value: issued time, random nonce, and their HMAC under the token."""
-    issued = str(int(now if now is not None else time.time()))
-    nonce = secrets.token_urlsafe(18)
-    return f"{issued}.{nonce}.{_sign(token, f'session|{issued}|{nonce}')}"
-
-
-def session_of(request: web.Request) -> Session | None:
-    """The request's session, or None when it is not signed in."""
-    token = _token(request)
-    if token is None:
-        return None
-    if request.headers.get("Authorization"):
-        try:
-            check_bearer(request, request.app[CONTROL_KEY])
-        except ApiError:
-            return None
-        return Session("bearer")
-    raw = request.cookies.get(COOKIE, "")
-    parts = raw.split(".")
-    if len(parts) != 3 or not parts[0].isdigit():
-        return None
-    issued, nonce, sig = parts
-    if not hmac.compare_digest(sig, _sign(token, f"session|{issued}|{nonce}")):
-        return None
-    if not 0 <= time.time() - int(issued) <= SESSION_SECONDS:
-        return None
-    return Session("cookie", csrf=_sign(token, f"csrf|{nonce}")[:40])
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 
 
 def _html(body: str, status: int = 200) -> web.Response:
@@ -123,10 +81,10 @@ def _same_origin(request: web.Request) -> bool:
 
 async def _form_session(request: web.Request) -> tuple[Session, dict[str, str], list[str]]:
     """Authenticate a state-changing POST: session, plus CSRF + origin for cookie sessions."""
-    sess = session_of(request)
+    sess = await session_of(request)
     if sess is None:
         raise web.HTTPSeeOther("/login")
-    form = await request.post()
+    form = await read_form(request)
     fields = {k: str(v) for k, v in form.items()}
     ids = [str(v) for v in form.getall("ids", [])]
     if sess.via == "cookie" and (
@@ -156,39 +114,61 @@ def _redirect(path: str, msg: str, bad: bool = False) -> web.HTTPSeeOther:
 
 async def login_get(request: web.Request) -> web.Response:
     """The login form (or straight to the overview when already signed in)."""
-    if session_of(request) is not None:
+    if await session_of(request) is not None:
         raise web.HTTPSeeOther("/")
     return _html(page("Sign in", login_form(), signed_in=False))
 
 
+def _throttle(request: web.Request) -> LoginThrottle:
+    """The app's throttle, with the limits in force (a reload may change them)."""
+    d = request.app[CONTROL_KEY].settings.daemon
+    t = request.app[THROTTLE]
+    t.per_address, t.total, t.window = (
+        d.login_failures_per_address,
+        d.login_failures_total,
+        d.login_window,
+    )
+    return t
+
+
 async def login_post(request: web.Request) -> web.Response:
-    """Check the token; on success set the session cookie and go to the overview."""
-    token = _token(request)
-    form = await request.post()
+    """Check the token; on success start a session and go to the overview.
+
+    Throttled before the token is even read: a client over its failures gets 429 with
+    Retry-After, whatever it sends.
+    """
+    throttle, address, now = _throttle(request), client_address(request), time.monotonic()
+    wait = throttle.retry_after(address, now)
+    if wait is not None:
+        body = login_form(f"Too many failed sign-ins. Try again in {wait} s.")
+        metrics.PAGE_LOGINS.labels("throttled").inc()
+        resp = _html(page("Sign in", body, signed_in=False), 429)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    token = admin_token(request)
+    form = await read_form(request)
     given = str(form.get("token", "")).strip()
     if not _same_origin(request):
         return _html(page("Sign in", login_form("Request refused."), signed_in=False), 403)
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        if token is not None:
+            metrics.PAGE_LOGINS.labels("wrong").inc()
+            throttle.failed(address, now)
+            log.warning("login_failed", client=address)
         body = login_form("Wrong token." if token else "Set daemon.admin_token first.")
         return _html(page("Sign in", body, signed_in=False), 401)
+    throttle.succeeded(address)
+    metrics.PAGE_LOGINS.labels("ok").inc()
     resp = web.HTTPSeeOther("/")
-    resp.set_cookie(
-        COOKIE,
-        new_session_cookie(token),
-        max_age=SESSION_SECONDS,
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-        path="/",
-    )
+    await sign_in(request, resp, token)
     raise resp
 
 
 async def logout(request: web.Request) -> web.Response:
-    """Clear the session cookie."""
-    await _form_session(request)
+    """End the session everywhere (it is in the store) and clear the cookie."""
+    sess, _, _ = await _form_session(request)
     resp = web.HTTPSeeOther("/login")
-    resp.del_cookie(COOKIE, path="/")
+    await sign_out(request, sess, resp)
     raise resp
 
 
@@ -198,7 +178,7 @@ def _flash(request: web.Request) -> tuple[str, bool]:
 
 async def overview(request: web.Request) -> web.Response:
     """Errors banner, health summary, and the filtered queue."""
-    sess = session_of(request)
+    sess = await session_of(request)
     if sess is None:
         raise web.HTTPSeeOther("/login")
     query = {k: request.query.get(k, "") for k in (*FILTER_KEYS, "before")}
@@ -206,7 +186,7 @@ async def overview(request: web.Request) -> web.Response:
     msg, bad = _flash(request)
     try:
         filt = entry_filter(present(query))
-        before = int(query["before"]) if query["before"].isdigit() else None
+        before = parse_int("before", query["before"] or None, low=1)
         rows = await request.app[CONTROL_KEY].store.list_entries(
             filt, before_id=before, limit=PAGE_SIZE + 1
         )
@@ -217,7 +197,7 @@ async def overview(request: web.Request) -> web.Response:
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     body = template("overview.html").substitute(
-        health=health_table(h),
+        health=paused_notice(h["directions"]) + health_table(h),
         connectors=connectors_table(h["connectors"]),
         runs=runs_table(h["latest_runs"]),
         filters=filter_fields(query),
@@ -231,14 +211,14 @@ async def overview(request: web.Request) -> web.Response:
 
 def _entry_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
         raise web.HTTPNotFound()
     return int(raw)
 
 
 async def entry(request: web.Request) -> web.Response:
     """One entry: payload, transferred and skipped fields, error, hint, actions."""
-    sess = session_of(request)
+    sess = await session_of(request)
     if sess is None:
         raise web.HTTPSeeOther("/login")
     eid = _entry_id(request)
@@ -290,7 +270,7 @@ async def bulk_retry(request: web.Request) -> web.Response:
         except ApiError:
             raise _redirect(back, "The filter is not valid.", bad=True) from None
     else:
-        chosen = [int(i) for i in ids if i.isdigit()]
+        chosen = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18]
         if not chosen:
             raise _redirect(back, "Select at least one entry in error.", bad=True)
         out = await retry_ids(request.app, chosen, now=True)
@@ -322,6 +302,7 @@ def page_errors(handler: Handler) -> Handler:
 
 def install(app: web.Application, api: object = None) -> None:
     """Add the page routes (with their HTML error answers) and the static files."""
+    app[THROTTLE] = LoginThrottle(per_address=5, total=20, window=300.0)
     app.router.add_get("/", page_errors(overview))
     app.router.add_get("/login", page_errors(login_get))
     app.router.add_post("/login", page_errors(login_post))

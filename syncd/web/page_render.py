@@ -263,7 +263,7 @@ def queue_table(rows: list[dict[str, Any]], query: dict[str, str]) -> str:
             f'<td data-label="Initiated">{when(r["created_at"])}</td>'
             f'<td data-label="Changed">{when(r["updated_at"])}</td>'
             f'<td data-label="Attempts" class="num">{r["attempts"]}</td>'
-            f'<td data-label="Error">{e(r["error_category"] or "")}</td></tr>'
+            f'<td data-label="Error">{_error_cell(r)}</td></tr>'
         )
     if not body:
         body.append('<tr><td colspan="10" class="muted">No entries match.</td></tr>')
@@ -276,6 +276,29 @@ def queue_table(rows: list[dict[str, Any]], query: dict[str, str]) -> str:
         '<th scope="col">Attempts</th><th scope="col">Error</th></tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>"
     )
+
+
+def _error_cell(row: dict[str, Any]) -> str:
+    """The category and the message (shortened; the whole one in the title and the detail)."""
+    cat, msg = row["error_category"], row.get("error_message") or ""
+    if not cat:
+        return ""
+    short = msg if len(msg) <= 120 else msg[:119] + "…"
+    text = f"<strong>{e(cat)}</strong>" + (f": {e(short)}" if short else "")
+    return f'<span title="{e(msg)}">{text}</span>' if short != msg else text
+
+
+def paused_notice(directions: dict[str, dict[str, Any]]) -> str:
+    """A notice per direction an operator paused (it stays paused, on every instance)."""
+    items = [
+        f'<p class="flash bad paused" role="status" data-direction="{e(d)}">'
+        f"<strong>{e(d.capitalize())} sync is paused</strong> by an operator: changes keep"
+        f" queueing and nothing is written until it is resumed"
+        f" (<code>syncd resume {e(d)}</code>).</p>"
+        for d, v in sorted(directions.items())
+        if v.get("paused")
+    ]
+    return "".join(items)
 
 
 def pager(query: dict[str, str], next_cursor: int | None) -> str:

@@ -12,10 +12,11 @@ from aiohttp import web
 
 from syncd.errors import ConfigError, IntegrationError
 from syncd.logging import get_logger
-from syncd.model import EntryStatus, ErrorCategory, ObjectType, RunKind
+from syncd.model import Direction, EntryStatus, ErrorCategory, ObjectType, RunKind
 from syncd.store.protocols import StateStore
 from syncd.store.types import EntryGroup, LinkFilter, RecordLink
 from syncd.sync.component import SyncEngine
+from syncd.sync.gate import shared_pause
 from syncd.sync.restore import RestoreRequest, count_restorable, restore_links
 from syncd.web.api import CONTROL_KEY, ERROR_SCHEMA, ApiError, ApiRegistry, read_json
 from syncd.web.components import ENGINE_KEY
@@ -109,10 +110,20 @@ RUN_SCHEMA: dict[str, Any] = {
         "error": {"type": "string", "nullable": True},
     },
 }
+DIRECTIONS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "per direction: paused by an operator (shared by every instance)",
+    "additionalProperties": {
+        "type": "object",
+        "required": ["paused"],
+        "properties": {"paused": {"type": "boolean"}},
+    },
+}
 HEALTH_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["objects", "connectors", "integration_errors", "latest_runs"],
+    "required": ["objects", "directions", "connectors", "integration_errors", "latest_runs"],
     "properties": {
+        "directions": DIRECTIONS_SCHEMA,
         "objects": {"type": "object", "additionalProperties": OBJECT_HEALTH},
         "connectors": {"type": "array", "items": CONNECTOR_SCHEMA},
         "integration_errors": INTEGRATION_ERRORS_SCHEMA,
@@ -243,6 +254,7 @@ async def health(request: web.Request) -> dict[str, Any]:
         )
     return {
         "objects": objects,
+        "directions": {d.value: {"paused": await shared_pause(store, d)} for d in Direction},
         "connectors": connector_usage(request.app.get(ENGINE_KEY)),
         "integration_errors": await integration_errors(request.app),
         "latest_runs": await latest_runs(store),

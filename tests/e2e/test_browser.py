@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,4 +195,62 @@ def test_operator_flow(browser: Browser, env: Env, tmp_path: Path) -> None:
     expect(page).to_have_url(base + "/login")
     page.goto(base + "/")
     expect(page).to_have_url(base + "/login")
+    ctx.close()
+
+
+def run_cli(d: DaemonProcess, *args: str) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "syncd", *args, "--config", str(d.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_paused_direction_error_messages_and_logout_everywhere(
+    browser: Browser, env: Env, tmp_path: Path
+) -> None:
+    """A paused direction shows on the page, in `syncd status` and `syncd health`; the
+    queue's error column carries the message; a signed-out cookie is dead in any browser."""
+    d, _ = start(env, tmp_path)
+    errors, _ = sandbox_data(env, d)
+    message = d.json("GET", f"/api/v1/queue/{errors[0]}")[1]["error"]["message"]
+    assert message
+    assert d.json("POST", "/api/v1/sync/inbound/pause")[0] == 200
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    login(page, d.base, d.token)
+    expect(page).to_have_url(d.base + "/")
+    notice = page.locator('.paused[data-direction="inbound"]')
+    expect(notice).to_contain_text("Inbound sync is paused")
+    expect(page.locator('.paused[data-direction="outbound"]')).to_have_count(0)
+    page.goto(d.base + "/?status=error&direction=inbound")
+    cell = page.locator(f'table.queue tr[data-id="{errors[0]}"] td[data-label="Error"]')
+    expect(cell).to_contain_text("validation")
+    expect(cell).to_contain_text(message[:60])
+    page.screenshot(path=str(ARTIFACTS / "overview-paused.png"), full_page=True)
+
+    code, out, _ = run_cli(d, "status")
+    assert code == 0 and "direction inbound: PAUSED" in out and "direction outbound:" in out
+    code, out, err = run_cli(d, "health")
+    assert code == 0 and "direction inbound: PAUSED" in out and "INBOUND SYNC PAUSED" in err
+    code, out, _ = run_cli(d, "queue", "list", "--status", "error", "--direction", "inbound")
+    assert code == 0 and f"validation: {message[:20]}" in out
+
+    # Resumed: the notice goes.
+    assert d.json("POST", "/api/v1/sync/inbound/resume")[0] == 200
+    page.goto(d.base + "/")
+    expect(page.locator(".paused")).to_have_count(0)
+
+    # Sign out, then replay the old cookie from a fresh browser: it is dead.
+    (cookie,) = [c for c in ctx.cookies() if c["name"] == "syncd_session"]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(d.base + "/login")
+    thief = browser.new_context()
+    thief.add_cookies([cookie])  # type: ignore[list-item]
+    tpage = thief.new_page()
+    tpage.goto(d.base + "/")
+    expect(tpage).to_have_url(d.base + "/login")
+    thief.close()
     ctx.close()

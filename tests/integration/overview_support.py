@@ -45,7 +45,7 @@ from syncd.store.sqlite import SqliteStore
 from syncd.store.types import EntryFilter, RecordLink
 from syncd.sync.component import SyncEngine
 from syncd.web import sync_api, webhooks
-from syncd.web.app import create_app
+from syncd.web.app import RouteInstaller, create_app
 from syncd.web.context import Check
 from syncd.web.overview_api import install
 
@@ -54,14 +54,28 @@ TOKEN = "overview-admin-token-0123456789"
 TAGS = ["added-to-salesforce-contact"]
 
 
-def make_settings(state: Path, token: str = TOKEN, engine: bool = False) -> Settings:
+WEBHOOK_TOKEN = "overview-webhook-token-0123456789"
+WEBHOOK_SECRET = "overview-hubspot-client-secret"
+
+
+def make_settings(
+    state: Path,
+    token: str = TOKEN,
+    engine: bool = False,
+    hub: str = "activecampaign",
+    daemon: dict[str, Any] | None = None,
+) -> Settings:
     """Settings for an in-process app (hub/crm sections only when an engine is wanted)."""
-    raw: dict[str, Any] = {"daemon": {"admin_token": token, "state_dir": str(state)}}
+    raw: dict[str, Any] = {
+        "daemon": {"admin_token": token, "state_dir": str(state), **(daemon or {})}
+    }
     if engine:
         raw["hub"] = {
-            "kind": "activecampaign",
+            "kind": hub,
             "base_url": "http://127.0.0.1:9/api/3",
             "api_token": "hub-token",
+            "webhook_token": WEBHOOK_TOKEN,
+            "webhook_secret": WEBHOOK_SECRET,
         }
         raw["crm"] = {"client_id": "cid", "client_secret": "secret"}
         raw["inbound"] = {"flush_interval": 3600, "flush_size": 10_000, "retry_base_delay": 0}
@@ -275,9 +289,13 @@ class LiveApp:
         engine: bool = False,
         token: str = TOKEN,
         store: Callable[[], StateStore] | None = None,
+        hub: str = "activecampaign",
+        daemon: dict[str, Any] | None = None,
+        installers: Sequence[RouteInstaller] = (),
     ) -> None:
+        self._more = tuple(installers)
         self.token = token
-        self.settings = make_settings(tmp, token, engine)
+        self.settings = make_settings(tmp, token, engine, hub, daemon)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
@@ -306,7 +324,7 @@ class LiveApp:
             self.control.components.append(engine)
             self.engine = engine
         self.app = create_app(
-            self.control, installers=[sync_api.install, webhooks.install, install]
+            self.control, installers=[sync_api.install, webhooks.install, install, *self._more]
         )
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()

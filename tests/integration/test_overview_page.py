@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from syncd.model import Direction, ErrorCategory
-from syncd.web.page import new_session_cookie
+from syncd.web.sessions import new_session_cookie
 from tests.integration.overview_support import LiveApp, Seeded, seed
 
 

@@ -834,6 +834,34 @@ async def test_instances_beat_with_their_view_and_are_forgotten_when_long_gone(
     assert again.started_at == t1
 
 
+async def test_page_sessions_are_valid_until_ended_or_expired_for_every_opener(
+    store: Store, target: tuple[str, str]
+) -> None:
+    now = datetime.now(UTC)
+    await store.start_session("a" * 64, now + timedelta(hours=12))
+    await store.start_session("b" * 64, now + timedelta(hours=12))
+    await store.start_session("c" * 64, now - timedelta(seconds=1))  # already expired
+    assert await store.session_valid("a" * 64)
+    assert not await store.session_valid("c" * 64)
+    assert not await store.session_valid("d" * 64)
+    other = store if target[0] == "memory" else make_store(target)
+    if other is not store:
+        await other.open()
+    try:
+        # Ended through one opener (an instance), it is ended for every other.
+        assert await other.session_valid("a" * 64)
+        assert await other.end_session("a" * 64)
+        assert not await store.session_valid("a" * 64)
+        assert not await store.end_session("a" * 64)  # a second logout finds nothing
+        assert await store.session_valid("b" * 64)  # the other session lives on
+        # A new session drops the expired ones.
+        await store.start_session("e" * 64, now + timedelta(hours=1))
+        assert not await other.end_session("c" * 64)
+    finally:
+        if other is not store:
+            await other.close()
+
+
 async def test_timestamps_are_aware_utc_with_sub_millisecond_precision(store: Store) -> None:
     [i] = await store.enqueue([change()])
     e = await store.get_entry(i)

@@ -158,3 +158,23 @@ class ControlOps(MemoryState):
         for k in doomed:
             del self._instances[k]
         return len(doomed)
+
+    # page sessions -------------------------------------------------------------------------
+    async def start_session(self, session_hash: str, expires_at: datetime) -> None:
+        """Record a new session (and drop the ones already expired)."""
+        self._live()
+        now = utcnow()
+        for k in [k for k, end in self._sessions.items() if end < now]:
+            del self._sessions[k]
+        self._sessions[session_hash] = expires_at
+
+    async def session_valid(self, session_hash: str) -> bool:
+        """True while the session is stored and not expired."""
+        self._live()
+        end = self._sessions.get(session_hash)
+        return end is not None and end > utcnow()
+
+    async def end_session(self, session_hash: str) -> bool:
+        """End a session (logout); whether it was there."""
+        self._live()
+        return self._sessions.pop(session_hash, None) is not None

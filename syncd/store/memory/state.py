@@ -145,6 +145,7 @@ class MemoryState:
         self._dbsync: dict[str, dict[str, DbsyncRow]] = {}
         self._locks: dict[str, tuple[str, datetime]] = {}  # name -> owner, expires_at
         self._instances: dict[str, InstanceBeat] = {}
+        self._sessions: dict[str, datetime] = {}  # session hash -> expires_at
 
     def _live(self) -> None:
         """Refuse work while closed, as a SQL store whose connection is gone does."""

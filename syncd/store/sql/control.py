@@ -208,3 +208,41 @@ class ControlOps(SqlBase):
             )
 
         return await self._run(op)
+
+    # page sessions -------------------------------------------------------------------------
+    async def start_session(self, session_hash: str, expires_at: datetime) -> None:
+        """Record a new session (and drop the ones already expired)."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> None:
+            now = utcnow()
+            await tx.execute("DELETE FROM web_sessions WHERE expires_at < ?", (d.ts(now),))
+            await tx.execute(
+                "INSERT INTO web_sessions (session_hash, created_at, expires_at) VALUES (?, ?, ?)",
+                (session_hash, d.ts(now), d.ts(expires_at)),
+            )
+
+        await self._run(op)
+
+    async def session_valid(self, session_hash: str) -> bool:
+        """True while the session is stored and not expired."""
+        d = self.dialect
+
+        async def op(tx: Tx) -> bool:
+            row = await self._fetchone(
+                tx,
+                "SELECT 1 FROM web_sessions WHERE session_hash = ? AND expires_at > ?",
+                (session_hash, d.ts(utcnow())),
+            )
+            return row is not None
+
+        return await self._run(op, write=False)
+
+    async def end_session(self, session_hash: str) -> bool:
+        """End a session (logout); whether it was there."""
+
+        async def op(tx: Tx) -> bool:
+            n = await tx.execute("DELETE FROM web_sessions WHERE session_hash = ?", (session_hash,))
+            return n > 0
+
+        return await self._run(op)

@@ -350,6 +350,20 @@ _INSTANCES_TABLE = Table(
     primary_key=("instance_id",),
 )
 
+# Signed-in page sessions, by the SHA-256 of their nonce: a session is valid while its row
+# is there and not expired, so a logout (the row deleted) holds on every instance.
+_SESSIONS_TABLE = Table(
+    "web_sessions",
+    [
+        _c("session_hash", "str:64", null=False),
+        _c("created_at", "ts", null=False),
+        _c("expires_at", "ts", null=False),
+    ],
+    surrogate_id=False,
+    primary_key=("session_hash",),
+    indexes=(("ix_web_sessions_expiry", ("expires_at",)),),
+)
+
 
 # The newest processed entry that wrote a linked record, in either direction (the queue's
 # (direction, record_key) index finds each); re-runnable, it only fills empty bases.
@@ -503,6 +517,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE status IN ('error', 'excluded')",
         ),
         mysql=(),
+    ),
+    Migration(
+        12,
+        "page sessions in the store, so a logout on one instance holds on all",
+        sqlite=tuple(_SESSIONS_TABLE.render("sqlite")),
+        mysql=tuple(_SESSIONS_TABLE.render("mysql")),
     ),
 )
 
