@@ -7,8 +7,9 @@ its own WriteResult, in input order.
 Call cost: ceil(n/250) ``bulk_import`` calls; then, per import, about one ``import/info``
 read (one poller for all imports, see imports.py), one ``GET /contacts?ids[]=`` per 100
 contacts it created (AC lists their ids in no order, so their emails are read to pair them
-with rows), and one ``GET /contacts?email=`` per row that updated a contact whose id the
-caller did not give (AC does not list updated contacts). No reads with
+with rows), and for rows that updated a contact whose id the caller did not give (AC does
+not list updated contacts) one read per 100 of the contacts changed since the import was
+sent, and one ``GET /contacts?email=`` for any still unknown. No reads with
 ``confirm_imports=False``.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import Any, NamedTuple
 
@@ -31,6 +33,7 @@ from syncd.vendors.activecampaign.imports import (
     ImportOutcome,
     contact_id_of,
     contact_ids_by_email,
+    ids_of_updated,
 )
 from syncd.vendors.activecampaign.write import (
     STANDARD,
@@ -190,6 +193,7 @@ async def _submit(
 async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | None]) -> None:
     """Submit every chunk first, then wait for them together, so AC works on them all."""
     batches: list[tuple[str, list[_BulkRow]]] = []
+    sent = datetime.now(UTC)
     for chunk in _chunks(rows):
         batch_id = await _submit(api, chunk, results)
         if batch_id is not None:
@@ -201,7 +205,7 @@ async def _bulk(api: AcApi, rows: list[_BulkRow], results: list[WriteResult | No
         return
     outcomes = await asyncio.gather(*(api.imports.wait(b) for b, _ in batches))
     for (batch_id, chunk), outcome in zip(batches, outcomes, strict=True):
-        await _settle(api, batch_id, chunk, outcome, results)
+        await _settle(api, batch_id, chunk, outcome, results, sent)
 
 
 async def _settle(
@@ -210,6 +214,7 @@ async def _settle(
     chunk: list[_BulkRow],
     outcome: ImportOutcome,
     results: list[WriteResult | None],
+    sent: datetime,
 ) -> None:
     """Each row's result from how its import ended, paired by email, never by position."""
     if outcome.status != "completed":
@@ -229,6 +234,15 @@ async def _settle(
             results[r.pos] = err
         return
     created = await contact_ids_by_email(api.call, outcome.created_ids)
+    # Updated rows whose id the caller did not give: AC does not list them; read together.
+    unknown = [
+        r.email.lower()
+        for r in chunk
+        if r.id is None
+        and r.email.lower() not in created
+        and r.email.lower() not in outcome.rejected
+    ]
+    updated = await ids_of_updated(api.call, unknown, sent) if unknown else {}
     for r in chunk:
         email = r.email.lower()
         if email in outcome.rejected:
@@ -243,7 +257,7 @@ async def _settle(
             results[r.pos] = new_named_tuple(WriteResult, (True, cid, True, None, None, None))
             continue
         # Updated, not created: AC does not list it; the id is the caller's or is looked up.
-        rid = r.id or await contact_id_of(api.call, email)
+        rid = r.id or updated.get(email) or await contact_id_of(api.call, email)
         results[r.pos] = new_named_tuple(WriteResult, (True, rid, False, None, None, None))
 
 
