@@ -166,13 +166,14 @@ Send = Callable[[asyncio.Task[None] | None, asyncio.Event], Coroutine[Any, Any, 
 
 
 class InFlight:
-    """Batches on their way: at most one writing to the hub, the one before it perhaps still
-    recording its outcome, while the next is claimed and planned."""
+    """Batches on their way: up to `writing` of them writing to the hub at once (their
+    records are disjoint: `holds`), older ones perhaps still recording their outcomes in
+    order, while the next is claimed and planned."""
 
-    def __init__(self) -> None:
+    def __init__(self, writing: int = 1) -> None:
+        self._writing = max(writing, 1)
         self._tasks: list[asyncio.Task[None]] = []  # oldest first; each awaits the one before
         self._keys: dict[asyncio.Task[None], frozenset[str]] = {}  # record keys per batch
-        self._written = asyncio.Event()  # set once the newest is done with the hub
         self._written_of: dict[asyncio.Task[None], asyncio.Event] = {}
 
     @property
@@ -193,24 +194,28 @@ class InFlight:
         self._tasks = [t for t in self._tasks if not t.done() or t is previous]
         self._keys = {t: ks for t, ks in self._keys.items() if not t.done()}
         self._written_of = {t: w for t, w in self._written_of.items() if not t.done()}
-        self._written = asyncio.Event()
-        task = asyncio.ensure_future(send(previous, self._written))
+        written = asyncio.Event()  # set once the batch is done with the hub
+        task = asyncio.ensure_future(send(previous, written))
         self._tasks.append(task)
         self._keys[task] = frozenset(keys)
-        self._written_of[task] = self._written
+        self._written_of[task] = written
 
     async def hub_free(self) -> None:
-        """Wait until the newest batch is done with the hub; raise its error if it failed."""
-        if not self._tasks:
-            return
-        newest = self._tasks[-1]
-        written = asyncio.ensure_future(self._written.wait())
-        try:
-            await asyncio.wait({newest, written}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            written.cancel()
-        if newest.done():
-            newest.result()
+        """Wait until fewer than `writing` batches are busy with the hub; raise the error of
+        a batch that failed."""
+        while True:
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    task.result()
+            busy = [t for t in self._tasks if not t.done() and not self._written_of[t].is_set()]
+            if len(busy) < self._writing:
+                return
+            marks = [asyncio.ensure_future(self._written_of[t].wait()) for t in busy]
+            try:
+                await asyncio.wait({*busy, *marks}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for mark in marks:
+                    mark.cancel()
 
     async def wait(self) -> None:
         """Wait for every batch on its way, oldest first; the first error raises here."""

@@ -14,6 +14,7 @@ from syncd.sync.counts import RunCounts
 from syncd.sync.flight import InFlight, Outcome, Unsettled
 from syncd.sync.mapping import ObjectMapping
 
+HUB_WRITES_IN_FLIGHT = 4
 HUB_BATCH = 500  # two AC bulk imports or five HubSpot batch calls: fewer store round trips
 LEAD_CONVERSION_FIELDS = (
     "IsConverted",
@@ -65,7 +66,10 @@ class PullRun:
     # The pull's job lock: checked before every hub write (the fencing check).
     lock: JobLock
     counts: PullCounts = field(default_factory=PullCounts)
-    flight: InFlight = field(default_factory=InFlight)
+    # Hub writes of a pull in flight at once: enough to keep a hub's rate limit busy while
+    # each call waits for its answer (an ActiveCampaign import takes seconds); the
+    # connectors' limiters keep them within the limit itself.
+    flight: InFlight = field(default_factory=lambda: InFlight(writing=HUB_WRITES_IN_FLIGHT))
     unsettled: Unsettled = field(default_factory=Unsettled)
     # Pulled records' accounts (CRM id -> AccountId), when the hub keeps primary companies:
     # set there once the records and their accounts are linked.
