@@ -204,7 +204,9 @@ def make_app(sandbox: SandboxBase) -> web.Application:
 
 async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
     """Start `app` on host:port (0 picks a free port); the bound port is on the runner."""
-    runner = web.AppRunner(app, access_log=None)
+    # A simulator has nothing to drain: requests still held by an injected latency (a
+    # minute, in some fault tests) are dropped after a moment rather than awaited.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
