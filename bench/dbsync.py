@@ -341,9 +341,10 @@ async def run_realistic(rows: int, port: int, state: Path) -> None:
                     kinds["import/info"],
                     kinds["contact reads"],
                     kinds["other"],
-                    "" if test else per_min,
-                    "" if test else floor_ratio(wall, import_floor),
-                    "" if test else floor_ratio(wall, request_floor),
+                    # Rates and floors only mean something for the run that writes.
+                    per_min if label == "first run" else "",
+                    floor_ratio(wall, import_floor) if label == "first run" else "",
+                    floor_ratio(wall, request_floor) if label == "first run" else "",
                 ]
             )
             print(
