@@ -305,6 +305,21 @@ def rate_limited_answers(metrics_text: str, connector: str | None = None) -> int
     return total
 
 
+def api_calls_by_endpoint(metrics_text: str, connector: str) -> dict[str, int]:
+    """syncd's own tally of its calls to one vendor, by endpoint group (all outcomes), from
+    the daemon's /metrics: names the purpose of calls the simulator counts under one path."""
+    out: dict[str, int] = {}
+    for line in metrics_text.splitlines():
+        if (
+            not line.startswith("syncd_api_requests_total{")
+            or f'connector="{connector}"' not in line
+        ):
+            continue
+        endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+        out[endpoint] = out.get(endpoint, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def in_process_rate_limited(connector: str | None = None) -> int:
     """The same count for syncd clients running in this process."""
     from syncd import metrics

@@ -39,6 +39,7 @@ from typing import Any
 from bench.common import (
     QUIET_INBOUND,
     RssSampler,
+    api_calls_by_endpoint,
     calls_between,
     cpu_seconds,
     drop_mysql_database,
@@ -92,10 +93,15 @@ def pull(d: Any, obj: str = "contact") -> tuple[dict[str, Any], float]:
         return json.loads(body), time.perf_counter() - started
 
 
-def rate_limited(d: Any) -> int:
-    """The 429s the daemon's clients have received so far (its /metrics)."""
+def daemon_metrics(d: Any) -> str:
+    """The daemon's /metrics text."""
     status, body, _ = d.request("GET", "/metrics", timeout=30)
-    return rate_limited_answers(body.decode()) if status == 200 else 0
+    return body.decode() if status == 200 else ""
+
+
+def rate_limited(d: Any) -> int:
+    """The 429s the daemon's clients have received so far."""
+    return rate_limited_answers(daemon_metrics(d))
 
 
 def change_contacts(sf: Any, ids: list[str]) -> None:
@@ -123,8 +129,10 @@ def realistic_update(d: Any, sb: Any, sf: Any, hs: Any, hub: str, ids: list[str]
     time.sleep(1.1)  # past the first pull's last SystemModstamp second
     sb.run(lambda: change_contacts(sf, ids))
     hub0, limited0 = sandbox_calls(hs, sb), rate_limited(d)
+    purpose0 = api_calls_by_endpoint(daemon_metrics(d), hub)
     body, seconds = pull(d)
     calls = calls_between(hub0, sandbox_calls(hs, sb))
+    purposes = calls_between(purpose0, api_calls_by_endpoint(daemon_metrics(d), hub))
     limited = rate_limited(d) - limited0
     served = sum(calls.values()) - limited  # 429s do not count against the vendor's window
     n = len(ids)
@@ -155,6 +163,7 @@ def realistic_update(d: Any, sb: Any, sf: Any, hs: Any, hub: str, ids: list[str]
         "floor_text": floor_text,
         "ratio": floor_ratio(seconds, floor),
         "changed": sb.run(lambda: changed_in_hub(hs)),
+        "purposes": purposes,
     }
 
 
@@ -308,6 +317,11 @@ def report_realistic(results: list[dict[str, Any]], args: argparse.Namespace) ->
             sorted(r["update"]["calls"].items()),
             title=f"hub calls during the {r['hub']} update pull (429s included)",
         )
+        table(
+            ["syncd endpoint group", "calls"],
+            sorted(r["update"]["purposes"].items()),
+            title=f"the same calls by syncd's endpoint groups ({r['hub']}, its /metrics)",
+        )
     record(
         f"outbound --realistic ({args.records:,} changed linked contacts, {args.store})",
         "; ".join(
@@ -317,7 +331,8 @@ def report_realistic(results: list[dict[str, Any]], args: argparse.Namespace) ->
             f" ({u['processed']:,} processed, {u['errors']} errors, {u['changed']:,} changed in"
             f" hub), writes {u['writes']} vs min {u['min_writes']}, calls {u['served']} vs min"
             f" {u['minimum']}, {u['limited']} answered 429, floor {u['floor']:.1f} s"
-            f" ({u['floor_text']}), time / floor {u['ratio']}"
+            f" ({u['floor_text']}), time / floor {u['ratio']}; calls by syncd endpoint: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(u["purposes"].items()))
             for r in results
             for u in [r["update"]]
         ),
