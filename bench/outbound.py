@@ -26,6 +26,7 @@ Figures only, no assertions.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import signal
@@ -130,7 +131,13 @@ def realistic_update(d: Any, sb: Any, sf: Any, hs: Any, hub: str, ids: list[str]
     sb.run(lambda: change_contacts(sf, ids))
     hub0, limited0 = sandbox_calls(hs, sb), rate_limited(d)
     purpose0 = api_calls_by_endpoint(daemon_metrics(d), hub)
+    stamps0 = len(getattr(hs, "request_times", ()))
+    began = time.time()
     body, seconds = pull(d)
+    # ActiveCampaign's simulator stamps every request: the pull's stretches without one
+    # (over 1 s) are time spent on something other than the rate limit.
+    stamps = [began, *getattr(hs, "request_times", [])[stamps0:], time.time()]
+    gaps = [b - a for a, b in itertools.pairwise(stamps) if b - a > 1.0]
     calls = calls_between(hub0, sandbox_calls(hs, sb))
     purposes = calls_between(purpose0, api_calls_by_endpoint(daemon_metrics(d), hub))
     limited = rate_limited(d) - limited0
@@ -164,6 +171,7 @@ def realistic_update(d: Any, sb: Any, sf: Any, hs: Any, hub: str, ids: list[str]
         "ratio": floor_ratio(seconds, floor),
         "changed": sb.run(lambda: changed_in_hub(hs)),
         "purposes": purposes,
+        "idle": (len(gaps), sum(gaps)) if hub == "activecampaign" else None,
     }
 
 
@@ -312,6 +320,12 @@ def report_realistic(results: list[dict[str, Any]], args: argparse.Namespace) ->
         title=f"second pull: {args.records:,} linked contacts changed (real limits)",
     )
     for r in results:
+        if r["update"]["idle"]:
+            n, total = r["update"]["idle"]
+            print(
+                f"\n{r['hub']} update pull: {n} stretches over 1 s without a hub request,"
+                f" {total:.1f} s in all"
+            )
         table(
             ["endpoint", "calls"],
             sorted(r["update"]["calls"].items()),
@@ -333,6 +347,12 @@ def report_realistic(results: list[dict[str, Any]], args: argparse.Namespace) ->
             f" {u['minimum']}, {u['limited']} answered 429, floor {u['floor']:.1f} s"
             f" ({u['floor_text']}), time / floor {u['ratio']}; calls by syncd endpoint: "
             + ", ".join(f"{k} {v}" for k, v in sorted(u["purposes"].items()))
+            + (
+                f"; {u['idle'][0]} stretches over 1 s without a hub request,"
+                f" {u['idle'][1]:.1f} s in all"
+                if u["idle"]
+                else ""
+            )
             for r in results
             for u in [r["update"]]
         ),
