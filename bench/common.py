@@ -289,3 +289,51 @@ def is_write(endpoint: str) -> bool:
     if method not in ("POST", "PATCH", "PUT", "DELETE"):
         return False
     return not any(p in path for p in ("/oauth2/", "/search", "/batch/read", "/query"))
+
+
+# -- realistic limits -------------------------------------------------------------------------
+def rate_limited_answers(metrics_text: str, connector: str | None = None) -> int:
+    """How many 429s syncd's clients received, from a Prometheus text exposition (the
+    daemon's /metrics): the ``rate_limited`` outcome of ``syncd_api_requests_total``."""
+    total = 0
+    for line in metrics_text.splitlines():
+        if not line.startswith("syncd_api_requests_total{") or 'outcome="rate_limited"' not in line:
+            continue
+        if connector is not None and f'connector="{connector}"' not in line:
+            continue
+        total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def api_calls_by_endpoint(metrics_text: str, connector: str) -> dict[str, int]:
+    """syncd's own tally of its calls to one vendor, by endpoint group (all outcomes), from
+    the daemon's /metrics: names the purpose of calls the simulator counts under one path."""
+    out: dict[str, int] = {}
+    for line in metrics_text.splitlines():
+        if (
+            not line.startswith("syncd_api_requests_total{")
+            or f'connector="{connector}"' not in line
+        ):
+            continue
+        endpoint = line.split('endpoint="', 1)[1].split('"', 1)[0]
+        out[endpoint] = out.get(endpoint, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def in_process_rate_limited(connector: str | None = None) -> int:
+    """The same count for syncd clients running in this process."""
+    from syncd import metrics
+
+    total = 0
+    for family in metrics.API_REQUESTS.collect():
+        for s in family.samples:
+            if not s.name.endswith("_total") or s.labels.get("outcome") != "rate_limited":
+                continue
+            if connector is None or s.labels.get("connector") == connector:
+                total += int(s.value)
+    return total
+
+
+def floor_ratio(seconds: float, floor: float) -> str:
+    """``time ÷ floor`` as text (``n/a`` when the floor is 0)."""
+    return f"{seconds / floor:.2f}" if floor > 0 else "n/a"
