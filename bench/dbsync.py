@@ -5,8 +5,11 @@ with nothing changed: wall seconds, rows/s, peak RSS of this process, the API ca
 sandbox received, the CPU seconds of this process, of the sandbox and of the local MariaDB
 server (and their sum spread over all cores: the least wall time the run could take on this
 machine), the sandbox's peak RSS; plus the time the plain ``mariadb --quick`` client needs to
-stream the same columns. The sandbox's request rate limit, bulk import limits and import
-latency are off, and so are the connector's own limits.
+stream the same columns, and each run's time over that of a plain script doing the same job
+on a simulator of its own (``bench.plain_dbsync``: pymysql stream, bulk imports of 250 with
+aiohttp, wait for each, no state; issue targets: first run <= 1.5 x, unchanged rerun <=
+0.5 x). The sandbox's request rate limit, bulk import limits and import latency are off,
+and so are the connector's own limits.
 
 ``--realistic`` (100,000 rows by default): the sandbox as ActiveCampaign is — 5 requests/s
 per account (429 with Retry-After), 100 bulk imports a minute, each import processed after
@@ -197,8 +200,10 @@ def bench_settings() -> Any:
     )
 
 
-async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None:
-    """Two runs; prints one line per run."""
+async def run_bench(
+    rows: int, port: int, state: Path, sandbox_pid: int, plain: float | None = None
+) -> None:
+    """Two runs; prints one line per run, with its time over the plain script's."""
     from bench.common import record
     from syncd.config import HttpSettings, HubSettings, RateLimitSettings
     from syncd.daemon import settle_heap
@@ -252,8 +257,12 @@ async def run_bench(rows: int, port: int, state: Path, sandbox_pid: int) -> None
                 f"sandbox peak RSS {peak_rss_mb(sandbox_pid):,.0f} MB",
                 flush=True,
             )
+            vs_plain = f" = {wall / plain:.2f} x the plain script" if plain else ""
+            if plain:
+                print(f"{label:24s} {wall:.1f} s / plain script {plain:.1f} s{vs_plain}")
             lines.append(
-                f"{label}: {wall:.1f} s = {c['rows_read'] / wall:,.0f} rows/s, writes {writes:,},"
+                f"{label}: {wall:.1f} s{vs_plain} = {c['rows_read'] / wall:,.0f} rows/s,"
+                f" writes {writes:,},"
                 f" peak RSS {peak_rss_mb():.0f} MB, CPU daemon {cpu:.0f} s / sandbox {sb_cpu:.0f} s"
                 f" / MariaDB {db_cpu:.0f} s (over all cores {floor:.0f} s)"
             )
@@ -418,27 +427,52 @@ def main() -> None:
         make_table(args.rows)
         print(f"table: {args.rows:,} rows loaded in {time.perf_counter() - t:.1f} s", flush=True)
     print(f"mariadb --quick raw read: {raw_read_seconds():.1f} s", flush=True)
-    sandbox = subprocess.Popen(
-        [sys.executable, "-c", SANDBOX_SCRIPT, TOKEN, "realistic" if args.realistic else "off"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    plain: float | None = None
     try:
-        assert sandbox.stdout is not None
-        port = int(sandbox.stdout.readline())
-        # Keep reading its output: a full pipe would stall the sandbox mid-request.
-        out = sandbox.stdout
-        threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
-        with tempfile.TemporaryDirectory() as state:
-            if args.realistic:
-                asyncio.run(run_realistic(args.rows, port, Path(state)))
-            else:
-                asyncio.run(run_bench(args.rows, port, Path(state), sandbox.pid))
+        if not args.realistic:
+            # The plain script on a simulator of its own, so both start from an empty hub.
+            alone, alone_port = start_sandbox("off")
+            try:
+                plain = plain_seconds(alone_port)
+            finally:
+                alone.kill()
+                alone.wait()
+        sandbox, port = start_sandbox("realistic" if args.realistic else "off")
+        try:
+            with tempfile.TemporaryDirectory() as state:
+                if args.realistic:
+                    asyncio.run(run_realistic(args.rows, port, Path(state)))
+                else:
+                    asyncio.run(run_bench(args.rows, port, Path(state), sandbox.pid, plain))
+        finally:
+            sandbox.kill()
+            sandbox.wait()
     finally:
-        sandbox.kill()
-        sandbox.wait()
         if not args.keep:
             mariadb("-e", f"DROP DATABASE IF EXISTS {DB}")
+
+
+def start_sandbox(mode: str) -> tuple[subprocess.Popen[str], int]:
+    """The ActiveCampaign simulator in its own process; it and its port."""
+    sandbox = subprocess.Popen(
+        [sys.executable, "-c", SANDBOX_SCRIPT, TOKEN, mode], stdout=subprocess.PIPE, text=True
+    )
+    assert sandbox.stdout is not None
+    port = int(sandbox.stdout.readline())
+    # Keep reading its output: a full pipe would stall the sandbox mid-request.
+    out = sandbox.stdout
+    threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+    return sandbox, port
+
+
+def plain_seconds(port: int) -> float:
+    """The plain script's time for the whole table (bench.plain_dbsync)."""
+    from bench.plain_dbsync import run_plain
+
+    dsn = {"host": "127.0.0.1", "port": 3306, "user": "root", "database": DB}
+    wall, imports = asyncio.run(run_plain(port, TOKEN, dsn=dsn))
+    print(f"plain script (pymysql + aiohttp, {imports:,} imports): {wall:.1f} s", flush=True)
+    return wall
 
 
 if __name__ == "__main__":
