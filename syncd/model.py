@@ -223,7 +223,7 @@ class DeletedRecord:
     deleted_at: datetime | None
 
 
-# Builds a named tuple from all its values in C: `new_named_tuple(WriteItem, (fields, id, None))`.
+# Builds a named tuple from all its values in C: `new_named_tuple(WriteItem, (fields, id))`.
 # A named tuple's own constructor is a Python call (0.25 against 0.10 µs), paid per record
 # of a big batch, so the per-row paths of dbsync and the bulk writes build them this way.
 new_named_tuple = tuple.__new__
@@ -238,9 +238,6 @@ class WriteItem(NamedTuple):
 
     fields: Mapping[str, Any]
     id: str | None = None
-    # The record's current email in the hub, when the caller has just read it: a hub that
-    # updates by email (ActiveCampaign's bulk import) then needs no read of its own.
-    match: str | None = None
 
 
 class WriteResult(NamedTuple):

@@ -483,8 +483,7 @@ class RowPipeline:
         if chunk:
             lists = (plan.list_id,)  # one tuple for the call's items: connectors only read it
             items = [
-                new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id, None))
-                for w in chunk
+                new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk
             ]
             await p.fence()
             p.tally.write_calls += 1

@@ -114,9 +114,9 @@ class HubPlanner:
                 settled.append(Outcome(e, "skipped", link=new_link, skipped=m.overridden))
                 continue
             hub_fields = mapping.to_hub(m.to_hub)
-            email = hub.get("Email") if obj in NEW_TAG else None
-            item = WriteItem(hub_fields, id=link.hub_id, match=email or None)
-            updates.add(e, link, hub_fields, m.overridden, m.base, item)
+            updates.add(
+                e, link, hub_fields, m.overridden, m.base, WriteItem(hub_fields, id=link.hub_id)
+            )
         return [w for w in (updates, creates) if w.rows], settled
 
     async def _hub_values(

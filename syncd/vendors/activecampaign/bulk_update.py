@@ -5,8 +5,7 @@ changed linked contacts cost 186 calls against AC's 5 a second. Its bulk import 
 the contacts whose email it already has ("Contacts that already exist are updated",
 https://developers.activecampaign.com/reference/bulk-import-contacts), 250 a call. An
 update by id becomes an import row keyed by the contact's current email, read for all of
-them at once (one ``GET /contacts?ids[]=`` per 100) unless the caller gives it
-(``WriteItem.match``: a pull has just read the linked contacts).
+them at once (one ``GET /contacts?ids[]=`` per 100).
 
 Rows that stay on `PUT` by id, where an import would do something else:
 - the update changes the email: an import keyed by the new email would create a contact;
@@ -34,12 +33,8 @@ def _empty(value: object) -> bool:
 async def update_contacts(api: AcApi, items: Sequence[WriteItem]) -> list[WriteResult]:
     """Update contacts by id (every item has one), importing those an import updates the
     same way and writing the others one by one; one result per item, in order."""
-    # Current emails: as the caller read them just before (a pull does), else read here.
-    email_of = {str(i.id): i.match.strip().lower() for i in items if i.match}
-    unread = [str(i.id) for i in items if str(i.id) not in email_of]
-    if unread:
-        found = await contact_ids_by_email(api.call, unread)
-        email_of.update({cid: email for email, cid in found.items()})
+    ids = [str(i.id) for i in items]
+    email_of = {cid: email for email, cid in (await contact_ids_by_email(api.call, ids)).items()}
     imported: list[int] = []
     rows: list[WriteItem] = []
     for pos, item in enumerate(items):
