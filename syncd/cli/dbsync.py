@@ -55,9 +55,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.exact:
         cost = admin_call(args, "GET", f"/api/v1/dbsyncs/{args.name}/lookup-cost")
         print(
-            f"dbsync {args.name}: --exact looks up to {cost['rows']:,} rows new to this dbsync "
-            f"in the hub: at most {cost['calls']:,} calls, about {cost['minutes']:,.1f} min "
-            "at the configured rate limit",
+            f"dbsync {args.name}: --exact looks the rows new to this dbsync up in the hub, at "
+            f"most the {cost['rows']:,} matching rows: at most {cost['calls']:,} calls, about "
+            f"{cost['minutes']:,.1f} min at the configured rate limit",
             file=sys.stderr,
         )
     started = admin_call(args, "POST", f"/api/v1/dbsyncs/{args.name}/test?exact={exact}")

@@ -49,7 +49,7 @@ def default_hub(settings: HubSettings) -> HubConnector:
 class LookupCost:
     """The hub lookups a test --exact needs at most, and their time at the rate limit."""
 
-    rows: int  # rows matching the rules that this dbsync has not synced before (at most)
+    rows: int  # rows matching the rules: an upper bound of those new to this dbsync
     calls: int
     minutes: float
 
@@ -188,8 +188,8 @@ class DbsyncComponent:
         return run_id
 
     async def lookup_cost(self, name: str) -> LookupCost:
-        """What a test --exact of `name` will cost at most: the rows matching its rules that
-        this dbsync has not synced before, each looked up in the hub."""
+        """What a test --exact of `name` will cost at most: every row matching its rules
+        looked up in the hub (it looks up only those new to this dbsync)."""
         cfg = self.config(name)
         if cfg is None:
             raise KeyError(name)
@@ -199,8 +199,9 @@ class DbsyncComponent:
             matching = await source.count(cfg.table, cfg.rules)
         finally:
             await source.close()
-        known = await self._store.count_dbsync_rows(name)
-        rows = max(matching - known, 0)
+        # At most every matching row: the stored rows of this dbsync include some that no
+        # longer match or were found in the hub, so "matching minus stored" could undercount.
+        rows = matching
         per_call = max(runner.hub.emails_per_lookup, 1)
         assert self._hub_settings is not None  # a runner exists only with a hub
         rate = self._hub_settings.effective_rate_limit

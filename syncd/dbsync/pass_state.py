@@ -126,14 +126,15 @@ class Pass:
         """Before each hub write of a run: the run still holds its dbsync's lock (another
         instance took it over if this one stalled past the lock's time to live: the run
         stops with JobLockLost rather than write rows the other run writes too)."""
-        self.check_cancelled()
         if self._job is not None:
             await self._job.check()
 
     def check_cancelled(self) -> None:
-        """Stop here (RunCancelled) if the operator cancelled the pass. Checked between
-        pages, slices and write calls rather than by cancelling the task: a cancellation
-        can be lost inside a driver's timeout wrapper (Python 3.11 `wait_for`)."""
+        """Stop here (RunCancelled) if the operator cancelled the pass. Checked where
+        stopping loses nothing — after the reading and writing wound down with every call
+        in flight recorded, and between pages of `delete_missing` — rather than by
+        cancelling the task, which would drop hub answers not yet recorded (and a task
+        cancellation can be lost inside a 3.11 `wait_for`)."""
         if self.cancelled is not None:
             raise RunCancelled(self.cancelled)
 

@@ -136,7 +136,8 @@ class RowPipeline:
             batch_size=max(cfg.batch_size, PAGE),
         )
         async for rows in stream:
-            p.check_cancelled()
+            if p.cancelled is not None:
+                break  # read no more; the consumer lets the calls in flight land
             tally.rows_read += len(rows)
             for i in range(0, len(rows), per_lookup):
                 await queue.put(list(rows[i : i + per_lookup]))
@@ -161,10 +162,17 @@ class RowPipeline:
                             done = True
                         else:
                             ahead.append(self._look_up(p, plan, raws, tasks))
+                    if p.cancelled is not None:
+                        # Cancelled: start no more hub calls; those in flight land and are
+                        # recorded below, and the producer is let finish its last put.
+                        p.unsent = []
+                        ahead.clear()
+                        while not done:
+                            done = await queue.get() is None
+                        break
                     if not ahead:
                         await self._send(p, plan, tasks, limit, final=True)
                         break
-                    p.check_cancelled()
                     await self._process(p, plan, ahead.popleft(), tasks, limit)
                     await self._flush_failures(p)
                     if len(p.buffered) >= FLUSH_CALLS * p.cfg.batch_size:

@@ -208,6 +208,7 @@ class DbsyncRunner(RowPipeline):
             finally:
                 if test:
                     await self._drop_scratch(p)
+            p.check_cancelled()  # everything the hub accepted is recorded by now
             if cfg.delete_missing:
                 note = await self._delete_missing(p)
         except RunCancelled as exc:
@@ -264,6 +265,7 @@ class DbsyncRunner(RowPipeline):
                 f"successful run; {tally.delete_refused} contacts were left on the list"
             )
         async for ours, unseen in self._unseen(p):
+            p.check_cancelled()  # between pages: each page's calls and rows land together
             tally.deleted += len(ours)
             if p.test:
                 continue

@@ -58,8 +58,9 @@ class DbsyncBusy(SyncdError):
 
 
 class RunCancelled(SyncdError):
-    """The operator cancelled the run: it stops where it is, recorded interrupted; what the
-    hub accepted so far is recorded, so the next run resends nothing it has."""
+    """The operator cancelled the run: it starts no more hub calls, lets those in flight
+    land and records what the hub accepted, then ends `interrupted`; the next run sends
+    the rest."""
 
 
 @dataclass

@@ -412,20 +412,22 @@ class OutboundPuller:
         try:
             sent: list[HubWrite] = []
             results: list[list[WriteResult]] = []
+            # The leases are kept until the outcome is recorded: with several batches in
+            # flight, the wait for the ones before can outlast a lease.
             async with keep_leases(self._store, entries, owner, lease) as leases:
                 for plan in plans:
                     plan = await self._fenced(plan, leases)
                     if plan.items:
                         results.append(await self._planner.write(run, plan))
                         sent.append(plan)
-            written.set()
-            if previous is not None:
-                await previous
-            for plan, res in zip(sent, results, strict=True):
-                outcomes = outcomes_of(plan, res)
-                await self._planner.settle_claimed(run, outcomes)
-                run.tally(outcomes)
-        except (IntegrationError, asyncio.CancelledError):
+                written.set()
+                if previous is not None:
+                    await previous
+                for plan, res in zip(sent, results, strict=True):
+                    outcomes = outcomes_of(plan, res)
+                    await self._planner.settle_claimed(run, outcomes)
+                    run.tally(outcomes)
+        except (IntegrationError, StoreError, asyncio.CancelledError):
             await asyncio.shield(self._release(entries, owner))
             raise
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from syncd.dbsync.types import DbsyncBusy
@@ -438,3 +440,25 @@ async def test_a_run_that_lost_its_lock_to_another_instance_writes_nothing(env: 
     assert all(env.contact(email) is None for _, email, *_ in ROWS)
     # The other instance's lock is left alone.
     assert not await env.store.try_job_lock(r._lock(cfg.name), r.owner, 60)
+
+
+async def test_a_cancelled_run_records_every_row_the_hub_accepted(env: Env) -> None:
+    """Cancelled mid-run: no more calls start, those in flight land and are recorded, so
+    every contact the run made is known and the next run makes only the rest."""
+    await env.insert([(i, f"cancel{i}@example.com", f"F{i}") for i in range(1, 3001)])
+    cfg = env.cfg(batch_size=50, update_existing=False)
+    run_id = await env.runner.begin(cfg, RunTrigger.MANUAL)
+    task = asyncio.create_task(env.runner.execute(cfg, run_id))
+    for _ in range(3000):
+        await asyncio.sleep(0.01)
+        if len(env.sb.contacts) >= 300 or task.done():
+            break
+    assert env.runner.cancel(run_id, "cancelled by the operator")
+    report = await task
+    assert report.status == "interrupted" and report.error == "cancelled by the operator"
+    made = sum(1 for c in env.sb.contacts.values() if c.email.startswith("cancel"))
+    assert 0 < made < 3000
+    assert await env.store.count_dbsync_rows("people") == made
+    rest = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert (rest.counts["created"], rest.counts["skipped_existing"]) == (3000 - made, 0)
+    assert rest.counts["unchanged"] == made

@@ -10,7 +10,13 @@ them at once (one ``GET /contacts?ids[]=`` per 100).
 Rows that stay on `PUT` by id, where an import would do something else:
 - the update changes the email: an import keyed by the new email would create a contact;
 - the update clears a field: an import may leave an empty value out rather than clear it;
-- the contact is no longer there: the `PUT` answers its 404 (the caller records it).
+- the contact is no longer there: the `PUT` answers its 404 (the caller records it);
+- two items read with one email (they would land on one contact);
+- a row the import refused (the `PUT` says why, or succeeds), or one the import created a
+  new contact for: the email changed in AC between the read and the import; the linked
+  contact is still updated by id and the extra one is logged for the operator. A change
+  of email in that window that hands the old email to *another* contact cannot be seen
+  from the import's answer: the window is one read and one import.
 
 Call cost for n updates: ceil(n/100) email reads + ceil(n/250) imports and their status
 reads, instead of n calls.
@@ -18,12 +24,16 @@ reads, instead of n calls.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
-from syncd.model import WriteItem, WriteOp, WriteResult
+from syncd.logging import get_logger
+from syncd.model import ErrorCategory, WriteItem, WriteOp, WriteResult
 from syncd.vendors.activecampaign.bulk import import_contacts
 from syncd.vendors.activecampaign.imports import contact_ids_by_email
 from syncd.vendors.activecampaign.write import AcApi, filled, write_contacts
+
+log = get_logger("syncd.activecampaign")
 
 
 def _empty(value: object) -> bool:
@@ -37,12 +47,15 @@ async def update_contacts(api: AcApi, items: Sequence[WriteItem]) -> list[WriteR
     email_of = {cid: email for email, cid in (await contact_ids_by_email(api.call, ids)).items()}
     imported: list[int] = []
     rows: list[WriteItem] = []
+    keyed = Counter(email_of.get(str(i.id)) for i in items)
     for pos, item in enumerate(items):
         current = email_of.get(str(item.id))
         fields = dict(item.fields)
         new_email = fields.get("email")
         moves = isinstance(new_email, str) and new_email.strip().lower() != current
-        if current is None or moves or any(_empty(v) for v in fields.values()):
+        # One email for two items would put both on one contact: those go by id.
+        shared = keyed[current] > 1
+        if current is None or moves or shared or any(_empty(v) for v in fields.values()):
             continue
         fields["email"] = current
         imported.append(pos)
@@ -52,11 +65,22 @@ async def update_contacts(api: AcApi, items: Sequence[WriteItem]) -> list[WriteR
     if answers is None:
         imported = []  # too few for an import: every item goes one by one
     for pos, res in zip(imported, answers or (), strict=True):
-        # Updated: the contact of the id (AC does not list updated contacts). Created would
-        # mean its email changed in AC since it was read: the import made a new contact,
-        # and the result says so.
-        updated = res.ok and not res.created
-        results[pos] = WriteResult(ok=True, id=str(items[pos].id)) if updated else res
+        if res.ok and not res.created:
+            # Updated: the contact of the id (AC does not list updated contacts).
+            results[pos] = WriteResult(ok=True, id=str(items[pos].id))
+        elif res.ok:
+            # Created: the contact's email changed in AC between the read and the import,
+            # which made a new contact of the old email. The linked contact is still
+            # written by id below; the extra one is named for the operator.
+            log.warning(
+                "ac_import_created_on_update",
+                contact=str(items[pos].id),
+                created=res.id,
+                why="its email changed in ActiveCampaign while the update was on its way",
+            )
+        elif res.error_category is not ErrorCategory.REJECTED:
+            results[pos] = res  # the import as a whole failed: sent again next time
+        # else: this row was refused by the import; a PUT by id says why, or succeeds
     rest = [pos for pos in range(len(items)) if results[pos] is None]
     if rest:
         singles = await write_contacts(api, WriteOp.UPDATE, [items[p] for p in rest])
