@@ -20,7 +20,7 @@ from syncd.dbsync.runner import DbsyncRunner
 from syncd.model import RunTrigger
 from syncd.sandbox.common import bound_port, serve
 from syncd.sandbox.hubspot.app import HubSpotSandbox, create_hubspot_app
-from syncd.sandbox.hubspot.state import HsObject
+from syncd.sandbox.hubspot.objects import HsObject
 from syncd.store.sqlite import SqliteStore
 from syncd.vendors.hubspot.client import HubSpotConnector
 from tests.integration.dbsync_support import COLUMNS, TABLE_SQL

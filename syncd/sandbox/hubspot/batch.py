@@ -24,11 +24,11 @@ from syncd.sandbox.hubspot.http import (
     sandbox_of,
     validation_message,
 )
+from syncd.sandbox.hubspot.objects import HsObject
 from syncd.sandbox.hubspot.state import (
     DEFAULT_PROPERTIES,
     OBJECT_TYPE_IDS,
     SINGULAR,
-    HsObject,
     HubSpotSandbox,
     PropertyInvalid,
     iso_ms,

@@ -24,10 +24,8 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from syncd.sandbox.hubspot.state import HsObject
+from syncd.sandbox.hubspot.objects import HsObject
 
 Key = tuple[str, str]  # (object type, record id)
 CREATE_SHARE = 0.2  # a create is indexed in this share of an update's lag

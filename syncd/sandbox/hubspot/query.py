@@ -11,7 +11,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from syncd.sandbox.hubspot.state import HsObject, PropertyDef, parse_time_ms
+from syncd.sandbox.hubspot.objects import HsObject
+from syncd.sandbox.hubspot.state import PropertyDef, parse_time_ms
 
 OPERATORS = frozenset(
     {

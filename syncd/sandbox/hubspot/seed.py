@@ -11,9 +11,9 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from syncd.sandbox.hubspot.objects import HsObject
 from syncd.sandbox.hubspot.state import (
     MODIFIED_PROPERTY,
-    HsObject,
     HubSpotSandbox,
     iso_ms,
 )

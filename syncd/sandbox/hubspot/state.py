@@ -21,6 +21,7 @@ from aiohttp import web
 from syncd.sandbox.clock import scaled
 from syncd.sandbox.common import SandboxBase
 from syncd.sandbox.hubspot.index import SearchIndex
+from syncd.sandbox.hubspot.objects import HsObject
 from syncd.sandbox.hubspot.schema import (
     OPTOUT_PROPERTY,
     PropertyDef,
@@ -96,18 +97,6 @@ def parse_time_ms(value: Any) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
-
-
-@dataclass
-class HsObject:
-    """One CRM record."""
-
-    id: str
-    properties: dict[str, str | None]
-    created_ms: int
-    updated_ms: int
-    archived: bool = False
-    archived_ms: int | None = None
 
 
 @dataclass
