@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from syncd.vendors.activecampaign.answers import PAGE
+
 # Final statuses; "failed" and "interrupted" are never retried by AC.
 ENDED = ("completed", "failed", "interrupted")
 Call = Callable[..., Awaitable[Any]]
@@ -131,9 +133,9 @@ class ImportWatcher:
 async def contact_ids_by_email(call: Call, ids: Sequence[str]) -> dict[str, str]:
     """Lower-cased email -> id of the given contacts, 100 per ``GET /contacts?ids[]=``."""
     out: dict[str, str] = {}
-    for start in range(0, len(ids), 100):
-        chunk = ids[start : start + 100]
-        params = [("ids[]", i) for i in chunk] + [("limit", "100")]
+    for start in range(0, len(ids), PAGE):
+        chunk = ids[start : start + PAGE]
+        params = [("ids[]", i) for i in chunk] + [("limit", str(PAGE))]
         body = await call("GET", "/contacts", endpoint="contacts.list", params=params)
         for row in body.get("contacts") or ():
             out[str(row.get("email", "")).strip().lower()] = str(row["id"])
@@ -154,26 +156,34 @@ async def ids_of_updated(call: Call, emails: Collection[str], sent: datetime) ->
     wanted = {e.lower() for e in emails}
     out: dict[str, str] = {}
     since = (sent - CLOCK_MARGIN).isoformat(timespec="seconds")
-    pages = 2 * -(-len(wanted) // 100) + 2
+    pages = 2 * -(-len(wanted) // PAGE) + 2
     after = 0
     while pages > 0 and len(out) < len(wanted):
         pages -= 1
-        params = [
-            ("orders[id]", "ASC"),
-            ("limit", "100"),
-            ("id_greater", str(after)),
-            ("filters[updated_after]", since),
-        ]
-        body = await call("GET", "/contacts", endpoint="contacts.updated", params=params)
-        rows = list(body.get("contacts") or ())
+        rows = await changed_contacts(call, after, since)
         for row in rows:
             email = str(row.get("email", "")).strip().lower()
             if email in wanted:
                 out[email] = str(row["id"])
-        if len(rows) < 100:
+        if len(rows) < PAGE:
             break
         after = int(rows[-1]["id"])
     return out
+
+
+async def changed_contacts(
+    call: Call, after: int, since: str | None, *, deleted: bool = False
+) -> list[dict[str, Any]]:
+    """One page (100) of contacts with ids above `after`, in id order, changed since
+    `since` (AC's ``filters[updated_after]``) when given: the read behind a pull's pages,
+    its deletion check and the ids of contacts an import updated."""
+    params = [("orders[id]", "ASC"), ("limit", str(PAGE)), ("id_greater", str(after))]
+    if since:
+        params.append(("filters[updated_after]", since))
+    if deleted:
+        params.append(("filters[deleted]", "1"))  # (unverified) how AC lists deleted ones
+    body = await call("GET", "/contacts", endpoint="contacts.list", params=params)
+    return list(body.get("contacts") or ())
 
 
 async def contact_id_of(call: Call, email: str) -> str | None:

@@ -27,6 +27,7 @@ from syncd.vendors.activecampaign.answers import (
     plain_record,
     query_since,
 )
+from syncd.vendors.activecampaign.imports import changed_contacts
 from syncd.vendors.activecampaign.tags import AcTags
 
 READ_SKEW = timedelta(seconds=60)  # tolerated clock difference between us and AC
@@ -65,7 +66,7 @@ class AcReads(AcTags):
             return newer(capped, cur.since) if newest else cur.since
 
         while True:
-            rows = await self._contact_page(after, since_q)
+            rows = await changed_contacts(self.call, after, since_q)
             if not rows:
                 yield Page((), Cursor(final()).encode())
                 return
@@ -77,17 +78,6 @@ class AcReads(AcTags):
                 yield Page(tuple(records), Cursor(final()).encode())
                 return
             yield Page(tuple(records), Cursor(cur.since, after, newest).encode())
-
-    async def _contact_page(
-        self, after: int, since_q: str | None, *, deleted: bool = False
-    ) -> list[dict[str, Any]]:
-        params = [("orders[id]", "ASC"), ("limit", str(PAGE)), ("id_greater", str(after))]
-        if since_q:
-            params.append(("filters[updated_after]", since_q))
-        if deleted:
-            params.append(("filters[deleted]", "1"))  # (unverified) how AC lists deleted ones
-        body = await self.call("GET", "/contacts", endpoint="contacts.list", params=params)
-        return list(body.get("contacts") or [])
 
     async def _decorate(self, rows: list[dict[str, Any]], fields: Sequence[str]) -> list[Record]:
         ids = [str(r["id"]) for r in rows]
@@ -196,7 +186,7 @@ class AcReads(AcTags):
         out: list[DeletedRecord] = []
         newest, after = cursor, 0
         while True:
-            rows = await self._contact_page(after, since_q, deleted=True)
+            rows = await changed_contacts(self.call, after, since_q, deleted=True)
             for r in rows:
                 out.append(DeletedRecord(obj, str(r["id"]), parse_ac_datetime(r.get("udate"))))
                 newest = newer(newest, r.get("udate"))
