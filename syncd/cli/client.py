@@ -18,6 +18,25 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 ANSWER_SECONDS = 30.0  # default of `syncd --timeout`
 
 
+def seconds(raw: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more (exit 2 otherwise)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {raw!r}")
+    return value
+
+
+def seconds_above_zero(raw: str) -> float:
+    """An argparse type: a finite number of seconds above 0."""
+    value = seconds(raw)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {raw!r}")
+    return value
+
+
 def still_working(method: str, path: str, seconds: float) -> str:
     """What to say when the daemon took the request but has not answered yet: it is busy
     (a long dbsync test, a pull), not gone; say where to watch and how to wait longer."""

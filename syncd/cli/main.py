@@ -23,6 +23,7 @@ from syncd.cli.client import (
     admin_call,
     exit_if_taken,
     load_or_exit,
+    seconds_above_zero,
 )
 from syncd.config import DEFAULT_CONFIG_PATH, Settings, config_path
 
@@ -127,23 +128,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive_seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {raw!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     p = argparse.ArgumentParser(prog="syncd", description="hub <-> Salesforce sync daemon")
     p.add_argument("--version", action="version", version=f"syncd {__version__}")
     p.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=seconds_above_zero,
         default=ANSWER_SECONDS,
         metavar="SECONDS",
         help=f"how long admin commands wait for the daemon's answer (default {ANSWER_SECONDS:g})",

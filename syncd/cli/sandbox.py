@@ -8,6 +8,7 @@ import signal
 import sys
 from typing import Any
 
+from syncd.cli.client import seconds
 from syncd.sandbox import runner
 from syncd.sandbox.activecampaign.state import DEFAULT_IMPORT_LATENCY
 from syncd.sandbox.clock import time_factor
@@ -66,16 +67,6 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
-def _seconds(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {raw!r}")
-    return value
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo."""
     from syncd.cli.demo import main_args
@@ -98,7 +89,7 @@ def register(sub: Any, add: Any) -> None:
     )
     sp.add_argument(
         "--hs-search-lag",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="seconds before a HubSpot update is found by search, a create in a fifth of"
@@ -106,7 +97,7 @@ def register(sub: Any, add: Any) -> None:
     )
     sp.add_argument(
         "--ac-import-latency",
-        type=_seconds,
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="how long an ActiveCampaign bulk import takes to process (default"
