@@ -24,6 +24,21 @@ EXAMPLES = 10
 
 Raws = list[Sequence[Any]]  # source rows, values in plan column order
 
+# A stored content hash is "<hash of what was sent>/<source fingerprint>": the second part
+# lets an unchanged row be recognised without mapping it (hashes of older versions lack it).
+SOURCE_MARK = "/"
+# Marks a row whose email already belonged to a hub contact this dbsync did not write
+# (update_existing off): remembered so it costs nothing next time, never deleted from the list.
+FOREIGN = "x:"
+# Marks a row whose contact was already in the hub when this dbsync first wrote it (found by
+# a lookup, or the upsert answered "updated"): delete_missing takes it off the list, never
+# deletes it, whatever `delete_missing_action` says.
+PRIOR = "p:"
+# Put before the stored hash of a row delete_missing took off the list (and did not delete):
+# the row is kept, so that when it comes back its contact is put back on the list (the hub
+# would leave a contact syncd unsubscribed unsubscribed). Never "unchanged".
+REMOVED = "r:"
+
 
 @dataclass(slots=True)
 class Write:

@@ -12,13 +12,17 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
+from syncd.dbsync.hub_writes import HubWrites
 from syncd.dbsync.pass_state import (
+    FOREIGN,
+    PRIOR,
+    REMOVED,
+    SOURCE_MARK,
     Lookup,
     Pass,
     Raws,
     SliceView,
     Write,
-    chunk_writes,
     first_error,
 )
 from syncd.dbsync.rows import (
@@ -40,9 +44,6 @@ from syncd.errors import StoreError
 from syncd.model import (
     ErrorCategory,
     ObjectType,
-    WriteItem,
-    WriteOp,
-    new_named_tuple,
 )
 from syncd.store.protocols import DbsyncLedger, JobLockStore, RunStore
 from syncd.store.types import DbsyncRow
@@ -53,20 +54,6 @@ class DbsyncStore(DbsyncLedger, RunStore, JobLockStore, Protocol):
     """What a dbsync run records: its rows, its run and failures, and its job lock."""
 
 
-# A stored content hash is "<hash of what was sent>/<source fingerprint>": the second part
-# lets an unchanged row be recognised without mapping it (hashes of older versions lack it).
-SOURCE_MARK = "/"
-# Marks a row whose email already belonged to a hub contact this dbsync did not write
-# (update_existing off): remembered so it costs nothing next time, never deleted from the list.
-FOREIGN = "x:"
-# Marks a row whose contact was already in the hub when this dbsync first wrote it (found by
-# a lookup, or the upsert answered "updated"): delete_missing takes it off the list, never
-# deletes it, whatever `delete_missing_action` says.
-PRIOR = "p:"
-# Put before the stored hash of a row delete_missing took off the list (and did not delete):
-# the row is kept, so that when it comes back its contact is put back on the list (the hub
-# would leave a contact syncd unsubscribed unsubscribed). Never "unchanged".
-REMOVED = "r:"
 PAGE = 5000  # source rows per read
 LOOKUP_CALLS = 8  # write calls' worth of rows per store lookup
 MAP_CALLS = 2  # write calls' worth of rows mapped before their calls start (the loop stays free)
@@ -82,7 +69,7 @@ FAILURE_FLUSH = 500
 UNSEEN_SCAN = 5000  # stored rows read per query when looking for rows a pass did not meet
 
 
-class RowPipeline:
+class RowPipeline(HubWrites):
     """Reads, maps and writes a pass's rows; the runner around it owns runs and locks."""
 
     store: DbsyncStore
@@ -421,25 +408,6 @@ class RowPipeline:
         p.inflight.update(w.row.email for w in writes)
         await self._send(p, plan, writers, limit, final=False)
 
-    async def _send(
-        self,
-        p: Pass,
-        plan: RowPlan,
-        writers: asyncio.TaskGroup,
-        limit: asyncio.Semaphore,
-        *,
-        final: bool,
-    ) -> None:
-        """Start hub write calls for the waiting rows; a part-filled call waits for the next
-        batch's rows unless this is the end (full calls: no more calls than rows need)."""
-        chunks = chunk_writes(p.unsent, p.cfg.batch_size)
-        p.unsent = []
-        if chunks and not final and len(chunks[-1]) < p.cfg.batch_size:
-            p.unsent = chunks.pop()
-        for chunk in chunks:
-            await limit.acquire()
-            writers.create_task(self._write_call(p, plan, chunk, limit))
-
     def _unchanged(
         self,
         p: Pass,
@@ -452,81 +420,3 @@ class RowPipeline:
         is rewritten (store only) so the next run can skip mapping the row."""
         if s.content_hash != stamp:
             keep.append(self._dbrow(p, row, s.hub_id, stamp))
-
-    async def _write_call(
-        self, p: Pass, plan: RowPlan, chunk: list[Write], limit: asyncio.Semaphore
-    ) -> None:
-        """One hub write call; accepted rows are buffered for the next store commit."""
-        try:
-            done, created_ids, returned = await self._write(p, plan, chunk)
-            emails = [w.row.email for w in chunk]
-            if returned:  # before the rows are recorded: a failure here resends them
-                await p.fence()
-                p.tally.write_calls += 1
-                await self.hub.restore_to_list(p.cfg.list, returned)
-            # Buffered before leaving inflight, with no await between: never unseen.
-            p.record += done
-            p.buffered.update(emails)
-            p.inflight.difference_update(emails)
-            if created_ids and p.cfg.send_last_broadcast:
-                await p.fence()
-                p.tally.write_calls += 1
-                await self.hub.send_last_broadcast(p.cfg.list, created_ids)
-        finally:
-            limit.release()
-
-    def _dbrow(self, p: Pass, row: MappedRow, hub_id: str | None, digest: str) -> DbsyncRow:
-        return new_named_tuple(
-            DbsyncRow, (p.cfg.name, row.email, row.email, hub_id, digest, p.run_id, 0)
-        )
-
-    async def _write(
-        self, p: Pass, plan: RowPlan, chunk: list[Write]
-    ) -> tuple[list[DbsyncRow], list[str], list[str]]:
-        """One upsert call: the rows to record, the ids of contacts new to the list, and
-        of those among them to put back on it (rows back after delete_missing)."""
-        done: list[DbsyncRow] = []
-        created_ids: list[str] = []
-        returned: list[str] = []
-        if chunk:
-            lists = (plan.list_id,)  # one tuple for the call's items: connectors only read it
-            items = [
-                new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk
-            ]
-            await p.fence()
-            p.tally.write_calls += 1
-            results = await self.hub.write(
-                ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email"
-            )
-            for w, res in zip(chunk, results, strict=True):
-                if not res.ok:
-                    cols = (plan.email_column, *(c for _, c, _ in plan.fields))
-                    p.fail(
-                        w.row.key,
-                        cols,
-                        f"hub rejected the contact: {res.error_message or res.error_code}",
-                        res.error_category or ErrorCategory.REJECTED,
-                        w.row.email,
-                    )
-                    continue
-                created = w.kind in ("create", "return") or (w.kind == "upsert" and res.created)
-                stamp = w.stamp
-                if w.kind == "upsert" and not res.created:
-                    stamp = PRIOR + stamp  # the hub had the contact before this dbsync
-                if created:
-                    p.tally.created += 1
-                    if res.id:
-                        created_ids.append(res.id)
-                        if w.kind == "return":
-                            returned.append(res.id)
-                else:
-                    p.tally.updated += 1
-                done.append(self._dbrow(p, w.row, res.id or w.hub_id, stamp))
-        return done, created_ids, returned
-
-    @staticmethod
-    def _fields(row: MappedRow, lists: tuple[str, ...]) -> dict[str, object]:
-        out: dict[str, object] = {**row.fields, "lists": lists}
-        if row.tags:
-            out["tags"] = row.tags
-        return out

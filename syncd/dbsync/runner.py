@@ -40,16 +40,12 @@ from collections.abc import AsyncIterator
 
 from syncd.config import DbsyncSettings
 from syncd.dbsync.pass_state import (
-    Pass,
-)
-from syncd.dbsync.pipeline import (
     FOREIGN,
     PRIOR,
     REMOVED,
-    UNSEEN_SCAN,
-    DbsyncStore,
-    RowPipeline,
+    Pass,
 )
+from syncd.dbsync.pipeline import UNSEEN_SCAN, DbsyncStore, RowPipeline
 from syncd.dbsync.types import (
     DbsyncBusy,
     DbsyncReport,

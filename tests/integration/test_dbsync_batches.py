@@ -10,7 +10,8 @@ import pytest
 
 from syncd.dbsync import runner as dbsync_engine
 from syncd.dbsync.component import default_source
-from syncd.dbsync.pipeline import IN_FLIGHT, SOURCE_MARK
+from syncd.dbsync.pass_state import SOURCE_MARK
+from syncd.dbsync.pipeline import IN_FLIGHT
 from syncd.dbsync.runner import DbsyncRunner
 from syncd.model import ErrorCategory, RunTrigger
 from syncd.store.sqlite import SqliteStore
