@@ -80,10 +80,16 @@ class HubWrites:
             items = [
                 new_named_tuple(WriteItem, (self._fields(w.row, lists), w.hub_id)) for w in chunk
             ]
+            # Contact ids matter only to send the last broadcast and to put a returning row's
+            # contact back on the list; delete_missing looks up those it lacks when a row goes
+            # (rarely), which spares ActiveCampaign's reads of every imported contact's id.
+            need_ids = p.cfg.send_last_broadcast or any(
+                w.kind == "return" and w.hub_id is None for w in chunk
+            )
             await p.fence()
             p.tally.write_calls += 1
             results = await self.hub.write(
-                ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email"
+                ObjectType.CONTACT, WriteOp.UPSERT, items, match_field="email", need_ids=need_ids
             )
             for w, res in zip(chunk, results, strict=True):
                 if not res.ok:

@@ -302,7 +302,7 @@ class DbsyncRunner(RowPipeline):
                     reason = f"hub refused to delete the contact: {res.error_message}"
                     category = res.error_category or ErrorCategory.REJECTED
                     p.fail(r.row_key, (), reason, category, r.email)
-                    kept[r.row_key] = r
+                    kept[r.row_key] = r._replace(hub_id=ids[r.row_key])
         if unlist:
             await p.fence()
             tally.write_calls += 1
@@ -310,8 +310,10 @@ class DbsyncRunner(RowPipeline):
                 await self.hub.remove_from_list(cfg.list, [ids[r.row_key] for r in unlist])
             )
             for r in unlist:
-                if ids[r.row_key] in removed:
-                    kept[r.row_key] = r._replace(content_hash=REMOVED + r.content_hash)
+                if ids[r.row_key] in removed:  # with its id: putting it back needs it
+                    kept[r.row_key] = r._replace(
+                        hub_id=ids[r.row_key], content_hash=REMOVED + r.content_hash
+                    )
         return kept
 
     async def _unseen(self, p: Pass) -> AsyncIterator[tuple[list[DbsyncRow], list[DbsyncRow]]]:

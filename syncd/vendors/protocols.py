@@ -116,6 +116,19 @@ class HubConnector(Connector, Protocol):
     # Emails one `find_by_emails` call looks up (what a dbsync test --exact costs).
     emails_per_lookup: int
 
+    async def write(
+        self,
+        obj: ObjectType,
+        op: WriteOp,
+        items: Sequence[WriteItem],
+        *,
+        match_field: str | None = None,
+        need_ids: bool = True,
+    ) -> list[WriteResult]:
+        """As `Connector.write`. With `need_ids` False the caller needs of each contact only
+        whether the write created it: a hub that learns ids by reading them back
+        (ActiveCampaign's bulk import) may answer id None instead of spending those reads."""
+
     async def find_by_emails(self, emails: Sequence[str]) -> dict[str, Record]:
         """Existing contacts by lower-cased, trimmed email."""
 

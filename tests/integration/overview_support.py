@@ -219,6 +219,7 @@ class FakeHub(FakeCrm):
         items: Sequence[WriteItem],
         *,
         match_field: str | None = None,
+        need_ids: bool = True,
     ) -> list[WriteResult]:
         out = []
         for item in items:

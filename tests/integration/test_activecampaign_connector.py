@@ -244,6 +244,44 @@ async def test_import_results_pair_rows_by_email_not_position(env: Env) -> None:
     assert _req(sb, "GET /api/3/contacts") - reads == 2 + 1
 
 
+async def test_a_caller_that_needs_no_ids_is_spared_the_reads_of_them(env: Env) -> None:
+    """need_ids=False (a dbsync that neither deletes nor sends the last broadcast): an import
+    that created every accepted row costs no read, and one that created some reads only the
+    pairing of the created ids (one per 100); created rows are still told apart."""
+    sb = env.sandbox
+    c = env.make()
+    reads = _req(sb, "GET /api/3/contacts")
+    fresh = [WriteItem({"email": f"n{i}@x.io"}) for i in range(130)] + [
+        WriteItem({"email": "not an email"})
+    ]
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, fresh, need_ids=False)
+    assert [(r.ok, r.created, r.id) for r in results[:-1]] == [(True, True, None)] * 130
+    assert not results[-1].ok
+    assert sb.contact_by_email("n129@x.io") is not None
+    assert _req(sb, "GET /api/3/contacts") == reads  # 130 created of 130 accepted: no read
+
+    known = sb.insert_contact("known@x.io")
+    mixed = (
+        [WriteItem({"email": f"n{i}@x.io", "firstName": "Again"}) for i in range(20)]
+        + [WriteItem({"email": known.email, "firstName": "K"}, str(known.id))]
+        + [WriteItem({"email": f"m{i}@x.io"}) for i in range(110)]
+    )
+    results = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, mixed, need_ids=False)
+    assert [r.created for r in results] == [False] * 21 + [True] * 110
+    assert [r.id for r in results[:21]] == [None] * 20 + [str(known.id)]
+    for i, r in enumerate(results[21:]):
+        made = sb.contact_by_email(f"m{i}@x.io")
+        assert made is not None and r.id == str(made.id)
+    assert sb.contact_by_email("n3@x.io").first_name == "Again"  # type: ignore[union-attr]
+    # 110 created among 131: their ids paired in 2 reads; nothing read for the updated
+    assert _req(sb, "GET /api/3/contacts") - reads == 2
+
+    again = await c.write(ObjectType.CONTACT, WriteOp.UPSERT, mixed[:21], need_ids=False)
+    assert [r.created for r in again] == [False] * 21
+    assert _req(sb, "GET /api/3/contacts") - reads == 2  # none created: no read
+    assert _req(sb, "POST /api/3/import/bulk_import") == 3
+
+
 @pytest.mark.parametrize("ending", ["failed", "interrupted"])
 async def test_failed_and_interrupted_imports_fail_their_rows(env: Env, ending: str) -> None:
     """An import AC ends as failed or interrupted (and will not retry) is not waited on

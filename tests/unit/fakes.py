@@ -217,6 +217,7 @@ class FakeHub(FakeVendor):
         items: Sequence[WriteItem],
         *,
         match_field: str | None = None,
+        need_ids: bool = True,
     ) -> list[WriteResult]:
         self.calls["write"] += 1
         out = []

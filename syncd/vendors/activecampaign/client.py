@@ -131,6 +131,7 @@ class ActiveCampaignConnector(AcReads, AcLists):
         items: Sequence[WriteItem],
         *,
         match_field: str | None = "email",
+        need_ids: bool = True,
     ) -> list[WriteResult]:
         """Write records; one result per item in input order (see module doc for call costs)."""
         if obj is ObjectType.OPPORTUNITY:
@@ -141,7 +142,7 @@ class ActiveCampaignConnector(AcReads, AcLists):
         if match_field not in (None, "email"):
             raise ConfigError(f"activecampaign matches contacts by email, not {match_field!r}")
         if op is WriteOp.UPSERT and len(items) > self.bulk_threshold:
-            imported = await import_contacts(self, items)
+            imported = await import_contacts(self, items, need_ids=need_ids)
             if imported is not None:
                 return imported
         by_id = op is WriteOp.UPDATE and all(i.id for i in items)

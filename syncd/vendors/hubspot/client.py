@@ -126,6 +126,7 @@ class HubSpotConnector(HubSpotReads, HubSpotTags, HubSpotLists):
         items: Sequence[WriteItem],
         *,
         match_field: str | None = None,
+        need_ids: bool = True,  # batch writes answer ids at no cost: always given
     ) -> list[WriteResult]:
         """Batch-write; contacts match on email, companies on domain then name."""
         if obj is ObjectType.OPPORTUNITY:
