@@ -47,8 +47,8 @@ from syncd.web.page_render import (
     template,
 )
 from syncd.web.queue_api import delete_entry, retry_filter, retry_ids
-from syncd.web.records_api import health
 from syncd.web.sessions import Session, admin_token, client_address, session_of, sign_in, sign_out
+from syncd.web.sync_health import health
 from syncd.web.throttle import LoginThrottle
 
 log = get_logger("syncd.web")

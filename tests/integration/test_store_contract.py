@@ -36,7 +36,7 @@ from syncd.store.mysql import MysqlStore
 from syncd.store.protocols import StateStore
 from syncd.store.sql import SqlStore
 from syncd.store.sql.dialect import Tx, utcnow
-from syncd.store.sql.schema import LATEST_VERSION
+from syncd.store.sql.migrations import LATEST_VERSION
 from syncd.store.sql.tallies import TallyKey, tally_key
 from syncd.store.sqlite import SqliteStore
 from syncd.store.types import (

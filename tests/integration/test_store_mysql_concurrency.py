@@ -15,7 +15,7 @@ from syncd.errors import StoreError
 from syncd.model import Change, Direction, EntryStatus, ObjectType
 from syncd.store.mysql import MysqlStore
 from syncd.store.sql.dialect import Tx
-from syncd.store.sql.schema import LATEST_VERSION
+from syncd.store.sql.migrations import LATEST_VERSION
 
 IN = Direction.INBOUND
 

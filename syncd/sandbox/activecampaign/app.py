@@ -30,6 +30,7 @@ from syncd.sandbox.activecampaign.http import (
     path_id,
     sandbox_of,
 )
+from syncd.sandbox.activecampaign.importer import process_due_imports
 from syncd.sandbox.activecampaign.imports import IMPORT_LIMITS_KEY, bulk_import, import_info
 from syncd.sandbox.activecampaign.routes import add_other_routes
 from syncd.sandbox.activecampaign.seed import seed_activecampaign
@@ -65,7 +66,7 @@ def create_activecampaign_app(
         if request.path.startswith("/_sandbox/"):
             return await handler(request)
         now = time.monotonic()
-        sandbox.process_due_imports()
+        process_due_imports(sandbox)
         if request.path.startswith("/admin/api.php"):
             ok = request.query.get("api_key") == api_token
         else:

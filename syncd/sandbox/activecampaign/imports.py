@@ -1,7 +1,7 @@
 """The simulator's bulk import: ``POST /import/bulk_import`` and ``GET /import/info``.
 
 Imports are validated up front, held to AC's per-minute limits, then processed after the
-sandbox's import latency (`ActiveCampaignSandbox.queue_import`).
+sandbox's import latency (`importer.queue_import`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from syncd.sandbox.activecampaign.http import RATE_LIMITED_BODY, body_of, sandbox_of
+from syncd.sandbox.activecampaign.importer import queue_import, validate_import
 
 BULK_MAX_BYTES = 400_000  # documented maximum payload of one bulk_import request
 IMPORT_LIMITS_KEY = web.AppKey("import_limits", bool)
@@ -38,7 +39,7 @@ async def bulk_import(request: web.Request) -> web.Response:
         )
     body = await body_of(request)
     contacts: Any = body.get("contacts")
-    reasons = sb.validate_import(contacts)
+    reasons = validate_import(contacts)
     if reasons:
         return web.json_response(
             {
@@ -51,7 +52,7 @@ async def bulk_import(request: web.Request) -> web.Response:
     limited = _import_rate_limited(request, len(contacts) > 1)
     if limited is not None:
         return limited
-    job = sb.queue_import(list(contacts))
+    job = queue_import(sb, list(contacts))
     return web.json_response({"success": 1, "queued_contacts": job.queued, "batchId": job.batch_id})
 
 

@@ -1,9 +1,9 @@
 """In-memory ActiveCampaign account: contacts, tags, lists, fields, accounts, deals, imports.
 
-The HTTP layer lives in ``activecampaign.py``; this module holds the data and the rules AC
-applies to it (email uniqueness, unsubscribed contacts staying unsubscribed on imports, bulk
-import validation and asynchronous completion), so tests and benchmarks can also seed and
-inspect it directly.
+The HTTP layer lives in ``app.py`` and the route modules, and the importer that validates,
+queues and applies bulk imports in ``importer.py``; this module holds the data and the rules AC
+applies to it (email uniqueness, unsubscribed contacts staying unsubscribed on imports), so
+tests and benchmarks can also seed and inspect it directly.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import itertools
 import math
 import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,7 +25,6 @@ from syncd.sandbox.common import SandboxBase
 
 # AC answers in the account's timezone with a numeric offset, e.g. 2024-01-02T10:11:12-06:00.
 ACCOUNT_TZ = timezone(timedelta(hours=-5))
-BULK_IMPORT_MAX = 250
 # How long AC takes to process one bulk import, in real seconds. AC publishes no figure: the
 # status page says a batch has no status at all for up to a second after it is queued
 # (https://developers.activecampaign.com/reference/bulk-import-status-info) and then moves
@@ -58,11 +56,6 @@ def parse_dt(value: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=ACCOUNT_TZ)
     return dt.timestamp()
-
-
-# Import row keys and the contact attributes they set (email is the match key, never set).
-_IMPORT_ENDPOINT = "POST /api/3/import/bulk_import"
-_IMPORT_ATTRS = (("firstName", "first_name"), ("lastName", "last_name"), ("phone", "phone"))
 
 
 def valid_email(email: str) -> bool:
@@ -398,146 +391,6 @@ class ActiveCampaignSandbox(SandboxBase):
             "udate": fmt_dt(row["udate"]),
             "id": str(row["id"]),
         }
-
-    # ---- bulk import -----------------------------------------------------------------
-    def validate_import(self, contacts: Any) -> list[dict[str, Any]]:
-        """Failure reasons for a bulk import request; empty when it may be queued."""
-        if not isinstance(contacts, list) or not contacts:
-            return [{"index": None, "reasons": ["contacts: at least one contact is required"]}]
-        if len(contacts) > BULK_IMPORT_MAX:
-            return [
-                {
-                    "index": None,
-                    "reasons": [
-                        f"contacts: a maximum of {BULK_IMPORT_MAX} contacts may be imported "
-                        f"per request ({len(contacts)} given)"
-                    ],
-                }
-            ]
-        out = []
-        for i, row in enumerate(contacts):
-            email = str(row.get("email") or "") if isinstance(row, dict) else ""
-            if not email:
-                out.append({"index": i, "email": email, "reasons": ["email: required"]})
-            elif not valid_email(email):
-                out.append({"index": i, "email": email, "reasons": ["email: invalid format"]})
-        return out
-
-    def queue_import(self, contacts: list[dict[str, Any]]) -> ImportJob:
-        """Accept a validated import; it ends after `import_latency` (imports run side by
-        side: AC's importer works on many batches at once)."""
-        now = self.now()
-        job = ImportJob(str(uuid.UUID(int=self.rng.getrandbits(128))), contacts, 0.0, now)
-        job.queued = len(contacts)
-        job.ready_at = now + self.import_latency
-        if self.import_outcome_next > 0:
-            job.outcome = self.import_outcome
-            self.import_outcome_next -= 1
-        self.imports[job.batch_id] = job
-        if self.import_latency <= 0:
-            self.run_import(job)
-        else:
-            self._queued.append(job)
-        return job
-
-    def process_due_imports(self) -> None:
-        """Apply queued imports whose time has come (only the queued ones are looked at)."""
-        if not self._queued:
-            return
-        now = self.now()
-        waiting = []
-        for job in self._queued:
-            if job.done:
-                continue
-            if job.ready_at <= now:
-                self.run_import(job)
-            else:
-                waiting.append(job)
-        self._queued = waiting
-
-    def run_import(self, job: ImportJob) -> None:
-        """Apply one import: upsert by email, tags, fields, list (un)subscriptions.
-
-        The same rules as apply_contact/add_contact_tag/set_membership, inlined: this runs
-        once per imported contact. The ledger keeps what changed, not the request's rows, and
-        the job forgets its rows once applied (import/info only needs the outcome).
-        """
-        fail_emails = self.faults.fail_emails
-        now = self.now()  # one import is applied at one instant
-        tag_ids: dict[str, int] = {}  # lower-cased name -> id: one tag lookup per import
-        field_keys: dict[int, str] = {}  # field id -> its ledger key ("field:<id>")
-        known_fields, known_lists = self.fields, self.lists
-        by_email, contacts, tags_of = self.by_email, self.contacts, self.tags_of
-        success, failure = job.success, job.failure
-        contact_ids, contact_tag_ids = self.ids_of("contact"), self.ids_of("contactTag")
-        rows = job.contacts
-        if job.outcome == "failed":
-            rows = []  # failed: nothing was applied, and AC will not retry it
-        elif job.outcome == "interrupted":
-            rows = rows[: len(rows) // 2]  # stopped part way: the first half was applied
-        for row in rows:
-            email = str(row["email"]).strip()
-            low_email = email.lower()
-            if low_email in fail_emails:
-                failure.append(email)
-                continue
-            cid = by_email.get(low_email)
-            c = contacts.get(cid) if cid is not None else None
-            created = c is None or c.deleted
-            if created:
-                c = Contact(next(contact_ids), email, cdate=now, udate=now)
-                self._add_contact(c)
-            assert c is not None
-            changed: dict[str, Any] = {}
-            for key, attr in _IMPORT_ATTRS:
-                value = row.get(attr)
-                if value is not None:
-                    value = str(value)
-                    if getattr(c, attr) != value:
-                        setattr(c, attr, value)
-                        changed[key] = value
-            for f in row.get("fields") or ():
-                fid = int(f["id"])
-                if fid in known_fields:
-                    value = str(f.get("value", ""))
-                    if c.field_values.get(fid) != value:
-                        c.field_values[fid] = value
-                        fkey = field_keys.get(fid)
-                        if fkey is None:  # one key string per field, not one per contact
-                            fkey = field_keys[fid] = f"field:{fid}"
-                        changed[fkey] = value
-            tags = row.get("tags") or []
-            if tags:
-                mine = tags_of.setdefault(c.id, {})
-                for name in tags:
-                    low = str(name).strip().lower()
-                    tid = tag_ids.get(low)
-                    if tid is None:
-                        tid = self.tag_by_name(str(name)) or self.create_tag(str(name))
-                        if str(self.tags[tid]["tag"]).lower() == low:  # what tag_by_name finds
-                            tag_ids[low] = tid
-                    if tid not in mine:
-                        ctid = next(contact_tag_ids)
-                        self.contact_tags[ctid] = (c.id, tid, now)
-                        mine[tid] = ctid
-            for subs, status in ((row.get("subscribe"), 1), (row.get("unsubscribe"), 2)):
-                for sub in subs or ():
-                    lid = int(sub["listid"])
-                    if lid in known_lists:
-                        self._set_membership_at(c.id, lid, status, now)
-            c.udate = now
-            done = str(c.id)
-            if created:  # AC lists the contacts an import created, not those it updated
-                success.append(done)
-            changed["tags"] = tuple(tags)
-            self.record_write(
-                _IMPORT_ENDPOINT, "contact", done, changed, key=low_email, created=created, at=now
-            )
-        self.touch()
-        # AC promises no order: shuffled, so a client pairing ids with rows by position fails.
-        self.rng.shuffle(success)
-        job.contacts = []
-        job.done = True
 
     # ---- fast loading for benchmarks -------------------------------------------------
     def bulk_load(self, rows: Iterable[Mapping[str, Any]]) -> int:

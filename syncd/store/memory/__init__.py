@@ -21,7 +21,7 @@ from syncd.store.memory.control import ControlOps
 from syncd.store.memory.links import LinkOps
 from syncd.store.memory.runs import RunOps
 from syncd.store.memory.state import QueueDeletion
-from syncd.store.sql.schema import LATEST_VERSION
+from syncd.store.sql.migrations import LATEST_VERSION
 
 
 class MemoryStore(LinkOps, RunOps, ControlOps):

@@ -13,10 +13,11 @@ from syncd.store.sql.control import ControlOps
 from syncd.store.sql.dbsync import DbsyncOps
 from syncd.store.sql.dialect import Tx, utcnow
 from syncd.store.sql.links import LinkOps
+from syncd.store.sql.migrations import LATEST_VERSION, Migration, pending_migrations
 from syncd.store.sql.overview import OverviewOps
 from syncd.store.sql.queue_admin import QueueAdminOps
 from syncd.store.sql.runs import RunOps
-from syncd.store.sql.schema import LATEST_VERSION, Migration, pending_migrations, schema_version_ddl
+from syncd.store.sql.schema import schema_version_ddl
 
 
 class SqlStore(QueueAdminOps, ClaimOps, LinkOps, RunOps, ControlOps, OverviewOps, DbsyncOps):
