@@ -7,11 +7,13 @@ function that turns a non-2xx response into the right typed error.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import contextlib
 import json
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -100,8 +102,8 @@ class RateLimiter:
         """Hold every caller back for `seconds` (a server's Retry-After applies to all)."""
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits in the window."""
+    async def acquire(self) -> float:
+        """Wait until one more request fits in the window; the time it was counted at."""
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -112,8 +114,23 @@ class RateLimiter:
                     self._stamps.popleft()
                 if len(self._stamps) < self.calls:
                     self._stamps.append(now)
-                    return
+                    return now
                 await asyncio.sleep(self.period - (now - self._stamps[0]))
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """One request counted from when it ended rather than began. A request still waits
+        behind other limits (the request rate) after taking its slot here, and the server
+        counts it from its arrival: counted from the start, the first request of a window
+        could reach the server later than it was counted, and a request one window after
+        it earlier than one window after its arrival (a 429)."""
+        stamp = await self.acquire()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # already out of the window: nothing to move
+                self._stamps.remove(stamp)
+            bisect.insort(self._stamps, time.monotonic())
 
 
 @dataclass
