@@ -114,7 +114,11 @@ class HubWrites:
                             returned.append(res.id)
                 else:
                     p.tally.updated += 1
-                done.append(self._dbrow(p, w.row, res.id or w.hub_id, stamp))
+                # A contact this call created replaces the stored one (deleted in the hub
+                # meanwhile): its id, or none (looked up by email if ever needed), never
+                # the old one's.
+                hub_id = res.id if res.created else res.id or w.hub_id
+                done.append(self._dbrow(p, w.row, hub_id, stamp))
         return done, created_ids, returned
 
     @staticmethod

@@ -282,6 +282,9 @@ class DbsyncRunner(RowPipeline):
         if unknown:
             found = await self.hub.find_by_emails([r.email for r in unknown])
             ids.update((r.row_key, found[r.email].id) for r in unknown if r.email in found)
+            # No contact holds the email any more (deleted in the hub, or its email changed
+            # there): the row is forgotten, and not counted as a contact this run deleted.
+            tally.deleted -= sum(1 for r in unknown if r.email not in found)
         # Contacts this dbsync added are deleted, as ActiveCampaign's database sync deletes
         # contacts no longer in the source (http://www.activecampaign.com/help/how-to-use-
         # database-sync/), or by choice only taken off the list; contacts that were in the

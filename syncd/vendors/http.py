@@ -7,7 +7,6 @@ function that turns a non-2xx response into the right typed error.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import json
 import random
@@ -95,6 +94,8 @@ class RateLimiter:
         self.calls = calls
         self.period = period
         self._stamps: deque[float] = deque()
+        self._held = 0  # `held` requests not ended yet: each keeps a slot, stamped at its end
+        self._released = asyncio.Event()
         self._lock = asyncio.Lock()
         self._blocked_until = 0.0
 
@@ -102,8 +103,27 @@ class RateLimiter:
         """Hold every caller back for `seconds` (a server's Retry-After applies to all)."""
         self._blocked_until = max(self._blocked_until, time.monotonic() + seconds)
 
-    async def acquire(self) -> float:
-        """Wait until one more request fits in the window; the time it was counted at."""
+    async def acquire(self) -> None:
+        """Wait until one more request fits in the window."""
+        await self._take(hold=False)
+
+    @contextlib.asynccontextmanager
+    async def held(self) -> AsyncIterator[None]:
+        """One request counted from when it ended rather than began. A request still waits
+        behind other limits (the request rate) after taking its slot here, and the server
+        counts it from its arrival: counted from the start, the first request of a window
+        could reach the server later than it was counted, and a request one window after
+        it earlier than one window after its arrival (a 429). The slot is kept while the
+        request runs, however long its retries take."""
+        await self._take(hold=True)
+        try:
+            yield
+        finally:
+            self._held -= 1
+            self._stamps.append(time.monotonic())  # now: later than every stamp, in order
+            self._released.set()
+
+    async def _take(self, *, hold: bool) -> None:
         async with self._lock:
             while True:
                 now = time.monotonic()
@@ -112,25 +132,17 @@ class RateLimiter:
                     continue
                 while self._stamps and now - self._stamps[0] >= self.period:
                     self._stamps.popleft()
-                if len(self._stamps) < self.calls:
-                    self._stamps.append(now)
-                    return now
-                await asyncio.sleep(self.period - (now - self._stamps[0]))
-
-    @contextlib.asynccontextmanager
-    async def held(self) -> AsyncIterator[None]:
-        """One request counted from when it ended rather than began. A request still waits
-        behind other limits (the request rate) after taking its slot here, and the server
-        counts it from its arrival: counted from the start, the first request of a window
-        could reach the server later than it was counted, and a request one window after
-        it earlier than one window after its arrival (a 429)."""
-        stamp = await self.acquire()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ValueError):  # already out of the window: nothing to move
-                self._stamps.remove(stamp)
-            bisect.insort(self._stamps, time.monotonic())
+                if len(self._stamps) + self._held < self.calls:
+                    if hold:
+                        self._held += 1
+                    else:
+                        self._stamps.append(now)
+                    return
+                if self._stamps:
+                    await asyncio.sleep(self.period - (now - self._stamps[0]))
+                else:  # every slot is a request still running: its end starts the count
+                    self._released.clear()
+                    await self._released.wait()
 
 
 @dataclass

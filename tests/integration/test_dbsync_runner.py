@@ -466,3 +466,60 @@ async def test_a_cancelled_run_records_every_row_the_hub_accepted(env: Env) -> N
     rest = await env.runner.run(cfg, RunTrigger.MANUAL)
     assert (rest.counts["created"], rest.counts["skipped_existing"]) == (3000 - made, 0)
     assert rest.counts["unchanged"] == made
+
+
+async def test_a_table_of_existing_contacts_reads_no_ids_and_never_deletes_them(
+    env: Env,
+) -> None:
+    """Every row's person already in the hub: the import created none of them, which its
+    answer says without any read of contact ids; each is stored as there before, so when its
+    row leaves the table delete_missing, finding the contact by its email, only takes it
+    off the list."""
+    people = [(i, f"was{i}@example.com", f"W{i}") for i in range(1, 31)]
+    seeded = {email: env.seed_contact(email) for _, email, _ in people}
+    await env.insert(people)
+    env.sb.reset()
+    report = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert report.status == "succeeded", report.error
+    assert (report.counts["created"], report.counts["updated"]) == (0, 30)
+    assert env.sb.requests.get("GET /api/3/contacts", 0) == 0  # no id read back
+    stored = await env.store.dbsync_rows("people", [e for _, e, _ in people])
+    assert all(r.content_hash.startswith(PRIOR) for r in stored.values())
+    assert env.contact("was7@example.com").first_name == "W7"  # type: ignore[union-attr]
+
+    await env.sql("DELETE FROM people WHERE id = 7")
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    gone = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert gone.status == "succeeded", gone.error
+    assert gone.counts["deleted"] == 1
+    kept = env.contact("was7@example.com")
+    assert kept is not None and kept.id == seeded["was7@example.com"]  # never deleted
+    assert env.status("was7@example.com") == 2  # taken off the list
+    assert env.status("was8@example.com") == 1
+
+
+async def test_a_contact_recreated_by_a_run_replaces_the_stored_one(env: Env) -> None:
+    """A user deleted a contact dbsync made; the row's next change re-creates it, in an
+    import that creates all of its rows (no id read back). The stored id must not stay the
+    deleted contact's: delete_missing would 'delete' that one (gone: counted as done) and
+    leave the new contact behind for good."""
+    await env.insert([(1, "ada@example.com", "Ada"), (2, "alan@example.com", "Alan")])
+    assert (await env.runner.run(env.cfg(), RunTrigger.MANUAL)).status == "succeeded"
+    old = env.contact("alan@example.com")
+    assert old is not None
+    env.sb.delete_contact(old)
+    await env.sql("UPDATE people SET first_name = 'Alan M.' WHERE id = 2")
+    await env.insert([(100 + i, f"n{i}@example.com", "N") for i in range(25)])
+    again = await env.runner.run(env.cfg(), RunTrigger.MANUAL)
+    assert again.status == "succeeded", again.error
+    new = env.contact("alan@example.com")
+    assert new is not None and new.id != old.id and new.first_name == "Alan M."
+    stored = (await env.store.dbsync_rows("people", ["alan@example.com"]))["alan@example.com"]
+    assert stored.hub_id in (None, str(new.id))
+
+    await env.sql("DELETE FROM people WHERE id = 2")
+    cfg = env.cfg(delete_missing=True, delete_safety_threshold=0.3)
+    gone = await env.runner.run(cfg, RunTrigger.MANUAL)
+    assert gone.status == "succeeded", gone.error
+    assert env.contact("alan@example.com") is None  # the contact dbsync re-created: deleted
+    assert gone.counts["deleted"] == 1
