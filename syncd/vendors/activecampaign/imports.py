@@ -11,13 +11,16 @@ promised order; updated contacts are not listed; ``failure`` lists rejected emai
 so many imports in flight cost one ``import/info`` call per poll interval, not one each
 (they share AC's 5 requests a second with everything else). It learns how long imports
 take and first looks at one shortly before that: about two looks per import instead of one
-every interval (at AC's 5 s, polling every 0.5 s spent 2 of the 5 requests a second).
+every interval (at AC's 5 s, polling every 0.5 s spent 2 of the 5 requests a second). An
+import found ended at its first look took less than measured, so the next first look comes
+earlier; once the oldest import ended, the next ones already due are looked at together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -28,6 +31,8 @@ from syncd.vendors.activecampaign.answers import PAGE
 
 # Final statuses; "failed" and "interrupted" are never retried by AC.
 ENDED = ("completed", "failed", "interrupted")
+# Imports after an ended one looked at together (at most; only those due).
+FOLLOWERS = 8
 Call = Callable[..., Awaitable[Any]]
 
 
@@ -67,6 +72,7 @@ class ImportWatcher:
         self._waiting: dict[str, tuple[float, float, asyncio.Future[ImportOutcome]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.typical: float | None = None  # seconds from sending to ended (moving average)
+        self._looked: dict[str, float] = {}  # batch id -> when it was last looked at
 
     async def wait(self, batch_id: str) -> ImportOutcome:
         """The import's outcome once it ended; status None after `timeout` seconds."""
@@ -79,6 +85,7 @@ class ImportWatcher:
             return await fut
         finally:
             self._waiting.pop(batch_id, None)
+            self._looked.pop(batch_id, None)
 
     async def close(self) -> None:
         """Stop polling (waiters still waiting are cancelled)."""
@@ -89,45 +96,82 @@ class ImportWatcher:
         for *_, fut in self._waiting.values():
             fut.cancel()
         self._waiting.clear()
+        self._looked.clear()
 
     async def _poll(self) -> None:
         # Until it has seen an import end, the watcher looks at once and then every
         # interval (AC gives a batch no status for up to a second: an early look says false).
-        looked: tuple[str, float] = ("", 0.0)  # the batch looked at last, and when
-        while self._waiting:
-            batch_id, (sent, deadline, fut) = next(iter(self._waiting.items()))
-            if fut.done():  # its waiter was cancelled
-                self._waiting.pop(batch_id, None)
-                continue
-            due = sent + 0.9 * self.typical if self.typical is not None else 0.0
-            if looked[0] == batch_id:
-                due = max(due, looked[1] + self.poll_interval)
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
-            looked = (batch_id, time.monotonic())
-            try:
-                info = await self._call(
-                    "GET", "/import/info", endpoint="import.info", params={"batchId": batch_id}
-                )
-            except Exception as exc:  # the call's own retries are spent: every waiter hears it
-                for *_, other in self._waiting.values():
-                    if not other.done():
-                        other.set_exception(exc)
-                self._waiting.clear()
-                return
-            now = time.monotonic()
-            ended = outcome_of(info)
-            if ended is not None:
-                took = now - sent
-                self.typical = took if self.typical is None else 0.7 * self.typical + 0.3 * took
-            elif now >= deadline:
-                ended = ImportOutcome(None)
-            if ended is not None:
-                self._waiting.pop(batch_id, None)
-                if not fut.done():
-                    fut.set_result(ended)
+        try:
+            while self._waiting:
+                batch_id, (sent, _, fut) = next(iter(self._waiting.items()))
+                if fut.done():  # its waiter was cancelled
+                    self._waiting.pop(batch_id, None)
+                    continue
+                wait = self._due(batch_id, sent) - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                if not await self._look(batch_id):
+                    continue
+                # The oldest ended: AC works through imports in order, so those sent after
+                # it that are due have likely ended too. Looked at together they cost the
+                # same calls as one by one, without waiting for a round trip each in turn.
+                now = time.monotonic()
+                followers = [
+                    b
+                    for b, (s, _, f) in itertools.islice(self._waiting.items(), FOLLOWERS)
+                    if not f.done() and self._due(b, s) <= now
+                ]
+                if followers:
+                    await asyncio.gather(*map(self._look, followers))
+        except Exception as exc:  # the call's own retries are spent: every waiter hears it
+            for *_, other in self._waiting.values():
+                if not other.done():
+                    other.set_exception(exc)
+            self._waiting.clear()
+
+    def _due(self, batch_id: str, sent: float) -> float:
+        """When an import is worth a (first or next) look."""
+        due = sent + 0.9 * self.typical if self.typical is not None else 0.0
+        last = self._looked.get(batch_id)
+        return due if last is None else max(due, last + self.poll_interval)
+
+    async def _look(self, batch_id: str) -> bool:
+        """One ``import/info`` read; whether the import's waiter has its outcome now."""
+        first_look = batch_id not in self._looked
+        self._looked[batch_id] = time.monotonic()
+        info = await self._call(
+            "GET", "/import/info", endpoint="import.info", params={"batchId": batch_id}
+        )
+        entry = self._waiting.get(batch_id)
+        if entry is None:  # its waiter gave up meanwhile
+            return True
+        sent, deadline, fut = entry
+        now = time.monotonic()
+        ended = outcome_of(info)
+        if ended is not None:
+            self._learn(now - sent, first_look)
+        elif now >= deadline:
+            ended = ImportOutcome(None)
+        if ended is None:
+            return False
+        self._waiting.pop(batch_id, None)
+        if not fut.done():
+            fut.set_result(ended)
+        return True
+
+    def _learn(self, took: float, first_look: bool) -> None:
+        """Update how long imports take from one that ended `took` seconds after it was sent."""
+        if self.typical is None:
+            self.typical = took
+        elif first_look:
+            # Ended before the first look: it took less than `took`, which counts the wait
+            # for that look. Averaged in, the wait fed the next wait: with many imports in
+            # flight each was looked at later than the last, and kept its write slot after
+            # it ended (a 1M-row dbsync waited on those slots 96 % of its time). Look earlier.
+            self.typical = min(self.typical, took) * 0.8
+        else:
+            self.typical = 0.7 * self.typical + 0.3 * took
 
 
 async def contact_ids_by_email(call: Call, ids: Sequence[str]) -> dict[str, str]:
