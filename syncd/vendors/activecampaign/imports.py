@@ -12,8 +12,9 @@ so many imports in flight cost one ``import/info`` call per poll interval, not o
 (they share AC's 5 requests a second with everything else). It learns how long imports
 take and first looks at one shortly before that: about two looks per import instead of one
 every interval (at AC's 5 s, polling every 0.5 s spent 2 of the 5 requests a second). An
-import found ended at its first look took less than measured, so the next first look comes
-earlier; once the oldest import ended, the next ones already due are looked at together.
+import found ended at its first look took less than measured (the wait for the look is in
+the measure), so it can only shorten the next wait; once the oldest import ended, the next
+ones already due are looked at together.
 """
 
 from __future__ import annotations
@@ -168,8 +169,10 @@ class ImportWatcher:
             # Ended before the first look: it took less than `took`, which counts the wait
             # for that look. Averaged in, the wait fed the next wait: with many imports in
             # flight each was looked at later than the last, and kept its write slot after
-            # it ended (a 1M-row dbsync waited on those slots 96 % of its time). Look earlier.
-            self.typical = min(self.typical, took) * 0.8
+            # it ended (a 1M-row dbsync waited on those slots 96 % of its time). Only a
+            # shorter time is learned here; a look that finds an import still running
+            # measures it to within a poll interval, and that is averaged in below.
+            self.typical = min(self.typical, took)
         else:
             self.typical = 0.7 * self.typical + 0.3 * took
 
