@@ -173,7 +173,8 @@ def test_one_scheduled_pull_per_interval_whatever_the_number_of_instances(
     every, intervals = 3.0, 4  # one instance per interval: 4; one per instance would be 8 or 12
     db, dsn = mysql_db
     counts: dict[int, int] = {}
-    for n in (1, 2, 3):
+    # One instance, then three (two add nothing three does not test, and 20 s to the suite).
+    for n in (1, 3):
         names = [f"i{n}{k}" for k in range(n)]
         c = Cluster(env, db, dsn, 10.0, SCHEDULED.format(every=every), names=names)
         for name in names:
@@ -195,7 +196,7 @@ def test_one_scheduled_pull_per_interval_whatever_the_number_of_instances(
         counts[n] = sum(1 for s in starts if t0 <= s < t1)
     # One pull per interval, however many instances (not one per instance); a tick may
     # be lost to a slow start on this machine, never doubled.
-    assert all(intervals - 2 <= counts[n] <= intervals + 1 for n in (1, 2, 3)), counts
+    assert all(intervals - 2 <= counts[n] <= intervals + 1 for n in (1, 3)), counts
 
 
 RUNS = """
