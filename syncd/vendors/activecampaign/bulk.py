@@ -245,15 +245,19 @@ async def _settle(
             results[r.pos] = err
         return
     created = await _created(api, chunk, outcome, need_ids)
-    # Updated rows whose id the caller did not give: AC does not list them; read together.
-    unknown = [
-        r.email.lower()
-        for r in chunk
-        if r.id is None
-        and r.email.lower() not in created
-        and r.email.lower() not in outcome.rejected
-    ]
-    updated = await ids_of_updated(api.call, unknown, sent) if unknown and need_ids else {}
+    # Updated rows whose id the caller did not give: AC does not list them; read together
+    # (only for a caller that needs the ids).
+    updated: dict[str, str] = {}
+    if need_ids:
+        unknown = [
+            r.email.lower()
+            for r in chunk
+            if r.id is None
+            and r.email.lower() not in created
+            and r.email.lower() not in outcome.rejected
+        ]
+        if unknown:
+            updated = await ids_of_updated(api.call, unknown, sent)
     for r in chunk:
         email = r.email.lower()
         if email in outcome.rejected:
